@@ -65,7 +65,7 @@ void Producer::write_record(uint64_t index, const RecordMeta &meta, uint16_t rin
     h.check = record_check(h, index);
     uint8_t *at = data_ + (index & (capacity_ - 1));
     memcpy(at, &h, sizeof h);
-    memcpy(at + sizeof h, data, len);
+    if (len) memcpy(at + sizeof h, data, len);  // data may be null when len is 0
 }
 
 // Where the next part of a parted message goes: as much of the remaining payload as fits

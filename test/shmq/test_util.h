@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,10 +33,10 @@ inline constexpr bool kSanitized =
     false;
 #endif
 
-// The count a long loop runs: `full` normally, a tenth under the sanitizers, scaled by
+// The count a long loop runs: `full` normally, a quarter under the sanitizers, scaled by
 // ASYNCD_TEST_SCALE (a factor) when set, for the longer runs.
 inline uint64_t scaled(uint64_t full) {
-    double factor = kSanitized ? 0.1 : 1.0;
+    double factor = kSanitized ? 0.25 : 1.0;
     if (const char *s = getenv("ASYNCD_TEST_SCALE")) factor *= atof(s);
     uint64_t n = uint64_t(double(full) * factor);
     return n ? n : 1;
@@ -86,10 +87,11 @@ void shared_delete(T *p) {
 }
 
 // Runs fn in a child process that exits with fn's return value and never returns into
-// the test framework.
+// the test framework. The child dies with the test process.
 inline pid_t spawn(const std::function<int()> &fn) {
     pid_t pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);  // a failed test leaves no child spinning
         int rc = fn();
         _exit(rc);
     }
