@@ -53,7 +53,7 @@ void expect_pop(Consumer &c, const std::vector<uint8_t> &expect, uint64_t seq) {
     EXPECT_EQ(m.conn_id, 0xabcdef0000000000ull + seq);
     EXPECT_EQ(m.seq, seq);
     ASSERT_EQ(m.len, expect.size());
-    if (m.len) EXPECT_EQ(memcmp(m.data, expect.data(), m.len), 0);
+    EXPECT_EQ(std::vector<uint8_t>(m.data, m.data + m.len), expect);
     c.commit();
 }
 
@@ -202,7 +202,7 @@ TEST(Ring, ManyLapsOfMixedSizesStayIntact) {
             ASSERT_EQ(m.len, expect_len);
             std::vector<uint8_t> expect(expect_len);
             fill_pattern(expect.data(), expect_len, popped);
-            if (expect_len) ASSERT_EQ(memcmp(m.data, expect.data(), expect_len), 0);
+            ASSERT_EQ(std::vector<uint8_t>(m.data, m.data + m.len), expect);
             c.commit();
             popped++;
         }
