@@ -171,7 +171,7 @@ bool Consumer::empty() {
     return tail_ == cached_head_;
 }
 
-// Pairs with Producer::notify (see there).
+// Pairs with Producer::flush (see there).
 bool Consumer::prepare_sleep() {
     control_->sleeping.store(1, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);

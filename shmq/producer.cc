@@ -30,12 +30,24 @@ Producer::Producer(Ring *ring, const Waker *waker)
       max_record_(ring->max_record()),
       max_msg_(ring->max_msg()),
       head_(control_->head.load(std::memory_order_relaxed)),
-      cached_tail_(control_->tail.load(std::memory_order_acquire)) {}
+      published_(head_),
+      cached_tail_(control_->tail.load(std::memory_order_acquire)),
+      publish_batch_(std::min(ring->capacity() / 8, size_t(64) << 10)) {}
 
+// When the ring looks full, the consumer may be waiting for what this side has not yet
+// published: publish it and wake the consumer before reporting kFull.
 bool Producer::has_room(size_t need) {
     if (head_ + need - cached_tail_ <= capacity_) return true;
     cached_tail_ = control_->tail.load(std::memory_order_acquire);
-    return head_ + need - cached_tail_ <= capacity_;
+    if (head_ + need - cached_tail_ <= capacity_) return true;
+    flush();
+    return false;
+}
+
+void Producer::publish() {
+    if (head_ == published_) return;
+    published_ = head_;
+    control_->head.store(head_, std::memory_order_release);
 }
 
 size_t Producer::free_bytes() {
@@ -95,7 +107,7 @@ PushStatus Producer::try_push(const RecordMeta &meta, const void *data, size_t l
         }
         write_record(head_, meta, kFlagWhole, data, len, 0);
         head_ += footprint;
-        control_->head.store(head_, std::memory_order_release);
+        if (head_ - published_ >= publish_batch_) publish();
         return PushStatus::kOk;
     }
     // Parts: plan them all first so that either all go in or none does.
@@ -121,7 +133,7 @@ PushStatus Producer::try_push(const RecordMeta &meta, const void *data, size_t l
         head_ += record_footprint(p.part);
         done += p.part;
     }
-    control_->head.store(head_, std::memory_order_release);
+    if (head_ - published_ >= publish_batch_) publish();
     return PushStatus::kOk;
 }
 
@@ -136,7 +148,6 @@ PushStatus Producer::try_push_stream(const RecordMeta &meta, const void *data, s
         return s;
     }
     const uint8_t *bytes = static_cast<const uint8_t *>(data);
-    uint64_t start = head_;
     while (*done < len) {
         Plan p = plan_part(head_, len - *done);
         if (!has_room(p.pad + record_footprint(p.part))) break;
@@ -150,7 +161,8 @@ PushStatus Producer::try_push_stream(const RecordMeta &meta, const void *data, s
         head_ += record_footprint(p.part);
         *done += p.part;
     }
-    if (head_ != start) control_->head.store(head_, std::memory_order_release);
+    // The consumer must see the parts to make room for the rest.
+    publish();
     stream_open_ = *done < len && *done > 0;
     stream_done_ = *done;
     return *done == len ? PushStatus::kOk : PushStatus::kFull;
@@ -159,7 +171,8 @@ PushStatus Producer::try_push_stream(const RecordMeta &meta, const void *data, s
 // Pairs with Consumer::prepare_sleep: the producer stores the head and then loads the flag,
 // the consumer stores the flag and then loads the head, each with a seq_cst fence between,
 // so at least one of them sees the other's store and no wakeup is lost.
-bool Producer::notify() {
+bool Producer::flush() {
+    publish();
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (!control_->sleeping.load(std::memory_order_relaxed)) return false;
     if (!control_->sleeping.exchange(0, std::memory_order_acq_rel)) return false;

@@ -142,7 +142,8 @@ public:
     Producer(Ring *ring, const Waker *waker);
 
     // All or nothing: the whole message (as one record, or as parts when it is longer than
-    // max_record) is written and published, or nothing is. Never blocks, never allocates.
+    // max_record) is written, or nothing is. Never blocks, never allocates. The consumer
+    // sees it at the next flush() (or sooner, once a batch grows past an eighth of the ring).
     PushStatus try_push(const RecordMeta &meta, const void *data, size_t len);
 
     // For messages of any size up to max_msg, also larger than the ring: writes as many
@@ -152,9 +153,11 @@ public:
     PushStatus try_push_stream(const RecordMeta &meta, const void *data, size_t len,
                                size_t *done);
 
-    // Signals the consumer if it announced that it sleeps. Call after a batch of pushes, at
-    // the latest before this process itself waits. Returns true when it wrote a wakeup.
-    bool notify();
+    // Publishes everything written so far (one release store of the head) and signals the
+    // consumer if it announced that it sleeps. Call it at the end of every batch of pushes,
+    // at the latest before this process waits for anything; a push that finds the ring full
+    // flushes by itself. Returns true when it wrote a wakeup.
+    bool flush();
 
     size_t free_bytes();
 
@@ -165,6 +168,7 @@ private:
     };
     Plan plan_part(uint64_t index, size_t remaining) const;
     bool has_room(size_t need);
+    void publish();
     void write_pad(uint64_t index, size_t bytes);
     void write_record(uint64_t index, const RecordMeta &meta, uint16_t ring_flags,
                       const void *data, size_t len, size_t offset);
@@ -175,8 +179,10 @@ private:
     size_t capacity_;
     size_t max_record_;
     size_t max_msg_;
-    uint64_t head_;         // next index to write; published by a release store
+    uint64_t head_;         // next index to write
+    uint64_t published_;    // head as the consumer sees it: the last release store
     uint64_t cached_tail_;  // last tail seen; reloaded only when the ring looks full
+    size_t publish_batch_;  // unpublished bytes that trigger a publication without flush()
     bool stream_open_ = false;
     size_t stream_done_ = 0;
 };

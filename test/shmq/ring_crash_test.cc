@@ -67,12 +67,12 @@ int produce(Ring *ring, Waker *waker, ProducerState *state, uint64_t n, size_t b
         size_t done = 0;
         PushStatus s;
         while ((s = p.try_push_stream(meta, buf.data(), buf.size(), &done)) == PushStatus::kFull) {
-            p.notify();
+            p.flush();
             sched_yield();
         }
         if (s != PushStatus::kOk) return 3;
         state->next_seq.store(seq + 1);
-        p.notify();
+        p.flush();
     }
     return 0;
 }

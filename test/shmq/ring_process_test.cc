@@ -68,20 +68,20 @@ int produce(Ring *ring, Waker *waker, uint64_t n) {
             PushStatus s = p.try_push_stream(meta, buf.data(), buf.size(), &done);
             if (s == PushStatus::kOk) break;
             if (s != PushStatus::kFull) return 3;
-            p.notify();
+            p.flush();
             sched_yield();
         }
         rng = splitmix64(rng);
         if (++batch >= 1 + rng % 32) {
-            p.notify();
+            p.flush();
             batch = 0;
         }
         if (rng % 4096 == 0) {
-            p.notify();
+            p.flush();
             usleep(useconds_t(rng >> 54));  // up to about 1 ms
         }
     }
-    p.notify();
+    p.flush();
     return 0;
 }
 

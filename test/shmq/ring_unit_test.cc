@@ -95,6 +95,7 @@ TEST(Ring, OneMessageKeepsMetaAndBytes) {
     Consumer c(&f.ring, &f.waker);
     auto a = pattern(100, 1);
     ASSERT_EQ(p.try_push(meta_for(1), a.data(), a.size()), PushStatus::kOk);
+    p.flush();
     EXPECT_EQ(f.ring.used_bytes(), record_footprint(100));
     // Peek is idempotent until commit.
     Message m1, m2;
@@ -106,11 +107,32 @@ TEST(Ring, OneMessageKeepsMetaAndBytes) {
     EXPECT_EQ(f.ring.used_bytes(), 0u);
 }
 
+TEST(Ring, PushesArePublishedByFlushOrABigBatch) {
+    Fixture f(64 << 10);  // publishes by itself past 8 KiB
+    Producer p(&f.ring, &f.waker);
+    Consumer c(&f.ring, &f.waker);
+    auto a = pattern(100, 14);
+    ASSERT_EQ(p.try_push(meta_for(0), a.data(), a.size()), PushStatus::kOk);
+    Message m;
+    EXPECT_EQ(c.peek(&m), PopStatus::kEmpty) << "not visible before flush";
+    EXPECT_EQ(f.ring.used_bytes(), 0u);
+    p.flush();
+    expect_pop(c, a, 0);
+    int pushed = 1;
+    while (f.ring.used_bytes() == 0) {
+        ASSERT_EQ(p.try_push(meta_for(pushed), a.data(), a.size()), PushStatus::kOk);
+        pushed++;
+    }
+    EXPECT_EQ(pushed - 1, int((8 << 10) / record_footprint(100)) + 1);
+    for (int i = 1; i < pushed; i++) expect_pop(c, a, i);
+}
+
 TEST(Ring, ZeroLengthMessage) {
     Fixture f(4096);
     Producer p(&f.ring, &f.waker);
     Consumer c(&f.ring, &f.waker);
     ASSERT_EQ(p.try_push(meta_for(3), nullptr, 0), PushStatus::kOk);
+    p.flush();
     expect_pop(c, {}, 3);
 }
 
@@ -129,6 +151,7 @@ TEST(Ring, FullIsAValueAndRoomComesBack) {
     auto a = pattern(100, 2);  // footprint 136: 30 fit in 4096 with 16 bytes left over
     int pushed = 0;
     while (p.try_push(meta_for(pushed), a.data(), a.size()) == PushStatus::kOk) pushed++;
+    p.flush();
     EXPECT_EQ(pushed, 30);
     EXPECT_EQ(p.try_push(meta_for(99), a.data(), a.size()), PushStatus::kFull);
     // A small record still fits into the 16 bytes? No: a header alone is 32.
@@ -137,6 +160,7 @@ TEST(Ring, FullIsAValueAndRoomComesBack) {
     // 136 freed at the front plus the 16-byte gap at the end: exactly one more fits, and it
     // wraps over the implicit gap that is too small for a pad header.
     ASSERT_EQ(p.try_push(meta_for(30), a.data(), a.size()), PushStatus::kOk);
+    p.flush();
     EXPECT_EQ(p.try_push(meta_for(31), a.data(), a.size()), PushStatus::kFull);
     for (int i = 1; i <= 30; i++) expect_pop(c, a, i);
     Message m;
@@ -149,10 +173,12 @@ TEST(Ring, ExactlyFits) {
     Consumer c(&f.ring, &f.waker);
     auto a = pattern(1024 - kHeaderSize, 3);  // footprint exactly a quarter of the ring
     for (int i = 0; i < 4; i++) ASSERT_EQ(p.try_push(meta_for(i), a.data(), a.size()), PushStatus::kOk);
+    p.flush();
     EXPECT_EQ(p.free_bytes(), 0u);
     EXPECT_EQ(p.try_push(meta_for(4), a.data(), a.size()), PushStatus::kFull);
     expect_pop(c, a, 0);
     ASSERT_EQ(p.try_push(meta_for(4), a.data(), a.size()), PushStatus::kOk);  // no pad needed
+    p.flush();
     Message m;
     for (int i = 1; i <= 4; i++) {
         ASSERT_EQ(c.peek(&m), PopStatus::kOk);
@@ -167,8 +193,10 @@ TEST(Ring, WrapLeavesPadRecord) {
     Consumer c(&f.ring, &f.waker);
     auto a = pattern(1000, 4);  // footprint 1032: three fit, the fourth must wrap
     for (int i = 0; i < 3; i++) ASSERT_EQ(p.try_push(meta_for(i), a.data(), a.size()), PushStatus::kOk);
+    p.flush();
     for (int i = 0; i < 3; i++) expect_pop(c, a, i);
     ASSERT_EQ(p.try_push(meta_for(3), a.data(), a.size()), PushStatus::kOk);
+    p.flush();
     RecordHeader pad;
     memcpy(&pad, f.ring.data() + 3096, sizeof pad);
     EXPECT_EQ(pad.type, kTypePad);
@@ -216,6 +244,7 @@ TEST(Ring, PartsReassembleAllOrNothing) {
     Consumer c(&f.ring, &f.waker);
     auto a = pattern(3000, 5);
     ASSERT_EQ(p.try_push(meta_for(1), a.data(), a.size()), PushStatus::kOk);
+    p.flush();
     EXPECT_GT(f.ring.used_bytes(), 3000u);
     // Not enough room for a second one: nothing of it is written.
     uint64_t before = f.ring.used_bytes();
@@ -253,6 +282,7 @@ TEST(Ring, StreamCarriesMessagesLargerThanTheRing) {
     EXPECT_EQ(done, 0u);
     auto small = pattern(10, 8);
     ASSERT_EQ(p.try_push(meta_for(12), small.data(), small.size()), PushStatus::kOk);
+    p.flush();
     expect_pop(c, small, 12);
 }
 
@@ -261,6 +291,7 @@ TEST(Ring, ConsumerResumesAtInFlightMessage) {
     Producer p(&f.ring, &f.waker);
     auto a = pattern(50, 9);
     for (int i = 0; i < 3; i++) ASSERT_EQ(p.try_push(meta_for(i), a.data(), a.size()), PushStatus::kOk);
+    p.flush();
     {
         Consumer dead(&f.ring, &f.waker);
         Message m;
@@ -328,8 +359,10 @@ TEST(Ring, ProducerDeathMidStreamIsNeverHandedOver) {
     Producer next(&f.ring, &f.waker);
     auto a = pattern(30, 12);
     ASSERT_EQ(next.try_push(meta_for(2), a.data(), a.size()), PushStatus::kOk);
+    next.flush();
     auto b = pattern(3000, 13);
     ASSERT_EQ(next.try_push(meta_for(3), b.data(), b.size()), PushStatus::kOk);
+    next.flush();
     expect_pop(c, a, 2);
     EXPECT_EQ(f.ring.abandoned(), 1u);
     expect_pop(c, b, 3);
@@ -371,6 +404,7 @@ protected:
 TEST_F(RingCorruption, FlippedBitFailsTheCheck) {
     Producer p(&f_.ring, &f_.waker);
     ASSERT_EQ(p.try_push(meta_for(1), "hello", 5), PushStatus::kOk);
+    p.flush();
     f_.ring.data()[12] ^= 0x04;  // a bit of the offset field
     expect_corrupt("check failed");
 }
@@ -379,6 +413,7 @@ TEST_F(RingCorruption, StaleHeaderFromAnEarlierLap) {
     Producer p(&f_.ring, &f_.waker);
     Consumer c(&f_.ring, &f_.waker);
     ASSERT_EQ(p.try_push(meta_for(1), "hello", 5), PushStatus::kOk);
+    p.flush();
     RecordHeader old = header_at(0);
     expect_pop(c, std::vector<uint8_t>{'h', 'e', 'l', 'l', 'o'}, 1);
     // Pretend the producer published index 4096 without writing: the old header is there.
@@ -391,6 +426,7 @@ TEST_F(RingCorruption, StaleHeaderFromAnEarlierLap) {
 TEST_F(RingCorruption, LengthAboveMaxRecord) {
     Producer p(&f_.ring, &f_.waker);
     ASSERT_EQ(p.try_push(meta_for(1), "hello", 5), PushStatus::kOk);
+    p.flush();
     RecordHeader h = header_at(0);
     h.len = 0xffffffffu;  // a consistent header with a wild length
     put_header(0, h, 0, true);
@@ -403,10 +439,12 @@ TEST_F(RingCorruption, RecordCrossingTheEnd) {
     std::vector<uint8_t> a(1000 - kHeaderSize);
     for (int i = 0; i < 4; i++) {
         ASSERT_EQ(p.try_push(meta_for(i), a.data(), a.size()), PushStatus::kOk);
+        p.flush();
         expect_pop(c, a, i);
     }
     // Now at 4000: a short record whose header claims it runs 500 bytes past the end.
     ASSERT_EQ(p.try_push(meta_for(9), "x", 1), PushStatus::kOk);
+    p.flush();
     RecordHeader h = header_at(4000);
     h.len = 560;
     put_header(4000, h, 4000, true);
@@ -417,6 +455,7 @@ TEST_F(RingCorruption, RecordCrossingTheEnd) {
 TEST_F(RingCorruption, RecordPastThePublishedHead) {
     Producer p(&f_.ring, &f_.waker);
     ASSERT_EQ(p.try_push(meta_for(1), "hello", 5), PushStatus::kOk);
+    p.flush();
     RecordHeader h = header_at(0);
     h.len = 900;
     put_header(0, h, 0, true);
@@ -426,6 +465,7 @@ TEST_F(RingCorruption, RecordPastThePublishedHead) {
 TEST_F(RingCorruption, HeadOutOfRange) {
     Producer p(&f_.ring, &f_.waker);
     ASSERT_EQ(p.try_push(meta_for(1), "hello", 5), PushStatus::kOk);
+    p.flush();
     f_.ring.control()->head.store(uint64_t(1) << 40);
     Consumer c(&f_.ring, &f_.waker);
     Message m;
@@ -438,6 +478,7 @@ TEST_F(RingCorruption, PartOutOfSequence) {
     Producer p(&f_.ring, &f_.waker);
     std::vector<uint8_t> a(1500);  // two parts of at most 1024
     ASSERT_EQ(p.try_push(meta_for(1), a.data(), a.size()), PushStatus::kOk);
+    p.flush();
     Consumer c(&f_.ring, &f_.waker);
     RecordHeader first = header_at(0);
     ASSERT_EQ(first.flags & kFlagsRing, kFlagFirst);
@@ -455,6 +496,7 @@ TEST_F(RingCorruption, PartBeyondMaxMessage) {
     Producer p(&f_.ring, &f_.waker);
     std::vector<uint8_t> a(1500);
     ASSERT_EQ(p.try_push(meta_for(1), a.data(), a.size()), PushStatus::kOk);
+    p.flush();
     RecordHeader first = header_at(0);
     size_t second_pos = record_footprint(first.len);
     RecordHeader second = header_at(second_pos);
@@ -477,7 +519,7 @@ TEST(RingSleep, NotifyWritesOnlyForASleeper) {
         Producer p(&ring, &waker);
         Consumer c(&ring, &waker);
         ASSERT_EQ(p.try_push(meta_for(1), "a", 1), PushStatus::kOk);
-        EXPECT_FALSE(p.notify());         // nobody sleeps
+        EXPECT_FALSE(p.flush());         // nobody sleeps
         EXPECT_FALSE(c.prepare_sleep());  // not empty: no sleep
         EXPECT_EQ(ring.sleeps(), 0u);
         Message m;
@@ -486,8 +528,8 @@ TEST(RingSleep, NotifyWritesOnlyForASleeper) {
         ASSERT_TRUE(c.prepare_sleep());
         EXPECT_FALSE(waker.wait(0));
         ASSERT_EQ(p.try_push(meta_for(2), "b", 1), PushStatus::kOk);
-        EXPECT_TRUE(p.notify());
-        EXPECT_FALSE(p.notify());  // one wakeup per sleep, however many pushes
+        EXPECT_TRUE(p.flush());
+        EXPECT_FALSE(p.flush());  // one wakeup per sleep, however many pushes
         EXPECT_TRUE(waker.wait(0));
         c.finish_sleep();
         EXPECT_FALSE(waker.wait(0));  // drained
