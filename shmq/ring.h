@@ -143,7 +143,8 @@ public:
 
     // All or nothing: the whole message (as one record, or as parts when it is longer than
     // max_record) is written, or nothing is. Never blocks, never allocates. The consumer
-    // sees it at the next flush() (or sooner, once a batch grows past an eighth of the ring).
+    // sees it at the next flush() (or sooner, once a batch grows past an eighth of the ring);
+    // only from then on does it survive the death of this process.
     PushStatus try_push(const RecordMeta &meta, const void *data, size_t len);
 
     // For messages of any size up to max_msg, also larger than the ring: writes as many

@@ -71,8 +71,8 @@ int produce(Ring *ring, Waker *waker, ProducerState *state, uint64_t n, size_t b
             sched_yield();
         }
         if (s != PushStatus::kOk) return 3;
+        p.flush();  // published: from here on it survives this process
         state->next_seq.store(seq + 1);
-        p.flush();
     }
     return 0;
 }
