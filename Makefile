@@ -36,15 +36,25 @@ TEST_BIN := $(BUILD)/asyncd-test
 TEST_BIN_SAN := $(BUILD)/asyncd-test-san
 SHMQ_BENCH := $(BUILD)/shmq-bench
 
-.PHONY: all test asan run bench clean format format-check check-gtest
+.PHONY: all test asan run bench clean format format-check check-gtest FORCE
 
 all: $(SHMQ_BENCH) $(TEST_BIN)
 
-$(BUILD)/rel/%.o: %.cc
+# Each flavour's flags are kept in a file that changes only when they do, so that turning
+# CI on (or changing a flag) rebuilds what was built without it.
+$(BUILD)/rel/.flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(RELFLAGS)' | cmp -s - $@ || echo '$(RELFLAGS)' > $@
+
+$(BUILD)/san/.flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(SANFLAGS)' | cmp -s - $@ || echo '$(SANFLAGS)' > $@
+
+$(BUILD)/rel/%.o: %.cc $(BUILD)/rel/.flags
 	@mkdir -p $(dir $@)
 	$(CXX) $(RELFLAGS) -c $< -o $@
 
-$(BUILD)/san/%.o: %.cc
+$(BUILD)/san/%.o: %.cc $(BUILD)/san/.flags
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) -c $< -o $@
 

@@ -94,7 +94,8 @@ inline void relax(unsigned *spins) {
 uint64_t work_on(const uint8_t *data, size_t len, int passes) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (int pass = 0; pass < passes; pass++) {
-        for (size_t i = 0; i < len; i++) h = (h ^ data[i]) * 0x100000001b3ull;
+        for (size_t i = 0; i < len; i++)
+            h = (h ^ data[i]) * 0x100000001b3ull;
     }
     return h;
 }
@@ -108,7 +109,8 @@ int produce(Ring *ring, Waker *waker, Start *start, const Case &c, const Options
     std::vector<uint8_t> payload(c.size, 0x5a);
     RecordMeta meta;
     meta.type = kTypeData;
-    while (!start->go.load(std::memory_order_acquire)) __builtin_ia32_pause();
+    while (!start->go.load(std::memory_order_acquire))
+        __builtin_ia32_pause();
     uint64_t deadline = now_ns() + uint64_t(o.seconds * 1e9);
     unsigned spins = 0, pending = 0;
     for (uint64_t i = 0; i < n; i++) {
@@ -133,7 +135,8 @@ int produce(Ring *ring, Waker *waker, Start *start, const Case &c, const Options
         if (((i & 0x3ff) == 0 || c.mode == Mode::kWake) && now_ns() > deadline) break;
     }
     meta.type = kTypeStop;
-    while (p.try_push(meta, nullptr, 0) != PushStatus::kOk) relax(&spins);
+    while (p.try_push(meta, nullptr, 0) != PushStatus::kOk)
+        relax(&spins);
     p.flush();
     return 0;
 }
@@ -150,8 +153,8 @@ bool run_once(const Case &c, const Options &o, uint64_t n, RunResult *out) {
         fprintf(stderr, "shmq-bench: %s\n", err.c_str());
         return false;
     }
-    void *mem = mmap(nullptr, sizeof(Start), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                     -1, 0);
+    void *mem =
+        mmap(nullptr, sizeof(Start), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) return false;
     Start *start = new (mem) Start();
     pid_t pid = fork();
@@ -243,14 +246,30 @@ int run(int argc, char **argv) {
     int opt;
     while ((opt = getopt_long(argc, argv, "r:n:s:b:f:h", longopts, nullptr)) != -1) {
         switch (opt) {
-            case 'r': o.reps = std::max(1, atoi(optarg)); break;
-            case 'n': o.msgs = strtoull(optarg, nullptr, 10); break;
-            case 'b': o.batch = unsigned(std::max(1, atoi(optarg))); break;
-            case 's': o.seconds = std::max(0.1, atof(optarg)); break;
-            case 'f': o.filter = optarg; break;
-            case 'P': o.pin = false; break;
-            case 'h': usage(); return 0;
-            default: usage(); return 2;
+            case 'r':
+                o.reps = std::max(1, atoi(optarg));
+                break;
+            case 'n':
+                o.msgs = strtoull(optarg, nullptr, 10);
+                break;
+            case 'b':
+                o.batch = unsigned(std::max(1, atoi(optarg)));
+                break;
+            case 's':
+                o.seconds = std::max(0.1, atof(optarg));
+                break;
+            case 'f':
+                o.filter = optarg;
+                break;
+            case 'P':
+                o.pin = false;
+                break;
+            case 'h':
+                usage();
+                return 0;
+            default:
+                usage();
+                return 2;
         }
     }
     if (sysconf(_SC_NPROCESSORS_ONLN) < 2) o.pin = false;
@@ -283,11 +302,12 @@ int run(int argc, char **argv) {
             wake.push_back(res.wakeups_per_msg);
         }
         if (rate.empty()) continue;
-        printf("case=%s msgs_per_s=%.0f ns_per_msg=%.1f wakeups_per_msg=%.4f runs=%zu "
-               "spread=%.0f..%.0f\n",
-               c.name.c_str(), median(rate), median(ns), median(wake), rate.size(),
-               *std::min_element(rate.begin(), rate.end()),
-               *std::max_element(rate.begin(), rate.end()));
+        printf(
+            "case=%s msgs_per_s=%.0f ns_per_msg=%.1f wakeups_per_msg=%.4f runs=%zu "
+            "spread=%.0f..%.0f\n",
+            c.name.c_str(), median(rate), median(ns), median(wake), rate.size(),
+            *std::min_element(rate.begin(), rate.end()),
+            *std::max_element(rate.begin(), rate.end()));
         fflush(stdout);
     }
     return failures ? 1 : 0;
@@ -296,4 +316,6 @@ int run(int argc, char **argv) {
 }  // namespace
 }  // namespace asyncd::shmq
 
-int main(int argc, char **argv) { return asyncd::shmq::run(argc, argv); }
+int main(int argc, char **argv) {
+    return asyncd::shmq::run(argc, argv);
+}

@@ -127,8 +127,8 @@ PushStatus Producer::try_push(const RecordMeta &meta, const void *data, size_t l
             write_pad(head_, p.pad);
             head_ += p.pad;
         }
-        uint16_t flags = uint16_t((done == 0 ? kFlagFirst : 0) |
-                                  (done + p.part == len ? kFlagLast : 0));
+        uint16_t flags =
+            uint16_t((done == 0 ? kFlagFirst : 0) | (done + p.part == len ? kFlagLast : 0));
         write_record(head_, meta, flags, bytes + done, p.part, done);
         head_ += record_footprint(p.part);
         done += p.part;
@@ -155,15 +155,15 @@ PushStatus Producer::try_push_stream(const RecordMeta &meta, const void *data, s
             write_pad(head_, p.pad);
             head_ += p.pad;
         }
-        uint16_t flags = uint16_t((*done == 0 ? kFlagFirst : 0) |
-                                  (*done + p.part == len ? kFlagLast : 0));
+        uint16_t flags =
+            uint16_t((*done == 0 ? kFlagFirst : 0) | (*done + p.part == len ? kFlagLast : 0));
         write_record(head_, meta, flags, bytes + *done, p.part, *done);
         head_ += record_footprint(p.part);
         *done += p.part;
     }
     // The consumer must see the parts to make room for the rest.
     publish();
-    stream_open_ = *done < len && *done > 0;
+    stream_open_ = *done<len && * done> 0;
     stream_done_ = *done;
     return *done == len ? PushStatus::kOk : PushStatus::kFull;
 }

@@ -22,7 +22,9 @@ inline constexpr uint16_t kFlagsRing = kFlagWhole;  // flags owned by the ring
 inline constexpr uint16_t kFlagsUser = 0xff00;
 
 inline constexpr size_t kAlign = 8;
-inline constexpr size_t align_up(size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
+inline constexpr size_t align_up(size_t n) {
+    return (n + kAlign - 1) & ~(kAlign - 1);
+}
 
 // Written by the producer before the index that publishes it; read by the consumer only
 // after an acquire load of that index and copied out before it is checked.
@@ -44,7 +46,9 @@ static_assert(std::is_standard_layout_v<RecordHeader>, "the header has a fixed l
 inline constexpr size_t kHeaderSize = sizeof(RecordHeader);
 
 // The bytes a record of `len` payload bytes takes in the ring.
-inline constexpr size_t record_footprint(size_t len) { return align_up(kHeaderSize + len); }
+inline constexpr size_t record_footprint(size_t len) {
+    return align_up(kHeaderSize + len);
+}
 
 // A 32-bit check over every header field and the ring index the record was written at. A
 // flipped bit anywhere in the header, or a stale header left from an earlier lap, fails it.

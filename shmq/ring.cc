@@ -14,12 +14,18 @@ namespace {
 constexpr uint64_t kRingMagic = 0x6173796e63647131ull;  // "asyncdq1"
 constexpr size_t kPage = 4096;
 
-size_t round_to_page(size_t n) { return (n + kPage - 1) & ~(kPage - 1); }
-bool is_power_of_two(size_t n) { return n && !(n & (n - 1)); }
+size_t round_to_page(size_t n) {
+    return (n + kPage - 1) & ~(kPage - 1);
+}
+bool is_power_of_two(size_t n) {
+    return n && !(n & (n - 1));
+}
 
 }  // namespace
 
-Ring::~Ring() { destroy(); }
+Ring::~Ring() {
+    destroy();
+}
 
 bool Ring::create(const RingParams &params, std::string *err) {
     destroy();
@@ -38,8 +44,8 @@ bool Ring::create(const RingParams &params, std::string *err) {
         return false;
     }
     if (params.max_msg == 0 || params.max_msg > kMaxMessage) {
-        *err = "ring max_msg must be between 1 and 2^30 bytes, got " +
-               std::to_string(params.max_msg);
+        *err =
+            "ring max_msg must be between 1 and 2^30 bytes, got " + std::to_string(params.max_msg);
         return false;
     }
     size_t control_size = round_to_page(sizeof(RingControl));
@@ -77,8 +83,14 @@ uint64_t Ring::used_bytes() const {
            control_->tail.load(std::memory_order_acquire);
 }
 
-uint64_t Ring::wakeups() const { return control_->wakeups.load(std::memory_order_relaxed); }
-uint64_t Ring::sleeps() const { return control_->sleeps.load(std::memory_order_relaxed); }
-uint64_t Ring::abandoned() const { return control_->abandoned.load(std::memory_order_relaxed); }
+uint64_t Ring::wakeups() const {
+    return control_->wakeups.load(std::memory_order_relaxed);
+}
+uint64_t Ring::sleeps() const {
+    return control_->sleeps.load(std::memory_order_relaxed);
+}
+uint64_t Ring::abandoned() const {
+    return control_->abandoned.load(std::memory_order_relaxed);
+}
 
 }  // namespace asyncd::shmq

@@ -81,7 +81,7 @@ static_assert(offsetof(RingControl, sleeping) - offsetof(RingControl, tail) >= k
 // Owns the shared mapping. Create it in the parent before fork; children use the inherited
 // object (the mapping sits at the same address in every child).
 class Ring {
-public:
+  public:
     Ring() = default;
     ~Ring();
     Ring(const Ring &) = delete;
@@ -109,7 +109,7 @@ public:
     uint8_t *data() const { return data_; }
     uint8_t *assembly() const { return assembly_; }
 
-private:
+  private:
     RingControl *control_ = nullptr;
     uint8_t *data_ = nullptr;
     uint8_t *assembly_ = nullptr;
@@ -127,7 +127,7 @@ struct RecordMeta {
     uint64_t seq = 0;
 };
 
-enum class [[nodiscard]] PushStatus {
+enum class [[nodiscard]] PushStatus{
     kOk,
     kFull,    // not enough room now; nothing (or, for a stream, only part) was written
     kTooBig,  // above max_msg, or (try_push only) larger than the ring can ever hold at once
@@ -136,7 +136,7 @@ enum class [[nodiscard]] PushStatus {
 };
 
 class Producer {
-public:
+  public:
     // Resumes at the published head: whatever a dead predecessor wrote and did not publish
     // is simply overwritten.
     Producer(Ring *ring, const Waker *waker);
@@ -151,8 +151,7 @@ public:
     // parts as there is room for, publishes them and adds their bytes to *done. Call again
     // with the same arguments once there is room; kOk when *done == len. Until then any
     // other push returns kBusy.
-    PushStatus try_push_stream(const RecordMeta &meta, const void *data, size_t len,
-                               size_t *done);
+    PushStatus try_push_stream(const RecordMeta &meta, const void *data, size_t len, size_t *done);
 
     // Publishes everything written so far (one release store of the head) and signals the
     // consumer if it announced that it sleeps. Call it at the end of every batch of pushes,
@@ -162,7 +161,7 @@ public:
 
     size_t free_bytes();
 
-private:
+  private:
     struct Plan {
         size_t pad;   // bytes skipped before the record
         size_t part;  // payload bytes in the record
@@ -171,8 +170,8 @@ private:
     bool has_room(size_t need);
     void publish();
     void write_pad(uint64_t index, size_t bytes);
-    void write_record(uint64_t index, const RecordMeta &meta, uint16_t ring_flags,
-                      const void *data, size_t len, size_t offset);
+    void write_record(uint64_t index, const RecordMeta &meta, uint16_t ring_flags, const void *data,
+                      size_t len, size_t offset);
 
     RingControl *control_;
     uint8_t *data_;
@@ -199,14 +198,13 @@ struct Message {
     uint64_t index;  // ring index of its last record: what mark_in_flight records
 };
 
-enum class [[nodiscard]] PopStatus {
-    kOk,
-    kEmpty,
+enum class [[nodiscard]] PopStatus{
+    kOk, kEmpty,
     kCorrupt  // a header failed validation; error() says which check. Nothing was read past it.
 };
 
 class Consumer {
-public:
+  public:
     // Resumes at the last commit. If a dead predecessor was in the middle of a parted
     // message, the parts it took are in the shared reassembly buffer and are not asked for.
     Consumer(Ring *ring, const Waker *waker);
@@ -242,7 +240,7 @@ public:
 
     bool empty();
 
-private:
+  private:
     PopStatus corrupt(const char *why);
     PopStatus take_part(const RecordHeader &h, uint64_t index, bool *done);
 

@@ -28,9 +28,13 @@ const char *waker_kind_name(WakerKind kind) {
     return kind == WakerKind::kPipe ? "pipe" : "eventfd";
 }
 
-Waker::~Waker() { close(); }
+Waker::~Waker() {
+    close();
+}
 
-Waker::Waker(Waker &&other) noexcept { *this = std::move(other); }
+Waker::Waker(Waker &&other) noexcept {
+    *this = std::move(other);
+}
 
 Waker &Waker::operator=(Waker &&other) noexcept {
     if (this != &other) {

@@ -18,7 +18,7 @@ enum class WakerKind { kPipe, kEventfd };
 const char *waker_kind_name(WakerKind kind);
 
 class Waker {
-public:
+  public:
     Waker() = default;
     ~Waker();
     Waker(const Waker &) = delete;
@@ -45,7 +45,7 @@ public:
     // true when the fd became readable. It does not drain.
     bool wait(int timeout_ms) const;
 
-private:
+  private:
     WakerKind kind_ = WakerKind::kEventfd;
     int read_fd_ = -1;
     int write_fd_ = -1;  // same as read_fd_ for an eventfd

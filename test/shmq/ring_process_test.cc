@@ -129,7 +129,8 @@ TwoProcessResult consume(Ring *ring, Waker *waker, uint64_t n, pid_t producer) {
         }
         memcpy(&seq_field, m.data, 8);
         memcpy(&pushed_at, m.data + 8, 8);
-        if (seq_field != m.seq || checksum(m.data + kStampBytes, m.len - kStampBytes) != m.conn_id) {
+        if (seq_field != m.seq ||
+            checksum(m.data + kStampBytes, m.len - kStampBytes) != m.conn_id) {
             r.failure = "bad payload for seq " + std::to_string(m.seq);
             return r;
         }
@@ -169,11 +170,12 @@ TEST_P(TwoProcess, RandomSizesAndPausesLoseNothingAndNeverStall) {
     Message m;
     Consumer c(&ring, &waker);
     EXPECT_EQ(c.peek(&m), PopStatus::kEmpty) << "nothing duplicated after the last";
-    printf("twoproc waker=%s msgs=%llu secs=%.2f max_residency_us=%.0f sleeps=%llu wakeups=%llu "
-           "wakeups_per_msg=%.4f\n",
-           waker_kind_name(GetParam()), (unsigned long long)n, secs,
-           double(r.max_residency_ns) / 1e3, (unsigned long long)ring.sleeps(),
-           (unsigned long long)ring.wakeups(), double(ring.wakeups()) / double(n));
+    printf(
+        "twoproc waker=%s msgs=%llu secs=%.2f max_residency_us=%.0f sleeps=%llu wakeups=%llu "
+        "wakeups_per_msg=%.4f\n",
+        waker_kind_name(GetParam()), (unsigned long long)n, secs, double(r.max_residency_ns) / 1e3,
+        (unsigned long long)ring.sleeps(), (unsigned long long)ring.wakeups(),
+        double(ring.wakeups()) / double(n));
 }
 
 INSTANTIATE_TEST_SUITE_P(Wakers, TwoProcess,

@@ -124,7 +124,8 @@ TEST(Ring, PushesArePublishedByFlushOrABigBatch) {
         pushed++;
     }
     EXPECT_EQ(pushed - 1, int((8 << 10) / record_footprint(100)) + 1);
-    for (int i = 1; i < pushed; i++) expect_pop(c, a, i);
+    for (int i = 1; i < pushed; i++)
+        expect_pop(c, a, i);
 }
 
 TEST(Ring, ZeroLengthMessage) {
@@ -150,7 +151,8 @@ TEST(Ring, FullIsAValueAndRoomComesBack) {
     Consumer c(&f.ring, &f.waker);
     auto a = pattern(100, 2);  // footprint 136: 30 fit in 4096 with 16 bytes left over
     int pushed = 0;
-    while (p.try_push(meta_for(pushed), a.data(), a.size()) == PushStatus::kOk) pushed++;
+    while (p.try_push(meta_for(pushed), a.data(), a.size()) == PushStatus::kOk)
+        pushed++;
     p.flush();
     EXPECT_EQ(pushed, 30);
     EXPECT_EQ(p.try_push(meta_for(99), a.data(), a.size()), PushStatus::kFull);
@@ -162,7 +164,8 @@ TEST(Ring, FullIsAValueAndRoomComesBack) {
     ASSERT_EQ(p.try_push(meta_for(30), a.data(), a.size()), PushStatus::kOk);
     p.flush();
     EXPECT_EQ(p.try_push(meta_for(31), a.data(), a.size()), PushStatus::kFull);
-    for (int i = 1; i <= 30; i++) expect_pop(c, a, i);
+    for (int i = 1; i <= 30; i++)
+        expect_pop(c, a, i);
     Message m;
     EXPECT_EQ(c.peek(&m), PopStatus::kEmpty);
 }
@@ -172,7 +175,8 @@ TEST(Ring, ExactlyFits) {
     Producer p(&f.ring, &f.waker);
     Consumer c(&f.ring, &f.waker);
     auto a = pattern(1024 - kHeaderSize, 3);  // footprint exactly a quarter of the ring
-    for (int i = 0; i < 4; i++) ASSERT_EQ(p.try_push(meta_for(i), a.data(), a.size()), PushStatus::kOk);
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(p.try_push(meta_for(i), a.data(), a.size()), PushStatus::kOk);
     p.flush();
     EXPECT_EQ(p.free_bytes(), 0u);
     EXPECT_EQ(p.try_push(meta_for(4), a.data(), a.size()), PushStatus::kFull);
@@ -192,9 +196,11 @@ TEST(Ring, WrapLeavesPadRecord) {
     Producer p(&f.ring, &f.waker);
     Consumer c(&f.ring, &f.waker);
     auto a = pattern(1000, 4);  // footprint 1032: three fit, the fourth must wrap
-    for (int i = 0; i < 3; i++) ASSERT_EQ(p.try_push(meta_for(i), a.data(), a.size()), PushStatus::kOk);
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ(p.try_push(meta_for(i), a.data(), a.size()), PushStatus::kOk);
     p.flush();
-    for (int i = 0; i < 3; i++) expect_pop(c, a, i);
+    for (int i = 0; i < 3; i++)
+        expect_pop(c, a, i);
     ASSERT_EQ(p.try_push(meta_for(3), a.data(), a.size()), PushStatus::kOk);
     p.flush();
     RecordHeader pad;
@@ -265,7 +271,8 @@ TEST(Ring, StreamCarriesMessagesLargerThanTheRing) {
     Message m;
     int rounds = 0;
     PushStatus s;
-    while ((s = p.try_push_stream(meta_for(9), big.data(), big.size(), &done)) == PushStatus::kFull) {
+    while ((s = p.try_push_stream(meta_for(9), big.data(), big.size(), &done)) ==
+           PushStatus::kFull) {
         ASSERT_GT(done, 0u);
         // While the stream is open nothing else may go in.
         EXPECT_EQ(p.try_push(meta_for(10), "x", 1), PushStatus::kBusy);
@@ -278,7 +285,8 @@ TEST(Ring, StreamCarriesMessagesLargerThanTheRing) {
     // One byte above the maximum is refused before anything is written.
     std::vector<uint8_t> over((1 << 20) + 1);
     done = 0;
-    EXPECT_EQ(p.try_push_stream(meta_for(11), over.data(), over.size(), &done), PushStatus::kTooBig);
+    EXPECT_EQ(p.try_push_stream(meta_for(11), over.data(), over.size(), &done),
+              PushStatus::kTooBig);
     EXPECT_EQ(done, 0u);
     auto small = pattern(10, 8);
     ASSERT_EQ(p.try_push(meta_for(12), small.data(), small.size()), PushStatus::kOk);
@@ -290,7 +298,8 @@ TEST(Ring, ConsumerResumesAtInFlightMessage) {
     Fixture f(4096);
     Producer p(&f.ring, &f.waker);
     auto a = pattern(50, 9);
-    for (int i = 0; i < 3; i++) ASSERT_EQ(p.try_push(meta_for(i), a.data(), a.size()), PushStatus::kOk);
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ(p.try_push(meta_for(i), a.data(), a.size()), PushStatus::kOk);
     p.flush();
     {
         Consumer dead(&f.ring, &f.waker);
@@ -330,7 +339,8 @@ TEST(Ring, ConsumerResumesInsideAPartedMessage) {
     Message m;
     PushStatus s;
     int rounds = 0;
-    while ((s = p.try_push_stream(meta_for(5), big.data(), big.size(), &done)) == PushStatus::kFull) {
+    while ((s = p.try_push_stream(meta_for(5), big.data(), big.size(), &done)) ==
+           PushStatus::kFull) {
         ASSERT_EQ(next.peek(&m), PopStatus::kEmpty);
         ASSERT_LT(++rounds, 10000);
     }
@@ -346,12 +356,14 @@ TEST(Ring, ProducerDeathMidStreamIsNeverHandedOver) {
     {
         Producer dead(&f.ring, &f.waker);
         size_t done = 0;
-        ASSERT_EQ(dead.try_push_stream(meta_for(1), big.data(), big.size(), &done), PushStatus::kFull);
+        ASSERT_EQ(dead.try_push_stream(meta_for(1), big.data(), big.size(), &done),
+                  PushStatus::kFull);
         Message m;
         ASSERT_EQ(c.peek(&m), PopStatus::kEmpty);
         // It publishes a few more parts and dies before the last one.
         ASSERT_EQ(c.peek(&m), PopStatus::kEmpty);
-        ASSERT_EQ(dead.try_push_stream(meta_for(1), big.data(), big.size(), &done), PushStatus::kFull);
+        ASSERT_EQ(dead.try_push_stream(meta_for(1), big.data(), big.size(), &done),
+                  PushStatus::kFull);
     }
     // The parts it published before dying stay in the ring; the consumer takes them first.
     Message m;
@@ -371,7 +383,7 @@ TEST(Ring, ProducerDeathMidStreamIsNeverHandedOver) {
 // Corruption is reported as a value before any payload byte is read. The page after the
 // record area is made inaccessible, so a read past the mapping's record area would crash.
 class RingCorruption : public ::testing::Test {
-protected:
+  protected:
     RingCorruption() : f_(4096, 1024, 4096) {
         EXPECT_EQ(mprotect(f_.ring.assembly(), 4096, PROT_NONE), 0);
     }
@@ -519,7 +531,7 @@ TEST(RingSleep, NotifyWritesOnlyForASleeper) {
         Producer p(&ring, &waker);
         Consumer c(&ring, &waker);
         ASSERT_EQ(p.try_push(meta_for(1), "a", 1), PushStatus::kOk);
-        EXPECT_FALSE(p.flush());         // nobody sleeps
+        EXPECT_FALSE(p.flush());          // nobody sleeps
         EXPECT_FALSE(c.prepare_sleep());  // not empty: no sleep
         EXPECT_EQ(ring.sleeps(), 0u);
         Message m;
@@ -551,7 +563,8 @@ TEST(Waker, ParsesKindsAndSurvivesManySignals) {
         std::string err;
         ASSERT_TRUE(w.open(kind, &err)) << err;
         // More signals than a pipe buffer holds: a full pipe still counts as signalled.
-        for (int i = 0; i < 100000; i++) ASSERT_TRUE(w.signal());
+        for (int i = 0; i < 100000; i++)
+            ASSERT_TRUE(w.signal());
         EXPECT_TRUE(w.wait(0));
         w.drain();
         EXPECT_FALSE(w.wait(0));

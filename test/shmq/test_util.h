@@ -53,7 +53,8 @@ inline uint64_t splitmix64(uint64_t x) {
 inline uint64_t checksum(const void *data, size_t len) {
     const uint8_t *p = static_cast<const uint8_t *>(data);
     uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
     return h;
 }
 
@@ -62,7 +63,8 @@ inline void fill_pattern(uint8_t *buf, size_t len, uint64_t seed) {
     uint64_t x = seed;
     for (size_t i = 0; i < len; i += 8) {
         x = splitmix64(x);
-        for (size_t j = 0; j < 8 && i + j < len; j++) buf[i + j] = uint8_t(x >> (8 * j));
+        for (size_t j = 0; j < 8 && i + j < len; j++)
+            buf[i + j] = uint8_t(x >> (8 * j));
     }
 }
 
