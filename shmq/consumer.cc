@@ -15,11 +15,12 @@ inline void bump(std::atomic<uint64_t> &counter) {
 
 }  // namespace
 
-Consumer::Consumer(Ring *ring, const Waker *waker)
+Consumer::Consumer(Ring *ring, const Waker *waker, const Waker *room_waker)
     : control_(ring->control()),
       data_(ring->data()),
       assembly_(ring->assembly()),
       waker_(waker),
+      room_waker_(room_waker),
       capacity_(ring->capacity()),
       max_record_(ring->max_record()),
       max_msg_(ring->max_msg()),
@@ -186,6 +187,19 @@ bool Consumer::prepare_sleep() {
 void Consumer::finish_sleep() {
     control_->sleeping.store(0, std::memory_order_relaxed);
     waker_->drain();
+}
+
+void Consumer::withdraw_sleep() { control_->sleeping.store(0, std::memory_order_relaxed); }
+
+// Pairs with Producer::prepare_wait_room as flush() pairs with prepare_sleep: commit()
+// stores the tail, then a fence, then the flag is read.
+bool Consumer::notify_room() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!control_->producer_waiting.load(std::memory_order_relaxed)) return false;
+    if (!control_->producer_waiting.exchange(0, std::memory_order_acq_rel)) return false;
+    if (room_waker_) room_waker_->signal();
+    bump(control_->room_wakeups);
+    return true;
 }
 
 bool Consumer::wait(int timeout_ms) {

@@ -50,6 +50,30 @@ void Producer::publish() {
     control_->head.store(head_, std::memory_order_release);
 }
 
+size_t Producer::room_for(size_t len) const {
+    if (len > max_record_) {
+        Plan p = plan_part(head_, len);
+        return p.pad + record_footprint(p.part);
+    }
+    size_t footprint = record_footprint(len);
+    size_t to_end = capacity_ - (head_ & (capacity_ - 1));
+    return footprint <= to_end ? footprint : to_end + footprint;
+}
+
+bool Producer::prepare_wait_room(size_t len) {
+    size_t need = room_for(len);
+    flush();  // the consumer must see everything before this side waits on it
+    control_->producer_waiting.store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (free_bytes() >= need) {
+        control_->producer_waiting.store(0, std::memory_order_relaxed);
+        return false;
+    }
+    return true;
+}
+
+void Producer::finish_wait_room() { control_->producer_waiting.store(0, std::memory_order_relaxed); }
+
 size_t Producer::free_bytes() {
     cached_tail_ = control_->tail.load(std::memory_order_acquire);
     uint64_t used = head_ - cached_tail_;

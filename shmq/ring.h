@@ -66,6 +66,12 @@ struct RingControl {
     // Written by both: the consumer sets it before it re-checks and blocks; the producer
     // clears it with an exchange when it decides to signal. Ordered by seq_cst fences.
     alignas(kCacheLine) std::atomic<uint32_t> sleeping;
+
+    // The same protocol the other way round, for a producer that waits for room: it sets
+    // the flag and re-checks the tail; the consumer, after a batch of commits, clears it
+    // with an exchange and signals the producer's waker.
+    alignas(kCacheLine) std::atomic<uint32_t> producer_waiting;
+    std::atomic<uint64_t> room_wakeups;  // the consumer's count of those signals
 };
 
 static_assert(std::is_standard_layout_v<RingControl>, "the control block has a fixed layout");
@@ -77,6 +83,9 @@ static_assert(offsetof(RingControl, tail) - offsetof(RingControl, head) >= kCach
               "producer and consumer indices live on separate cache lines");
 static_assert(offsetof(RingControl, sleeping) - offsetof(RingControl, tail) >= kCacheLine,
               "the sleep flag does not share the consumer's line");
+static_assert(offsetof(RingControl, producer_waiting) - offsetof(RingControl, sleeping) >=
+                  kCacheLine,
+              "the two wait flags live on separate lines");
 
 // Owns the shared mapping. Create it in the parent before fork; children use the inherited
 // object (the mapping sits at the same address in every child).
@@ -161,12 +170,22 @@ class Producer {
 
     size_t free_bytes();
 
+    // Waiting for room, the mirror of Consumer::prepare_sleep: flushes, announces the wait
+    // and re-checks. len is the payload of the push that said kFull (for a stream, the bytes
+    // still to go). True means that push still cannot go in (all at once; a stream's next
+    // part) and the caller may block on its own waker, which the consumer signals once it
+    // has made room (Consumer::notify_room); false means room appeared and the announcement
+    // is withdrawn. Call finish_wait_room() after waking.
+    bool prepare_wait_room(size_t len);
+    void finish_wait_room();
+
   private:
     struct Plan {
         size_t pad;   // bytes skipped before the record
         size_t part;  // payload bytes in the record
     };
     Plan plan_part(uint64_t index, size_t remaining) const;
+    size_t room_for(size_t len) const;
     bool has_room(size_t need);
     void publish();
     void write_pad(uint64_t index, size_t bytes);
@@ -207,7 +226,9 @@ class Consumer {
   public:
     // Resumes at the last commit. If a dead predecessor was in the middle of a parted
     // message, the parts it took are in the shared reassembly buffer and are not asked for.
-    Consumer(Ring *ring, const Waker *waker);
+    // waker: the one this side sleeps on. room_waker: the producer's, signalled by
+    // notify_room() when the producer waits for room (may be null if it never does).
+    Consumer(Ring *ring, const Waker *waker, const Waker *room_waker = nullptr);
 
     // Hands over the next whole message without consuming it; the same message again until
     // commit(). Validates each header (check value, type, lengths against max_record, the
@@ -234,11 +255,18 @@ class Consumer {
     // announcement is withdrawn. After waking call finish_sleep().
     bool prepare_sleep();
     void finish_sleep();
+    // finish_sleep without draining the waker, for a process whose waker is shared by
+    // several rings and drained once by its event loop.
+    void withdraw_sleep();
     // prepare_sleep, a wait on the waker of at most timeout_ms, finish_sleep. Returns true
     // when a message may be waiting.
     bool wait(int timeout_ms);
 
     bool empty();
+
+    // Call after a batch of commits: signals the producer if it waits for room. Returns true
+    // when it wrote a wakeup.
+    bool notify_room();
 
   private:
     PopStatus corrupt(const char *why);
@@ -248,6 +276,7 @@ class Consumer {
     uint8_t *data_;
     uint8_t *assembly_;
     const Waker *waker_;
+    const Waker *room_waker_;
     size_t capacity_;
     size_t max_record_;
     size_t max_msg_;

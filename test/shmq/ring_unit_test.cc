@@ -551,6 +551,35 @@ TEST(RingSleep, NotifyWritesOnlyForASleeper) {
     }
 }
 
+TEST(RingSleep, ProducerWaitingForRoomIsWokenByCommits) {
+    Fixture f(4096);
+    Waker producer_waker;
+    std::string err;
+    ASSERT_TRUE(producer_waker.open(WakerKind::kEventfd, &err)) << err;
+    Producer p(&f.ring, &f.waker);
+    Consumer c(&f.ring, &f.waker, &producer_waker);
+    auto a = pattern(1000, 15);
+    while (p.try_push(meta_for(0), a.data(), a.size()) == PushStatus::kOk) {
+    }
+    ASSERT_TRUE(p.prepare_wait_room(a.size()));
+    EXPECT_FALSE(producer_waker.wait(0));
+    Message m;
+    ASSERT_EQ(c.peek(&m), PopStatus::kOk);
+    c.commit();
+    EXPECT_TRUE(c.notify_room());
+    EXPECT_FALSE(c.notify_room());  // one signal per wait
+    EXPECT_TRUE(producer_waker.wait(0));
+    p.finish_wait_room();
+    EXPECT_EQ(p.try_push(meta_for(1), a.data(), a.size()), PushStatus::kOk);
+    EXPECT_EQ(f.ring.control()->room_wakeups.load(), 1u);
+    // With room there is no wait to announce.
+    ASSERT_EQ(c.peek(&m), PopStatus::kOk);
+    c.commit();
+    ASSERT_EQ(c.peek(&m), PopStatus::kOk);
+    c.commit();
+    EXPECT_FALSE(p.prepare_wait_room(a.size()));
+}
+
 TEST(Waker, ParsesKindsAndSurvivesManySignals) {
     WakerKind k;
     EXPECT_TRUE(parse_waker_kind("pipe", &k));
