@@ -26,19 +26,31 @@ GTEST_LIBS := -lgtest -lgtest_main
 GTEST_HEADER := $(firstword $(wildcard /usr/include/gtest/gtest.h /usr/local/include/gtest/gtest.h))
 
 SHMQ_SRCS := $(wildcard shmq/*.cc)
+CORE_SRCS := $(filter-out main/main.cc,$(wildcard main/*.cc conn/*.cc work/*.cc))
 TEST_SRCS := $(wildcard test/*/*.cc) $(wildcard test/*.cc)
+
+# Plugins: C shared objects. The runtime functions they call are resolved against the
+# asyncd executable, which exports them (-rdynamic).
+PLUGIN_CFLAGS := -std=c99 -O2 -g -fPIC -shared -Wall -Wextra -I.
+ifdef CI
+PLUGIN_CFLAGS += -Werror
+endif
+EXAMPLE_PLUGINS := $(patsubst plugin_api/examples/%.c,$(BUILD)/plugins/%.so,$(wildcard plugin_api/examples/*.c))
+TEST_PLUGINS := $(patsubst test/plugins/%.c,$(BUILD)/test-plugins/%.so,$(wildcard test/plugins/*.c))
 
 # One object tree per flavour: build/rel/... and build/san/...
 rel_objs = $(patsubst %.cc,$(BUILD)/rel/%.o,$(1))
 san_objs = $(patsubst %.cc,$(BUILD)/san/%.o,$(1))
 
+ASYNCD := $(BUILD)/asyncd
+ASYNCD_SAN := $(BUILD)/san/asyncd
 TEST_BIN := $(BUILD)/asyncd-test
 TEST_BIN_SAN := $(BUILD)/asyncd-test-san
 SHMQ_BENCH := $(BUILD)/shmq-bench
 
 .PHONY: all test asan run bench clean format format-check check-gtest FORCE
 
-all: $(SHMQ_BENCH) $(TEST_BIN)
+all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH)
 
 # Each flavour's flags are kept in a file that changes only when they do, so that turning
 # CI on (or changing a flag) rebuilds what was built without it.
@@ -64,6 +76,20 @@ $(BUILD)/rel/libshmq.a: $(call rel_objs,$(SHMQ_SRCS))
 $(BUILD)/san/libshmq.a: $(call san_objs,$(SHMQ_SRCS))
 	$(AR) rcs $@ $^
 
+$(ASYNCD): $(call rel_objs,main/main.cc $(CORE_SRCS)) $(BUILD)/rel/libshmq.a
+	$(CXX) $(RELFLAGS) -rdynamic $^ -o $@ -ldl $(LDLIBS)
+
+$(ASYNCD_SAN): $(call san_objs,main/main.cc $(CORE_SRCS)) $(BUILD)/san/libshmq.a
+	$(CXX) $(SANFLAGS) -rdynamic $^ -o $@ -ldl $(LDLIBS)
+
+$(BUILD)/plugins/%.so: plugin_api/examples/%.c plugin_api/asyncd_plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PLUGIN_CFLAGS) $< -o $@
+
+$(BUILD)/test-plugins/%.so: test/plugins/%.c plugin_api/asyncd_plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PLUGIN_CFLAGS) $< -o $@
+
 $(SHMQ_BENCH): $(BUILD)/rel/bench/shmq_bench.o $(BUILD)/rel/libshmq.a
 	$(CXX) $(RELFLAGS) $^ -o $@ $(LDLIBS)
 
@@ -74,26 +100,35 @@ check-gtest:
 	  exit 1; \
 	fi
 
-$(TEST_BIN): $(call rel_objs,$(TEST_SRCS)) $(BUILD)/rel/libshmq.a | check-gtest
-	$(CXX) $(RELFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDLIBS)
+$(TEST_BIN): $(call rel_objs,$(TEST_SRCS) $(CORE_SRCS)) $(BUILD)/rel/libshmq.a | check-gtest
+	$(CXX) $(RELFLAGS) -rdynamic $^ -o $@ $(GTEST_LIBS) -ldl $(LDLIBS)
 
-$(TEST_BIN_SAN): $(call san_objs,$(TEST_SRCS)) $(BUILD)/san/libshmq.a | check-gtest
-	$(CXX) $(SANFLAGS) $^ -o $@ $(GTEST_LIBS) $(LDLIBS)
+$(TEST_BIN_SAN): $(call san_objs,$(TEST_SRCS) $(CORE_SRCS)) $(BUILD)/san/libshmq.a | check-gtest
+	$(CXX) $(SANFLAGS) -rdynamic $^ -o $@ $(GTEST_LIBS) -ldl $(LDLIBS)
 
 # The test objects need the GoogleTest headers; say so before the compiler does.
 $(call rel_objs,$(TEST_SRCS)) $(call san_objs,$(TEST_SRCS)): | check-gtest
 
-test: check-gtest $(TEST_BIN) $(TEST_BIN_SAN)
+# The black-box tests start the asyncd binary named by ASYNCD_BIN with plugins from
+# ASYNCD_PLUGIN_DIR; the sanitizer run starts the sanitizer build of asyncd.
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+TEST_DEPS := $(ASYNCD) $(ASYNCD_SAN) $(EXAMPLE_PLUGINS) $(TEST_PLUGINS)
+
+test: check-gtest $(TEST_BIN) $(TEST_BIN_SAN) $(TEST_DEPS)
 	@echo "== release build =="
-	$(TEST_BIN)
+	ASYNCD_BIN=$(ASYNCD) $(TEST_BIN)
 	@echo "== ASan+UBSan build =="
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $(TEST_BIN_SAN)
+	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) $(TEST_BIN_SAN)
 
-asan: check-gtest $(TEST_BIN_SAN)
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $(TEST_BIN_SAN)
+asan: check-gtest $(TEST_BIN_SAN) $(TEST_DEPS)
+	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) $(TEST_BIN_SAN)
 
-run:
-	@echo "asyncd: not yet — the gateway does not exist yet; 'make test' and 'make bench' do."
+run: $(ASYNCD) $(EXAMPLE_PLUGINS)
+	@echo "asyncd: starting on etc/asyncd.conf (127.0.0.1:7000, 2 workers, echo plugin); Ctrl-C stops it."
+	@echo "Talk to it: a packet is a 4-byte big-endian length that counts itself, then the bytes:"
+	@echo "    printf '\\000\\000\\000\\011hello' | nc -q1 127.0.0.1 7000 | od -c"
+	@echo "    python3 -c \"import socket;s=socket.create_connection(('127.0.0.1',7000));s.sendall(b'\\0\\0\\0\\x09hello');print(s.recv(64))\""
+	$(ASYNCD) -c etc/asyncd.conf
 
 bench: $(SHMQ_BENCH)
 	$(SHMQ_BENCH)

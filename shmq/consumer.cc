@@ -189,7 +189,9 @@ void Consumer::finish_sleep() {
     waker_->drain();
 }
 
-void Consumer::withdraw_sleep() { control_->sleeping.store(0, std::memory_order_relaxed); }
+void Consumer::withdraw_sleep() {
+    control_->sleeping.store(0, std::memory_order_relaxed);
+}
 
 // Pairs with Producer::prepare_wait_room as flush() pairs with prepare_sleep: commit()
 // stores the tail, then a fence, then the flag is read.

@@ -72,7 +72,9 @@ bool Producer::prepare_wait_room(size_t len) {
     return true;
 }
 
-void Producer::finish_wait_room() { control_->producer_waiting.store(0, std::memory_order_relaxed); }
+void Producer::finish_wait_room() {
+    control_->producer_waiting.store(0, std::memory_order_relaxed);
+}
 
 size_t Producer::free_bytes() {
     cached_tail_ = control_->tail.load(std::memory_order_acquire);

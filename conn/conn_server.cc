@@ -1,0 +1,654 @@
+#include "conn/conn_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace asyncd::conn {
+
+namespace {
+
+constexpr size_t kScratch = 64 << 10;     // one read per readable connection per turn
+constexpr int kMaxEvents = 512;
+constexpr int kAcceptsPerTurn = 128;
+constexpr int kRepliesPerTurn = 4096;     // per worker, so one busy worker cannot starve
+constexpr uint64_t kIdleCheckMs = 1000;
+
+// epoll data: a connection pointer, or one of these small tags.
+constexpr uint64_t kTagListen = 1;
+constexpr uint64_t kTagWake = 2;
+constexpr uint64_t kTagSignal = 3;
+constexpr uint64_t kTagDeath = 4;
+
+uint64_t monotonic_ms() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
+void peer_of(int fd, asyncd_peer_t *peer) {
+    memset(peer, 0, sizeof *peer);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getpeername(fd, reinterpret_cast<sockaddr *>(&ss), &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            auto *a = reinterpret_cast<sockaddr_in *>(&ss);
+            inet_ntop(AF_INET, &a->sin_addr, peer->addr, sizeof peer->addr);
+            peer->port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            auto *a = reinterpret_cast<sockaddr_in6 *>(&ss);
+            inet_ntop(AF_INET6, &a->sin6_addr, peer->addr, sizeof peer->addr);
+            peer->port = ntohs(a->sin6_port);
+        }
+    }
+    len = sizeof ss;
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            peer->local_port = ntohs(reinterpret_cast<sockaddr_in *>(&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            peer->local_port = ntohs(reinterpret_cast<sockaddr_in6 *>(&ss)->sin6_port);
+        }
+    }
+}
+
+const char *reason_name(int reason) {
+    switch (reason) {
+        case ASYNCD_DOWN_PEER_CLOSED: return "peer closed";
+        case ASYNCD_DOWN_ERROR: return "socket error";
+        case ASYNCD_DOWN_BAD_FRAME: return "bad frame";
+        case ASYNCD_DOWN_PLUGIN_CLOSE: return "closed by the plugin";
+        case ASYNCD_DOWN_IDLE: return "idle timeout";
+        case ASYNCD_DOWN_LIMIT: return "limit";
+        case ASYNCD_DOWN_CONN_RESTART: return "conn restart";
+        case ASYNCD_DOWN_SHUTDOWN: return "shutdown";
+    }
+    return "?";
+}
+
+}  // namespace
+
+ConnServer::ConnServer(const Config &cfg, Channels *ch, int listen_fd, Log *log)
+    : cfg_(cfg), ch_(ch), listen_fd_(listen_fd), log_(log), scratch_(new uint8_t[kScratch]) {}
+
+ConnServer::~ConnServer() {
+    for (Connection *c : slots_) {
+        if (!c) continue;
+        if (c->fd >= 0) close(c->fd);
+        delete c;
+    }
+    if (ep_ >= 0) close(ep_);
+    if (sig_fd_ >= 0) close(sig_fd_);
+}
+
+bool ConnServer::setup(std::string *err) {
+    if (!plugin_.load(cfg_.plugin, err)) return false;
+    decoder_.mode = cfg_.frame;
+    decoder_.max_pkg_len = cfg_.max_pkg_len;
+    decoder_.get_pkg_len = plugin_.exports().get_pkg_len;
+    if (cfg_.frame == FrameMode::kPlugin && !decoder_.get_pkg_len) {
+        *err = "frame plugin needs get_pkg_len, and plugin " + cfg_.plugin + " does not export it";
+        return false;
+    }
+    bool restarted = ch_->state->conn_epoch.load() > 1;
+    for (auto &link : ch_->workers) {
+        ports_.push_back(
+            std::make_unique<Port>(&link->in, &link->out, &link->wake, &ch_->conn_wake));
+        ports_.back()->reset_pending = restarted;
+    }
+    // A restarted conn knows nothing of its predecessor's connections: clear their peers.
+    for (size_t i = 0; i < ch_->npeers; i++) ch_->peers[i].conn_id.store(0);
+
+    ep_ = epoll_create1(EPOLL_CLOEXEC);
+    if (ep_ < 0) {
+        *err = std::string("epoll_create1: ") + strerror(errno);
+        return false;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, nullptr);
+    sig_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sig_fd_ < 0) {
+        *err = std::string("signalfd: ") + strerror(errno);
+        return false;
+    }
+    struct {
+        int fd;
+        uint64_t tag;
+    } fixed[] = {{listen_fd_, kTagListen},
+                 {ch_->conn_wake.fd(), kTagWake},
+                 {sig_fd_, kTagSignal},
+                 {ch_->death_rd, kTagDeath}};
+    for (auto &f : fixed) {
+        struct epoll_event ev = {};
+        ev.events = EPOLLIN;
+        ev.data.u64 = f.tag;
+        if (epoll_ctl(ep_, EPOLL_CTL_ADD, f.fd, &ev) < 0) {
+            *err = std::string("epoll_ctl: ") + strerror(errno);
+            return false;
+        }
+    }
+    return true;
+}
+
+int ConnServer::run() {
+    std::string err;
+    if (!setup(&err)) {
+        log_->write(LogLevel::kError, "conn cannot start: %s", err.c_str());
+        return 2;
+    }
+    ch_->note('C', 0);
+    log_->write(LogLevel::kDebug, "conn serving %s, %zu workers", cfg_.listen.c_str(),
+                ports_.size());
+    while (!quit_) {
+        int timeout = sleep_timeout(cfg_.idle_timeout > 0 ? int(kIdleCheckMs) : -1);
+        int n = epoll_wait(ep_, events_, kMaxEvents, timeout);
+        for (auto &p : ports_) {
+            p->from.withdraw_sleep();
+            p->to.finish_wait_room();
+        }
+        if (n < 0 && errno != EINTR) {
+            log_->write(LogLevel::kAlert, "epoll_wait: %s", strerror(errno));
+            return 1;
+        }
+        now_ms_ = monotonic_ms();
+        turn_events(n < 0 ? 0 : n);
+        if (quit_) break;
+        check_phase();
+        if (!input_stopped_) {
+            for (auto &p : ports_) serve_waiting(*p);
+        }
+        more_ = drain_replies();
+        flush_ports();
+        flush_writes();
+        check_idle();
+        reap();
+        if (draining_ && drained()) break;
+    }
+    log_->write(LogLevel::kInfo,
+                "conn exiting: accepted=%llu refused=%llu bad_frames=%llu "
+                "stale_replies_dropped=%llu ring_full_pauses=%llu",
+                (unsigned long long)accepted_, (unsigned long long)refused_,
+                (unsigned long long)bad_frames_, (unsigned long long)stale_replies_,
+                (unsigned long long)ring_full_pauses_);
+    return 0;
+}
+
+// Announces the sleep on every reply ring (and the wait for room on every ring conn is
+// blocked on) and returns 0 instead of `wanted` if any of them already has what we wait for.
+int ConnServer::sleep_timeout(int wanted) {
+    if (more_ || wanted == 0) return 0;
+    bool ready = false;
+    for (auto &p : ports_) {
+        if (!p->from.prepare_sleep()) ready = true;
+        if (!input_stopped_ && (p->reset_pending || !p->waiting.empty()) &&
+            !p->to.prepare_wait_room(p->need)) {
+            ready = true;
+        }
+    }
+    return ready ? 0 : wanted;
+}
+
+void ConnServer::turn_events(int n) {
+    for (int i = 0; i < n; i++) {
+        uint64_t tag = events_[i].data.u64;
+        uint32_t ev = events_[i].events;
+        if (tag == kTagListen) {
+            on_accept();
+        } else if (tag == kTagWake) {
+            ch_->conn_wake.drain();
+        } else if (tag == kTagSignal) {
+            struct signalfd_siginfo si;
+            while (read(sig_fd_, &si, sizeof si) == sizeof si) {
+                if (si.ssi_signo == SIGTERM) quit_ = true;
+            }
+        } else if (tag == kTagDeath) {
+            log_->write(LogLevel::kWarn, "conn: the supervisor is gone; exiting");
+            quit_ = true;
+        } else {
+            auto *c = reinterpret_cast<Connection *>(tag);
+            if (c->closed) continue;
+            if (ev & (EPOLLERR | EPOLLHUP)) {
+                // Read what is left first: a client may send and close at once.
+                on_readable(c);
+                if (!c->closed) close_conn(c, ASYNCD_DOWN_ERROR);
+                continue;
+            }
+            if (ev & EPOLLIN) on_readable(c);
+            if ((ev & EPOLLOUT) && !c->closed) write_out(c);
+        }
+    }
+}
+
+void ConnServer::on_accept() {
+    for (int i = 0; i < kAcceptsPerTurn; i++) {
+        int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EAGAIN) return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_->write(LogLevel::kCrit, "accept4: %s", strerror(errno));
+            } else {
+                log_->write(LogLevel::kError, "accept4: %s", strerror(errno));
+            }
+            return;
+        }
+        if (live_ >= size_t(cfg_.max_conns)) {
+            close(fd);
+            refused_++;
+            log_->write(LogLevel::kWarn, "max_conns (%d) reached: connection refused",
+                        cfg_.max_conns);
+            continue;
+        }
+        uint32_t slot;
+        if (!free_slots_.empty()) {
+            slot = free_slots_.back();
+            free_slots_.pop_back();
+        } else if (slots_.size() < kConnSlotMask) {
+            slot = uint32_t(slots_.size());
+            slots_.push_back(nullptr);
+        } else {
+            close(fd);
+            refused_++;
+            continue;
+        }
+        auto *c = new Connection();
+        slots_[slot] = c;
+        c->fd = fd;
+        c->id = (ch_->state->conn_serial.fetch_add(1) << kConnSlotBits) | slot;
+        c->last_active_ms = now_ms_;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        asyncd_peer_t peer;
+        peer_of(fd, &peer);
+        snprintf(c->peer_text, sizeof c->peer_text, "%s:%u", peer.addr, unsigned(peer.port));
+        if (slot < ch_->npeers) {
+            PeerSlot &ps = ch_->peers[slot];
+            ps.conn_id.store(0, std::memory_order_relaxed);
+            std::atomic_thread_fence(std::memory_order_release);
+            memcpy(&ps.peer, &peer, sizeof peer);
+            ps.conn_id.store(c->id, std::memory_order_release);
+        }
+        live_++;
+        accepted_++;
+        struct epoll_event ev = {};
+        ev.events = EPOLLIN;
+        ev.data.u64 = reinterpret_cast<uint64_t>(c);
+        if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            log_->write(LogLevel::kError, "epoll_ctl(ADD): %s", strerror(errno));
+            close_conn(c, ASYNCD_DOWN_ERROR);
+            continue;
+        }
+        c->events = EPOLLIN;
+        if (!plugin_.exports().select_worker) {
+            c->worker = int(next_worker_++ % ports_.size());
+            c->up_pending = true;
+            push_up(c);
+            update_events(c);
+        }
+    }
+}
+
+void ConnServer::on_readable(Connection *c) {
+    if (c->queued || input_stopped_) return;
+    ssize_t n = read(c->fd, scratch_.get(), kScratch);
+    if (n == 0) {
+        close_conn(c, ASYNCD_DOWN_PEER_CLOSED);
+        return;
+    }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        log_->write(LogLevel::kInfo, "read from %s: %s", c->peer_text, strerror(errno));
+        close_conn(c, errno == ECONNRESET ? ASYNCD_DOWN_PEER_CLOSED : ASYNCD_DOWN_ERROR);
+        return;
+    }
+    c->last_active_ms = now_ms_;
+    size_t used = 0;
+    bool stored = true;
+    if (c->in.empty()) {
+        // The common case: whole packets go from the scratch buffer straight into the ring,
+        // and only a partial or blocked tail is kept.
+        feed(c, scratch_.get(), size_t(n), &used);
+        if (!c->closed && used < size_t(n)) stored = c->in.append(scratch_.get() + used, n - used);
+    } else {
+        stored = c->in.append(scratch_.get(), size_t(n));
+        if (stored) {
+            feed(c, c->in.data(), c->in.size(), &used);
+            if (!c->closed) c->in.consume(used);
+        }
+    }
+    if (!stored) {
+        log_->write(LogLevel::kCrit, "out of memory buffering input of %s", c->peer_text);
+        close_conn(c, ASYNCD_DOWN_LIMIT);
+        return;
+    }
+    if (!c->closed) update_events(c);
+}
+
+int ConnServer::bind_worker(Connection *c, const uint8_t *pkg, size_t len) {
+    int n = int(ports_.size());
+    int w = plugin_.exports().select_worker(c->id, pkg, len, n);
+    if (w < 0 || w >= n) w = int(next_worker_++ % ports_.size());
+    return w;
+}
+
+bool ConnServer::must_wait(Port &p, Connection *c) {
+    if (input_stopped_) return true;
+    if (p.reset_pending || (!p.waiting.empty() && p.waiting.front() != c)) {
+        enqueue(p, c);
+        return true;
+    }
+    return false;
+}
+
+void ConnServer::enqueue(Port &p, Connection *c) {
+    if (c->queued) return;
+    c->queued = true;
+    p.waiting.push_back(c);
+    ring_full_pauses_++;
+}
+
+bool ConnServer::push_up(Connection *c) {
+    if (!c->up_pending) return true;
+    Port &p = *ports_[size_t(c->worker)];
+    if (must_wait(p, c)) return false;
+    asyncd_peer_t peer;
+    if (!read_peer(*ch_, c->id, &peer)) memset(&peer, 0, sizeof peer);
+    shmq::RecordMeta meta;
+    meta.type = kRecLinkUp;
+    meta.conn_id = c->id;
+    shmq::PushStatus s = p.to.try_push(meta, &peer, sizeof peer);
+    if (s == shmq::PushStatus::kFull) {
+        p.need = sizeof peer;
+        enqueue(p, c);
+        return false;
+    }
+    c->up_pending = false;
+    c->linked = true;
+    p.dirty = true;
+    return true;
+}
+
+bool ConnServer::push_down(Connection *c) {
+    Port &p = *ports_[size_t(c->worker)];
+    if (must_wait(p, c)) return false;
+    shmq::RecordMeta meta;
+    meta.type = kRecLinkDown;
+    meta.conn_id = c->id;
+    meta.seq = uint64_t(c->down_reason);
+    if (p.to.try_push(meta, nullptr, 0) == shmq::PushStatus::kFull) {
+        p.need = 0;
+        enqueue(p, c);
+        return false;
+    }
+    c->linked = false;
+    p.dirty = true;
+    return true;
+}
+
+bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *used) {
+    while (*used < len) {
+        size_t n;
+        const char *why = "";
+        Frame f = decoder_.decode(c->id, data + *used, len - *used, &n, &why);
+        if (f == Frame::kNeedMore) return true;
+        if (f == Frame::kError) {
+            bad_frames_++;
+            log_->write(LogLevel::kInfo, "closing %s: %s", c->peer_text, why);
+            close_conn(c, ASYNCD_DOWN_BAD_FRAME);
+            return false;
+        }
+        if (c->worker < 0) {
+            c->worker = bind_worker(c, data + *used, n);
+            c->up_pending = true;
+        }
+        if (!push_up(c)) return false;
+        Port &p = *ports_[size_t(c->worker)];
+        if (must_wait(p, c)) return false;
+        shmq::RecordMeta meta;
+        meta.type = kRecPacket;
+        meta.conn_id = c->id;
+        meta.seq = c->packets;
+        shmq::PushStatus s = p.to.try_push_stream(meta, data + *used, n, &p.stream_done);
+        if (s == shmq::PushStatus::kFull) {
+            p.need = n - p.stream_done;
+            enqueue(p, c);
+            return false;
+        }
+        if (s != shmq::PushStatus::kOk) {
+            log_->write(LogLevel::kAlert, "push of a %zu-byte packet to worker %d failed (%d)", n,
+                        c->worker, int(s));
+            close_conn(c, ASYNCD_DOWN_ERROR);
+            return false;
+        }
+        p.stream_done = 0;
+        p.dirty = true;
+        c->packets++;
+        *used += n;
+    }
+    return true;
+}
+
+// Pushes whatever c still owes its worker: the LINK_UP, buffered packets, the LINK_DOWN.
+// False when it is still blocked.
+bool ConnServer::drive(Connection *c) {
+    if (!c->closed) {
+        if (!push_up(c)) return false;
+        size_t used = 0;
+        bool ok = feed(c, c->in.data(), c->in.size(), &used);
+        if (!c->closed) {
+            c->in.consume(used);
+            if (!ok) return false;
+        }
+    }
+    if (c->closed) {
+        c->in.release();
+        if (c->linked && !push_down(c)) return false;
+        schedule_reap(c);
+    }
+    return true;
+}
+
+void ConnServer::serve_waiting(Port &p) {
+    if (p.reset_pending) {
+        shmq::RecordMeta meta;
+        meta.type = kRecConnReset;
+        if (p.to.try_push(meta, nullptr, 0) != shmq::PushStatus::kOk) return;
+        p.reset_pending = false;
+        p.dirty = true;
+    }
+    while (!p.waiting.empty()) {
+        Connection *c = p.waiting.front();
+        if (!drive(c)) return;
+        p.waiting.pop_front();
+        c->queued = false;
+        if (!c->closed) update_events(c);  // its buffer is through: read again
+    }
+}
+
+void ConnServer::update_events(Connection *c) {
+    if (c->closed) return;
+    uint32_t want = 0;
+    if (!c->queued && !input_stopped_) want |= EPOLLIN;
+    if (!c->out.empty()) want |= EPOLLOUT;
+    if (want == c->events) return;
+    struct epoll_event ev = {};
+    ev.events = want;
+    ev.data.u64 = reinterpret_cast<uint64_t>(c);
+    if (epoll_ctl(ep_, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->events = want;
+}
+
+void ConnServer::close_conn(Connection *c, int reason) {
+    if (c->closed) return;
+    c->closed = true;
+    c->down_reason = reason;
+    log_->write(LogLevel::kDebug, "connection %s (%llx) closed: %s", c->peer_text,
+                (unsigned long long)c->id, reason_name(reason));
+    epoll_ctl(ep_, EPOLL_CTL_DEL, c->fd, nullptr);
+    close(c->fd);
+    c->fd = -1;
+    uint32_t slot = conn_slot(c->id);
+    if (slot < ch_->npeers) ch_->peers[slot].conn_id.store(0, std::memory_order_release);
+    live_--;
+    c->out.release();
+    if (c->queued) return;  // its turn in the queue pushes the LINK_DOWN
+    c->in.release();
+    if (!c->linked || push_down(c)) schedule_reap(c);
+}
+
+void ConnServer::schedule_reap(Connection *c) {
+    if (c->reaped) return;
+    c->reaped = true;
+    reap_.push_back(c);
+}
+
+void ConnServer::reap() {
+    for (Connection *c : reap_) {
+        uint32_t slot = conn_slot(c->id);
+        slots_[slot] = nullptr;
+        free_slots_.push_back(slot);
+        delete c;
+    }
+    reap_.clear();
+}
+
+bool ConnServer::drain_replies() {
+    bool more = false;
+    for (auto &pp : ports_) {
+        Port &p = *pp;
+        int count = 0;
+        for (; count < kRepliesPerTurn; count++) {
+            shmq::Message m;
+            shmq::PopStatus s = p.from.peek(&m);
+            if (s == shmq::PopStatus::kEmpty) break;
+            if (s == shmq::PopStatus::kCorrupt) {
+                log_->write(LogLevel::kAlert, "reply ring corrupt: %s; dropped %llu bytes",
+                            p.from.error(), (unsigned long long)p.from.discard_all());
+                break;
+            }
+            handle_reply(m);
+            p.from.commit();
+        }
+        if (count == kRepliesPerTurn) more = true;
+        if (count) p.from.notify_room();
+    }
+    return more;
+}
+
+void ConnServer::handle_reply(const shmq::Message &m) {
+    uint32_t slot = conn_slot(m.conn_id);
+    Connection *c = slot < slots_.size() ? slots_[slot] : nullptr;
+    if (!c || c->id != m.conn_id || c->closed) {
+        stale_replies_++;
+        log_->write(LogLevel::kDebug, "reply for gone connection %llx dropped",
+                    (unsigned long long)m.conn_id);
+        return;
+    }
+    if (m.type == kRecReply) {
+        if (!c->out.append(m.data, m.len)) {
+            log_->write(LogLevel::kCrit, "out of memory buffering output of %s", c->peer_text);
+            close_conn(c, ASYNCD_DOWN_LIMIT);
+            return;
+        }
+    } else if (m.type == kRecClose) {
+        c->close_after_flush = true;
+    } else {
+        log_->write(LogLevel::kAlert, "unknown record type %u from worker %d", unsigned(m.type),
+                    c->worker);
+        return;
+    }
+    mark_dirty(c);
+}
+
+void ConnServer::mark_dirty(Connection *c) {
+    if (c->dirty) return;
+    c->dirty = true;
+    dirty_.push_back(c);
+}
+
+void ConnServer::flush_writes() {
+    for (Connection *c : dirty_) {
+        c->dirty = false;
+        if (!c->closed) write_out(c);
+    }
+    dirty_.clear();
+}
+
+void ConnServer::write_out(Connection *c) {
+    while (!c->out.empty()) {
+        ssize_t n = send(c->fd, c->out.data(), c->out.size(), MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out.consume(size_t(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) break;
+        log_->write(LogLevel::kInfo, "write to %s: %s", c->peer_text, strerror(errno));
+        close_conn(c, errno == EPIPE || errno == ECONNRESET ? ASYNCD_DOWN_PEER_CLOSED
+                                                            : ASYNCD_DOWN_ERROR);
+        return;
+    }
+    if (c->out.empty() && c->close_after_flush) {
+        close_conn(c, ASYNCD_DOWN_PLUGIN_CLOSE);
+        return;
+    }
+    update_events(c);
+}
+
+void ConnServer::flush_ports() {
+    for (auto &p : ports_) {
+        if (!p->dirty) continue;
+        p->dirty = false;
+        p->to.flush();
+    }
+}
+
+void ConnServer::check_idle() {
+    if (cfg_.idle_timeout <= 0 || now_ms_ < next_idle_check_ms_) return;
+    next_idle_check_ms_ = now_ms_ + kIdleCheckMs;
+    uint64_t limit = uint64_t(cfg_.idle_timeout) * 1000;
+    for (Connection *c : slots_) {
+        if (!c || c->closed || now_ms_ - c->last_active_ms < limit) continue;
+        log_->write(LogLevel::kInfo, "closing %s: idle for %d s", c->peer_text,
+                    cfg_.idle_timeout);
+        close_conn(c, ASYNCD_DOWN_IDLE);
+    }
+}
+
+void ConnServer::check_phase() {
+    auto phase = Phase(ch_->state->phase.load(std::memory_order_acquire));
+    if (phase >= Phase::kStopInput && !input_stopped_) {
+        // Stop taking input: what is already in the rings is answered, what is still in
+        // conn's own buffers was never accepted and is dropped with its connection.
+        input_stopped_ = true;
+        epoll_ctl(ep_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+        for (Connection *c : slots_) {
+            if (c && !c->closed) update_events(c);
+        }
+        ch_->note('I', 0);
+    }
+    if (phase == Phase::kDrainOutput) draining_ = true;
+}
+
+// The stop is through when no worker has a reply left and every connection has written
+// everything it was given.
+bool ConnServer::drained() {
+    if (more_) return false;
+    for (auto &p : ports_) {
+        if (!p->from.empty()) return false;
+    }
+    for (Connection *c : slots_) {
+        if (c && !c->closed && !c->out.empty()) return false;
+    }
+    return true;
+}
+
+}  // namespace asyncd::conn

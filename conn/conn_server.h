@@ -1,0 +1,133 @@
+// The conn process: one epoll loop that owns every client socket. It accepts, frames what
+// clients send, pushes whole packets into the ring of the worker each connection is bound
+// to, and writes the workers' replies back, one write per connection per loop turn.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <sys/epoll.h>
+
+#include "conn/buffer.h"
+#include "conn/frame.h"
+#include "main/channels.h"
+#include "main/config.h"
+#include "main/log.h"
+#include "work/plugin.h"
+
+namespace asyncd::conn {
+
+class ConnServer {
+  public:
+    ConnServer(const Config &cfg, Channels *ch, int listen_fd, Log *log);
+    ~ConnServer();
+    ConnServer(const ConnServer &) = delete;
+    ConnServer &operator=(const ConnServer &) = delete;
+
+    // Runs until the supervisor's stop completes, SIGTERM, or the supervisor dies. Returns
+    // the exit code: 0, or 2 when it cannot start at all (fatal, not restarted).
+    int run();
+
+  private:
+    struct Connection {
+        int fd = -1;
+        uint64_t id = 0;
+        int worker = -1;  // bound for life; -1 until select_worker has seen a packet
+        Buffer in;        // bytes read and not yet pushed (a partial or a blocked packet)
+        Buffer out;       // replies not yet written
+        uint64_t packets = 0;
+        uint64_t last_active_ms = 0;
+        uint32_t events = 0;       // what epoll watches now
+        bool up_pending = false;   // its LINK_UP is not in the ring yet
+        bool linked = false;       // its LINK_UP is in the ring: a LINK_DOWN must follow
+        bool queued = false;       // waiting for room in its worker's ring; not reading
+        bool dirty = false;        // in dirty_: has output to write this turn
+        bool close_after_flush = false;
+        bool closed = false;  // socket closed; the slot lives on until its LINK_DOWN is in
+        bool reaped = false;
+        int down_reason = 0;
+        char peer_text[64] = "";
+    };
+
+    // One worker as conn sees it: the ring to it, the ring from it, and the connections
+    // waiting, in order, for room in the ring to it.
+    struct Port {
+        Port(shmq::Ring *in, shmq::Ring *out, const shmq::Waker *worker_wake,
+             const shmq::Waker *conn_wake)
+            : to(in, worker_wake), from(out, conn_wake, worker_wake) {}
+        shmq::Producer to;
+        shmq::Consumer from;
+        std::deque<Connection *> waiting;
+        size_t stream_done = 0;  // progress of the head's packet when it goes in parts
+        size_t need = 0;         // payload of the push that found the ring full
+        bool reset_pending = false;
+        bool dirty = false;  // pushed since the last flush
+    };
+
+    bool setup(std::string *err);
+    void turn_events(int n);
+    void on_accept();
+    void on_readable(Connection *c);
+    void write_out(Connection *c);
+    void update_events(Connection *c);
+
+    // Pushes the packets at data into c's worker ring; *used says how many bytes went in.
+    // False when c blocked on a full ring (it is queued) or was closed.
+    bool feed(Connection *c, const uint8_t *data, size_t len, size_t *used);
+    bool push_up(Connection *c);
+    bool push_down(Connection *c);
+    bool must_wait(Port &p, Connection *c);
+    void enqueue(Port &p, Connection *c);
+    bool drive(Connection *c);
+    void serve_waiting(Port &p);
+    int bind_worker(Connection *c, const uint8_t *pkg, size_t len);
+
+    void close_conn(Connection *c, int reason);
+    void schedule_reap(Connection *c);
+    void reap();
+
+    bool drain_replies();
+    void handle_reply(const shmq::Message &m);
+    void mark_dirty(Connection *c);
+    void flush_writes();
+    void flush_ports();
+    void check_idle();
+    void check_phase();
+    bool drained();
+    int sleep_timeout(int wanted);
+
+    const Config &cfg_;
+    Channels *ch_;
+    int listen_fd_;
+    Log *log_;
+    Plugin plugin_;
+    FrameDecoder decoder_;
+    int ep_ = -1;
+    int sig_fd_ = -1;
+    uint64_t now_ms_ = 0;
+    uint64_t next_idle_check_ms_ = 0;
+    std::vector<Connection *> slots_;
+    std::vector<uint32_t> free_slots_;
+    std::vector<std::unique_ptr<Port>> ports_;
+    std::vector<Connection *> dirty_;
+    std::vector<Connection *> reap_;
+    std::unique_ptr<uint8_t[]> scratch_;
+    struct epoll_event events_[512];
+    size_t live_ = 0;
+    uint32_t next_worker_ = 0;
+    bool more_ = false;  // a ring was left with work: do not sleep
+    bool input_stopped_ = false;
+    bool draining_ = false;
+    bool quit_ = false;
+
+    uint64_t accepted_ = 0;
+    uint64_t refused_ = 0;
+    uint64_t bad_frames_ = 0;
+    uint64_t stale_replies_ = 0;
+    uint64_t ring_full_pauses_ = 0;
+};
+
+}  // namespace asyncd::conn

@@ -1,0 +1,90 @@
+#include "main/channels.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <new>
+
+namespace asyncd {
+
+Channels::~Channels() {
+    for (int fd : {event_rd, event_wr, death_rd, death_wr}) {
+        if (fd >= 0) close(fd);
+    }
+    if (shared_) munmap(shared_, shared_size_);
+}
+
+bool Channels::create(const Config &cfg, std::string *err) {
+    npeers = size_t(cfg.max_conns) + 1;
+    size_t state_size = (sizeof(SharedState) + 4095) & ~size_t(4095);
+    shared_size_ = state_size + npeers * sizeof(PeerSlot);
+    shared_ = mmap(nullptr, shared_size_, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (shared_ == MAP_FAILED) {
+        shared_ = nullptr;
+        *err = std::string("mmap of the shared state: ") + strerror(errno);
+        return false;
+    }
+    state = new (shared_) SharedState();
+    peers = reinterpret_cast<PeerSlot *>(static_cast<char *>(shared_) + state_size);
+    state->conn_serial.store(1);
+
+    shmq::RingParams in_params, out_params;
+    in_params.capacity = out_params.capacity = cfg.ring_size;
+    in_params.max_msg = cfg.max_pkg_len;
+    out_params.max_msg = cfg.max_reply_len;
+    for (int i = 0; i < cfg.workers; i++) {
+        auto link = std::make_unique<WorkerLink>();
+        if (!link->in.create(in_params, err) || !link->out.create(out_params, err) ||
+            !link->wake.open(shmq::WakerKind::kEventfd, err)) {
+            return false;
+        }
+        workers.push_back(std::move(link));
+    }
+    if (!conn_wake.open(shmq::WakerKind::kEventfd, err)) return false;
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+        *err = std::string("pipe2: ") + strerror(errno);
+        return false;
+    }
+    event_rd = fds[0];
+    event_wr = fds[1];
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+        *err = std::string("pipe2: ") + strerror(errno);
+        return false;
+    }
+    death_rd = fds[0];
+    death_wr = fds[1];
+    return true;
+}
+
+void Channels::enter_child() {
+    close(death_wr);
+    death_wr = -1;
+    close(event_rd);
+    event_rd = -1;
+}
+
+void Channels::note(char kind, int index) const {
+    ChildNote n{};
+    n.kind = kind;
+    n.index = uint16_t(index);
+    n.pid = int32_t(getpid());
+    ssize_t unused = write(event_wr, &n, sizeof n);  // full pipe: the supervisor is stuck
+    (void)unused;
+}
+
+bool read_peer(const Channels &ch, uint64_t conn_id, asyncd_peer_t *peer_out) {
+    uint32_t slot = conn_slot(conn_id);
+    if (slot >= ch.npeers) return false;
+    const PeerSlot &p = ch.peers[slot];
+    if (p.conn_id.load(std::memory_order_acquire) != conn_id) return false;
+    memcpy(peer_out, &p.peer, sizeof *peer_out);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return p.conn_id.load(std::memory_order_relaxed) == conn_id;
+}
+
+}  // namespace asyncd

@@ -1,0 +1,247 @@
+#include "main/config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace asyncd {
+
+namespace {
+
+constexpr int kMaxIncludeDepth = 16;
+constexpr size_t kMaxPkgLen = size_t(1) << 30;
+constexpr int kMaxWorkers = 256;
+constexpr int kMaxConns = (1 << 24) - 1;  // connection ids keep the slot in 24 bits
+
+std::string trim(const std::string &s) {
+    size_t b = s.find_first_not_of(" \t\r");
+    if (b == std::string::npos) return "";
+    size_t e = s.find_last_not_of(" \t\r");
+    return s.substr(b, e - b + 1);
+}
+
+std::string dir_of(const std::string &path) {
+    size_t slash = path.rfind('/');
+    return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+}
+
+std::string resolve(const std::string &base_dir, const std::string &path) {
+    if (path.empty() || path[0] == '/') return path;
+    return base_dir + "/" + path;
+}
+
+bool parse_int(const std::string &text, long min, long max, long *out) {
+    if (text.empty()) return false;
+    char *end = nullptr;
+    errno = 0;
+    long v = strtol(text.c_str(), &end, 10);
+    if (errno || *end || v < min || v > max) return false;
+    *out = v;
+    return true;
+}
+
+class Parser {
+  public:
+    explicit Parser(Config *cfg) : cfg_(cfg) {}
+
+    bool parse_file(const std::string &path, int depth, std::string *err) {
+        if (depth > kMaxIncludeDepth) {
+            *err = path + ": includes nested deeper than 16 (a cycle?)";
+            return false;
+        }
+        std::ifstream in(path);
+        if (!in) {
+            *err = path + ": cannot open: " + strerror(errno);
+            return false;
+        }
+        std::string line;
+        int lineno = 0;
+        while (std::getline(in, line)) {
+            lineno++;
+            size_t hash = line.find('#');
+            if (hash != std::string::npos) line.resize(hash);
+            line = trim(line);
+            if (line.empty()) continue;
+            size_t sp = line.find_first_of(" \t");
+            std::string key = line.substr(0, sp);
+            std::string value = sp == std::string::npos ? "" : trim(line.substr(sp));
+            std::string where = path + ":" + std::to_string(lineno) + ": ";
+            if (value.empty()) {
+                *err = where + "'" + key + "' needs a value";
+                return false;
+            }
+            if (key == "include") {
+                if (!parse_file(resolve(dir_of(path), value), depth + 1, err)) return false;
+                continue;
+            }
+            std::string why;
+            if (!apply(key, value, dir_of(path), &why)) {
+                *err = where + why;
+                return false;
+            }
+            if (key == "plugin") plugin_where_ = where;
+        }
+        return true;
+    }
+
+    const std::string &plugin_where() const { return plugin_where_; }
+
+  private:
+    bool apply(const std::string &key, const std::string &value, const std::string &dir,
+               std::string *why) {
+        long n = 0;
+        if (key.compare(0, 7, "plugin.") == 0 && key.size() > 7) {
+            cfg_->plugin_values.emplace_back(key.substr(7), value);
+            return true;
+        }
+        bool single = value.find_first_of(" \t") == std::string::npos;
+        if (!single) {
+            *why = "'" + key + "' takes one value, got '" + value + "'";
+            return false;
+        }
+        if (key == "listen") {
+            if (!parse_listen(value, &cfg_->listen_host, &cfg_->listen_port)) {
+                *why = "listen wants HOST:PORT, got '" + value + "'";
+                return false;
+            }
+            cfg_->listen = value;
+        } else if (key == "workers") {
+            if (!parse_int(value, 1, kMaxWorkers, &n)) {
+                *why = "workers must be 1 to 256, got '" + value + "'";
+                return false;
+            }
+            cfg_->workers = int(n);
+        } else if (key == "plugin") {
+            cfg_->plugin = resolve(dir, value);
+        } else if (key == "frame") {
+            if (value == "len32be") {
+                cfg_->frame = FrameMode::kLen32Be;
+            } else if (value == "len32le") {
+                cfg_->frame = FrameMode::kLen32Le;
+            } else if (value == "plugin") {
+                cfg_->frame = FrameMode::kPlugin;
+            } else {
+                *why = "frame must be len32be, len32le or plugin, got '" + value + "'";
+                return false;
+            }
+        } else if (key == "max_pkg_len" || key == "max_reply_len") {
+            size_t v;
+            if (!parse_size(value, &v) || v < 4 || v > kMaxPkgLen) {
+                *why = key + " must be a size from 4 to 1G, got '" + value + "'";
+                return false;
+            }
+            (key == "max_pkg_len" ? cfg_->max_pkg_len : cfg_->max_reply_len) = v;
+        } else if (key == "ring_size") {
+            size_t v;
+            if (!parse_size(value, &v) || v < (size_t(64) << 10) || v > (size_t(1) << 32) ||
+                (v & (v - 1))) {
+                *why = "ring_size must be a power of two from 64K to 4G, got '" + value + "'";
+                return false;
+            }
+            cfg_->ring_size = v;
+        } else if (key == "max_conns") {
+            if (!parse_int(value, 1, kMaxConns, &n)) {
+                *why = "max_conns must be 1 to 16777215, got '" + value + "'";
+                return false;
+            }
+            cfg_->max_conns = int(n);
+        } else if (key == "idle_timeout" || key == "shutdown_timeout") {
+            if (!parse_int(value, 0, 86400 * 365, &n)) {
+                *why = key + " must be whole seconds, got '" + value + "'";
+                return false;
+            }
+            (key == "idle_timeout" ? cfg_->idle_timeout : cfg_->shutdown_timeout) = int(n);
+        } else if (key == "log_level") {
+            if (!parse_log_level(value, &cfg_->log_level)) {
+                *why = "log_level must be debug, info, warn, error, crit or alert, got '" +
+                       value + "'";
+                return false;
+            }
+        } else if (key == "log_file") {
+            cfg_->log_file = value == "-" ? value : resolve(dir, value);
+        } else {
+            *why = "unknown key '" + key + "'";
+            return false;
+        }
+        return true;
+    }
+
+    Config *cfg_;
+    std::string plugin_where_;
+};
+
+}  // namespace
+
+const char *frame_mode_name(FrameMode mode) {
+    switch (mode) {
+        case FrameMode::kLen32Be: return "len32be";
+        case FrameMode::kLen32Le: return "len32le";
+        case FrameMode::kPlugin: return "plugin";
+    }
+    return "?";
+}
+
+const char *Config::plugin_value(const char *key) const {
+    for (const auto &kv : plugin_values) {
+        if (kv.first == key) return kv.second.c_str();
+    }
+    return nullptr;
+}
+
+bool parse_size(const std::string &text, size_t *out) {
+    if (text.empty() || !isdigit((unsigned char)text[0])) return false;
+    char *end = nullptr;
+    errno = 0;
+    unsigned long long v = strtoull(text.c_str(), &end, 10);
+    if (errno) return false;
+    unsigned shift = 0;
+    if (*end) {
+        switch (*end) {
+            case 'k': case 'K': shift = 10; break;
+            case 'm': case 'M': shift = 20; break;
+            case 'g': case 'G': shift = 30; break;
+            default: return false;
+        }
+        if (end[1]) return false;
+    }
+    if (shift && v > (ULLONG_MAX >> shift)) return false;
+    *out = size_t(v << shift);
+    return true;
+}
+
+bool parse_listen(const std::string &text, std::string *host, uint16_t *port) {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) return false;
+    std::string h = text.substr(0, colon);
+    if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    long p;
+    if (h.empty() || !parse_int(text.substr(colon + 1), 1, 65535, &p)) return false;
+    *host = h;
+    *port = uint16_t(p);
+    return true;
+}
+
+bool load_config(const std::string &path, Config *out, std::string *err) {
+    Config cfg;
+    cfg.path = path;
+    Parser parser(&cfg);
+    if (!parser.parse_file(path, 0, err)) return false;
+    if (cfg.plugin.empty()) {
+        *err = path + ": 'plugin' is not set (plugin PATH, relative to the config's folder)";
+        return false;
+    }
+    struct stat st;
+    if (stat(cfg.plugin.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        *err = parser.plugin_where() + "plugin '" + cfg.plugin + "' not found";
+        return false;
+    }
+    *out = std::move(cfg);
+    return true;
+}
+
+}  // namespace asyncd

@@ -1,0 +1,55 @@
+// The config file: `key value` lines, `#` comments, `include FILE`. Every key has a default
+// (README lists them); an unknown key, a bad value or a missing plugin is an error naming
+// the file and the line. `plugin.KEY VALUE` lines are the plugin's own, handed to it as they
+// are (asyncd_config("KEY")).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "main/log.h"
+
+namespace asyncd {
+
+enum class FrameMode { kLen32Be, kLen32Le, kPlugin };
+
+const char *frame_mode_name(FrameMode mode);
+
+struct Config {
+    std::string path;  // the file it was loaded from
+
+    std::string listen = "127.0.0.1:7000";
+    std::string listen_host = "127.0.0.1";
+    uint16_t listen_port = 7000;
+    int workers = 2;
+    std::string plugin;  // resolved against the folder of the file that names it
+    FrameMode frame = FrameMode::kLen32Be;
+    size_t max_pkg_len = size_t(1) << 20;
+    size_t max_reply_len = size_t(16) << 20;
+    size_t ring_size = size_t(4) << 20;
+    int max_conns = 10000;
+    int idle_timeout = 0;  // seconds; 0: off
+    int shutdown_timeout = 10;
+    LogLevel log_level = LogLevel::kInfo;
+    std::string log_file = "-";
+
+    std::vector<std::pair<std::string, std::string>> plugin_values;
+
+    // The plugin's own value for key, or nullptr.
+    const char *plugin_value(const char *key) const;
+};
+
+// Parses path (and what it includes) into *out, starting from the defaults. On error
+// returns false with "FILE:LINE: reason" (or "FILE: reason") in *err.
+[[nodiscard]] bool load_config(const std::string &path, Config *out, std::string *err);
+
+// "4M" -> 4194304. Suffixes K, M, G (powers of 1024), either case. False on anything else.
+[[nodiscard]] bool parse_size(const std::string &text, size_t *out);
+
+// "HOST:PORT" or "[V6]:PORT".
+[[nodiscard]] bool parse_listen(const std::string &text, std::string *host, uint16_t *port);
+
+}  // namespace asyncd

@@ -1,0 +1,44 @@
+// One log per process: time, level, process role and index, pid, message, one write() per
+// line. The level says who is at fault: a client's bad input is INFO, a limit tripped or a
+// restart WARN, resource exhaustion CRIT, a broken invariant ALERT (tests fail on ALERT).
+#pragma once
+
+#include <stdarg.h>
+
+#include <string>
+
+namespace asyncd {
+
+enum class LogLevel { kDebug = 0, kInfo, kWarn, kError, kCrit, kAlert };
+
+[[nodiscard]] bool parse_log_level(const std::string &name, LogLevel *out);
+const char *log_level_name(LogLevel level);
+
+class Log {
+  public:
+    Log() = default;
+    ~Log();
+    Log(const Log &) = delete;
+    Log &operator=(const Log &) = delete;
+
+    // path "-" or empty: stderr. Otherwise appended to, created 0644. On failure returns
+    // false with the call and errno text in *err and keeps logging to stderr.
+    [[nodiscard]] bool open(const std::string &path, LogLevel level, std::string *err);
+    // Reopens the file (after logrotate moved it). Returns false if that failed.
+    bool reopen(std::string *err);
+    void set_level(LogLevel level) { level_ = level; }
+    // "sup", "conn", "work" plus an index for workers (-1: none).
+    void set_role(const char *role, int index);
+
+    bool enabled(LogLevel level) const { return level >= level_; }
+    void write(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+    void vwrite(LogLevel level, const char *fmt, va_list ap);
+
+  private:
+    int fd_ = 2;
+    std::string path_;
+    LogLevel level_ = LogLevel::kInfo;
+    char role_[24] = "asyncd";
+};
+
+}  // namespace asyncd

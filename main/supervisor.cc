@@ -1,0 +1,363 @@
+#include "main/supervisor.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn/conn_server.h"
+#include "main/proctitle.h"
+#include "work/worker.h"
+
+namespace asyncd {
+
+namespace {
+
+constexpr uint64_t kTagSignal = 1;
+constexpr uint64_t kTagNotes = 2;
+
+uint64_t monotonic_ms() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
+const int kHandled[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP};
+
+}  // namespace
+
+Supervisor::Supervisor(const Config &cfg, Log *log) : cfg_(cfg), log_(log) {
+    conn_.is_conn = true;
+    workers_.resize(size_t(cfg_.workers));
+    for (int i = 0; i < cfg_.workers; i++) workers_[size_t(i)].index = i;
+}
+
+Supervisor::~Supervisor() {
+    for (int fd : {listen_fd_, ep_, sig_fd_}) {
+        if (fd >= 0) close(fd);
+    }
+}
+
+std::string Supervisor::name(const Child &c) const {
+    return c.is_conn ? std::string("conn") : "worker " + std::to_string(c.index);
+}
+
+bool Supervisor::bind_listen(std::string *err) {
+    struct addrinfo hints = {};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    struct addrinfo *res = nullptr;
+    std::string port = std::to_string(cfg_.listen_port);
+    int rc = getaddrinfo(cfg_.listen_host.c_str(), port.c_str(), &hints, &res);
+    if (rc != 0) {
+        *err = "listen " + cfg_.listen + ": " + gai_strerror(rc);
+        return false;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = std::string("socket: ") + strerror(errno);
+        freeaddrinfo(res);
+        return false;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 511) < 0) {
+        *err = "bind " + cfg_.listen + ": " + strerror(errno);
+        close(fd);
+        freeaddrinfo(res);
+        return false;
+    }
+    freeaddrinfo(res);
+    listen_fd_ = fd;
+    return true;
+}
+
+bool Supervisor::setup_events(std::string *err) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : kHandled) sigaddset(&set, s);
+    sigprocmask(SIG_BLOCK, &set, nullptr);
+    sig_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    ep_ = epoll_create1(EPOLL_CLOEXEC);
+    if (sig_fd_ < 0 || ep_ < 0) {
+        *err = std::string("signalfd/epoll_create1: ") + strerror(errno);
+        return false;
+    }
+    struct epoll_event ev = {};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTagSignal;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, sig_fd_, &ev);
+    ev.data.u64 = kTagNotes;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, ch_.event_rd, &ev);
+    return true;
+}
+
+int Supervisor::run() {
+    self_ = getpid();
+    std::string err;
+    if (!bind_listen(&err) || !ch_.create(cfg_, &err) || !setup_events(&err)) {
+        log_->write(LogLevel::kError, "cannot start: %s", err.c_str());
+        return 1;
+    }
+    if (!spawn(conn_)) return 1;
+    for (Child &w : workers_) {
+        if (!spawn(w)) {
+            begin_stop(1);
+            break;
+        }
+    }
+    struct epoll_event events[8];
+    while (!done_) {
+        int n = epoll_wait(ep_, events, 8, next_timeout());
+        if (n < 0 && errno != EINTR) {
+            log_->write(LogLevel::kAlert, "epoll_wait: %s", strerror(errno));
+            kill_all(SIGKILL);
+            return 1;
+        }
+        for (int i = 0; i < n; i++) {
+            if (events[i].data.u64 == kTagSignal) {
+                struct signalfd_siginfo si;
+                while (read(sig_fd_, &si, sizeof si) == sizeof si) on_signal(int(si.ssi_signo));
+            } else {
+                ChildNote note;
+                while (read(ch_.event_rd, &note, sizeof note) == sizeof note) on_note(note);
+            }
+        }
+        run_timers();
+    }
+    log_->write(LogLevel::kInfo, "asyncd stopped");
+    return exit_code_;
+}
+
+bool Supervisor::spawn(Child &c) {
+    if (c.is_conn) ch_.state->conn_epoch.fetch_add(1);
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_->write(LogLevel::kCrit, "fork for %s: %s", name(c).c_str(), strerror(errno));
+        return false;
+    }
+    if (pid == 0) child_main(c);
+    c.pid = pid;
+    c.started_ms = monotonic_ms();
+    c.restart_at_ms = 0;
+    return true;
+}
+
+void Supervisor::child_main(Child &c) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != self_) _exit(0);  // the supervisor died before the line above
+    // Undo what the supervisor set up for itself. Ctrl-C reaches the whole process group:
+    // the supervisor alone decides what happens, so children ignore SIGINT.
+    close(sig_fd_);
+    close(ep_);
+    sigset_t set;
+    sigemptyset(&set);
+    sigprocmask(SIG_SETMASK, &set, nullptr);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGQUIT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    ch_.enter_child();
+    int rc;
+    if (c.is_conn) {
+        proctitle_set("asyncd: conn", "asyncd-conn");
+        log_->set_role("conn", -1);
+        conn::ConnServer server(cfg_, &ch_, listen_fd_, log_);
+        rc = server.run();
+    } else {
+        close(listen_fd_);
+        std::string title = "asyncd: work " + std::to_string(c.index);
+        std::string pname = "asyncd-work" + std::to_string(c.index);
+        proctitle_set(title.c_str(), pname.c_str());
+        log_->set_role("work", c.index);
+        work::Worker worker(cfg_, &ch_, c.index, log_);
+        rc = worker.run();
+    }
+    _exit(rc);
+}
+
+void Supervisor::on_signal(int signo) {
+    switch (signo) {
+        case SIGCHLD:
+            reap_children();
+            break;
+        case SIGTERM:
+        case SIGINT:
+        case SIGQUIT:
+            if (stop_ != Stop::kNone) {
+                log_->write(LogLevel::kWarn, "second stop signal: killing every child");
+                kill_all(SIGKILL);
+                exit_code_ = 1;
+                break;
+            }
+            log_->write(LogLevel::kInfo, "signal %d: stopping", signo);
+            begin_stop(0);
+            break;
+        case SIGHUP:
+            log_->write(LogLevel::kWarn, "SIGHUP: reload is not supported yet; ignored");
+            break;
+    }
+}
+
+void Supervisor::reap_children() {
+    for (;;) {
+        int status = 0;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) return;
+        if (conn_.pid == pid) {
+            on_exit(conn_, status);
+            continue;
+        }
+        for (Child &w : workers_) {
+            if (w.pid == pid) on_exit(w, status);
+        }
+    }
+}
+
+void Supervisor::on_exit(Child &c, int status) {
+    pid_t pid = c.pid;
+    c.pid = 0;
+    c.ready = false;
+    uint64_t now = monotonic_ms();
+    char how[96];
+    if (WIFSIGNALED(status)) {
+        snprintf(how, sizeof how, "killed by signal %d (%s)%s", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
+    } else {
+        snprintf(how, sizeof how, "exited with code %d", WEXITSTATUS(status));
+    }
+    if (stop_ != Stop::kNone) {
+        log_->write(LogLevel::kInfo, "%s (pid %d) %s", name(c).c_str(), int(pid), how);
+        advance_stop();
+        return;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+        c.fatal = true;
+        log_->write(LogLevel::kError, "%s (pid %d) %s (fatal): not restarted", name(c).c_str(),
+                    int(pid), how);
+        bool any = false;
+        for (const Child &w : workers_) any = any || !w.fatal;
+        if (c.is_conn || !any) {
+            log_->write(LogLevel::kError, "nothing can serve: stopping");
+            begin_stop(1);
+        }
+        return;
+    }
+    uint64_t delay = c.backoff.next_delay(c.started_ms, now);
+    c.restarts++;
+    c.restart_at_ms = now + delay;
+    log_->write(LogLevel::kWarn, "%s (pid %d) %s; restart #%d in %llu ms", name(c).c_str(),
+                int(pid), how, c.restarts, (unsigned long long)delay);
+}
+
+void Supervisor::on_note(const ChildNote &n) {
+    if (n.kind == 'C') {
+        conn_.ready = true;
+    } else if (n.kind == 'W' && n.index < workers_.size()) {
+        workers_[n.index].ready = true;
+        if (workers_[n.index].restarts) {
+            log_->write(LogLevel::kInfo, "worker %u (pid %d) serving again", unsigned(n.index),
+                        int(n.pid));
+        }
+    } else if (n.kind == 'I') {
+        if (stop_ == Stop::kInput) advance_stop();
+        return;
+    }
+    if (!ready_logged_ && conn_.ready) {
+        for (const Child &w : workers_) {
+            if (!w.ready) return;
+        }
+        ready_logged_ = true;
+        log_->write(LogLevel::kInfo, "asyncd ready: listening on %s, %d workers, plugin %s",
+                    cfg_.listen.c_str(), cfg_.workers, cfg_.plugin.c_str());
+    }
+}
+
+// The stop, in order: conn stops taking input; the workers drain their rings, call
+// fini_service and exit; conn writes what they answered and exits. Each step starts when
+// the one before is through; shutdown_timeout bounds the whole.
+void Supervisor::begin_stop(int exit_code) {
+    if (stop_ != Stop::kNone) return;
+    exit_code_ = exit_code;
+    stop_ = Stop::kInput;
+    stop_deadline_ms_ = monotonic_ms() + uint64_t(cfg_.shutdown_timeout) * 1000;
+    conn_.restart_at_ms = 0;
+    for (Child &w : workers_) w.restart_at_ms = 0;
+    ch_.state->phase.store(uint32_t(Phase::kStopInput), std::memory_order_release);
+    ch_.conn_wake.signal();
+    if (!conn_.pid) advance_stop();
+}
+
+void Supervisor::advance_stop() {
+    if (stop_ == Stop::kInput) {
+        stop_ = Stop::kWorkers;
+        for (Child &w : workers_) {
+            if (w.pid) kill(w.pid, SIGTERM);
+        }
+    }
+    if (stop_ == Stop::kWorkers && !any_worker_running()) {
+        stop_ = Stop::kOutput;
+        ch_.state->phase.store(uint32_t(Phase::kDrainOutput), std::memory_order_release);
+        ch_.conn_wake.signal();
+    }
+    if (stop_ == Stop::kOutput && !conn_.pid) done_ = true;
+}
+
+bool Supervisor::any_worker_running() const {
+    for (const Child &w : workers_) {
+        if (w.pid) return true;
+    }
+    return false;
+}
+
+void Supervisor::kill_all(int sig) {
+    if (conn_.pid) kill(conn_.pid, sig);
+    for (Child &w : workers_) {
+        if (w.pid) kill(w.pid, sig);
+    }
+}
+
+int Supervisor::next_timeout() {
+    uint64_t now = monotonic_ms();
+    uint64_t next = UINT64_MAX;
+    if (stop_ != Stop::kNone) next = stop_deadline_ms_;
+    if (conn_.restart_at_ms) next = std::min(next, conn_.restart_at_ms);
+    for (const Child &w : workers_) {
+        if (w.restart_at_ms) next = std::min(next, w.restart_at_ms);
+    }
+    if (next == UINT64_MAX) return -1;
+    return next <= now ? 0 : int(std::min<uint64_t>(next - now, 60000));
+}
+
+void Supervisor::run_timers() {
+    uint64_t now = monotonic_ms();
+    if (stop_ != Stop::kNone) {
+        if (now < stop_deadline_ms_ || done_) return;
+        log_->write(LogLevel::kAlert, "shutdown_timeout (%d s) passed: killing what is left",
+                    cfg_.shutdown_timeout);
+        kill_all(SIGKILL);
+        stop_deadline_ms_ = now + 1000;
+        exit_code_ = 1;
+        return;
+    }
+    Child *due[1 + 256];
+    size_t ndue = 0;
+    if (conn_.restart_at_ms && conn_.restart_at_ms <= now) due[ndue++] = &conn_;
+    for (Child &w : workers_) {
+        if (w.restart_at_ms && w.restart_at_ms <= now) due[ndue++] = &w;
+    }
+    for (size_t i = 0; i < ndue; i++) {
+        if (!spawn(*due[i])) due[i]->restart_at_ms = now + due[i]->backoff.current_ms();
+    }
+}
+
+}  // namespace asyncd

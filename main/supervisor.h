@@ -1,0 +1,77 @@
+// The supervisor: binds the listen socket, creates every ring and pipe, forks the conn
+// process and the workers, restarts the ones that die (with back-off), and runs the stop.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "main/backoff.h"
+#include "main/channels.h"
+#include "main/config.h"
+#include "main/log.h"
+
+namespace asyncd {
+
+class Supervisor {
+  public:
+    Supervisor(const Config &cfg, Log *log);
+    ~Supervisor();
+    Supervisor(const Supervisor &) = delete;
+    Supervisor &operator=(const Supervisor &) = delete;
+
+    // Runs until stopped. Returns the process exit code: 0 after a clean stop, 1 when it
+    // could not start or nothing could serve.
+    int run();
+
+  private:
+    // One child slot: the conn process, or worker `index`.
+    struct Child {
+        bool is_conn = false;
+        int index = 0;
+        pid_t pid = 0;
+        uint64_t started_ms = 0;
+        uint64_t restart_at_ms = 0;  // 0: no restart pending
+        int restarts = 0;
+        bool fatal = false;
+        bool ready = false;
+        Backoff backoff;
+    };
+
+    enum class Stop { kNone, kInput, kWorkers, kOutput };
+
+    bool bind_listen(std::string *err);
+    bool setup_events(std::string *err);
+    bool spawn(Child &c);
+    [[noreturn]] void child_main(Child &c);
+    void on_signal(int signo);
+    void reap_children();
+    void on_exit(Child &c, int status);
+    void on_note(const ChildNote &n);
+    void begin_stop(int exit_code);
+    void advance_stop();
+    void kill_all(int sig);
+    int next_timeout();
+    void run_timers();
+    bool any_worker_running() const;
+    std::string name(const Child &c) const;
+
+    Config cfg_;
+    Log *log_;
+    Channels ch_;
+    int listen_fd_ = -1;
+    int ep_ = -1;
+    int sig_fd_ = -1;
+    pid_t self_ = 0;
+    Child conn_;
+    std::vector<Child> workers_;
+    Stop stop_ = Stop::kNone;
+    uint64_t stop_deadline_ms_ = 0;
+    int exit_code_ = 0;
+    bool done_ = false;
+    bool ready_logged_ = false;
+};
+
+}  // namespace asyncd

@@ -1,0 +1,57 @@
+#include "work/plugin.h"
+
+#include <dlfcn.h>
+
+namespace asyncd {
+
+namespace {
+
+template <typename Fn>
+void find(void *handle, const char *name, Fn *out) {
+    *out = reinterpret_cast<Fn>(dlsym(handle, name));
+}
+
+}  // namespace
+
+Plugin::~Plugin() {
+    // The plugin stays mapped until the process exits: timers or atexit handlers of its own
+    // may still point into it.
+}
+
+bool Plugin::load(const std::string &path, std::string *err) {
+    // A path without a slash would make dlopen search the library path instead.
+    std::string p = path.find('/') == std::string::npos ? "./" + path : path;
+    handle_ = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!handle_) {
+        const char *why = dlerror();
+        *err = std::string("cannot load plugin: ") + (why ? why : path.c_str());
+        return false;
+    }
+    auto *abi = static_cast<const int *>(dlsym(handle_, "asyncd_plugin_abi"));
+    if (!abi) {
+        *err = "plugin " + path +
+               " has no asyncd_plugin_abi symbol: build it against plugin_api/asyncd_plugin.h";
+        return false;
+    }
+    if (*abi != ASYNCD_ABI_VERSION) {
+        *err = "plugin " + path + " was built for plugin ABI " + std::to_string(*abi) +
+               ", this asyncd speaks ABI " + std::to_string(ASYNCD_ABI_VERSION) +
+               ": rebuild it against this asyncd's asyncd_plugin.h";
+        return false;
+    }
+    find(handle_, "init_service", &fns_.init_service);
+    find(handle_, "fini_service", &fns_.fini_service);
+    find(handle_, "get_pkg_len", &fns_.get_pkg_len);
+    find(handle_, "select_worker", &fns_.select_worker);
+    find(handle_, "link_up_cli", &fns_.link_up_cli);
+    find(handle_, "proc_pkg_cli", &fns_.proc_pkg_cli);
+    find(handle_, "link_down_cli", &fns_.link_down_cli);
+    find(handle_, "proc_events", &fns_.proc_events);
+    if (!fns_.proc_pkg_cli) {
+        *err = "plugin " + path + " does not export proc_pkg_cli, the one required function";
+        return false;
+    }
+    return true;
+}
+
+}  // namespace asyncd

@@ -1,0 +1,40 @@
+// Loads a plugin .so and finds its exports. Used by the work process (every export) and by
+// the conn process (get_pkg_len, select_worker), and by `asyncd -t`.
+#pragma once
+
+#include <string>
+
+#include "plugin_api/asyncd_plugin.h"
+
+namespace asyncd {
+
+struct PluginExports {
+    int (*init_service)(int) = nullptr;
+    void (*fini_service)(int) = nullptr;
+    int (*get_pkg_len)(asyncd_conn_t, const void *, size_t) = nullptr;
+    int (*select_worker)(asyncd_conn_t, const void *, size_t, int) = nullptr;
+    void (*link_up_cli)(asyncd_conn_t, const asyncd_peer_t *) = nullptr;
+    int (*proc_pkg_cli)(asyncd_conn_t, const void *, size_t) = nullptr;
+    void (*link_down_cli)(asyncd_conn_t, int) = nullptr;
+    void (*proc_events)(void) = nullptr;
+};
+
+class Plugin {
+  public:
+    Plugin() = default;
+    ~Plugin();
+    Plugin(const Plugin &) = delete;
+    Plugin &operator=(const Plugin &) = delete;
+
+    // dlopen with every symbol resolved now; checks asyncd_plugin_abi against ours and
+    // that proc_pkg_cli is there. On failure returns false with one clear sentence in *err.
+    [[nodiscard]] bool load(const std::string &path, std::string *err);
+
+    const PluginExports &exports() const { return fns_; }
+
+  private:
+    void *handle_ = nullptr;
+    PluginExports fns_;
+};
+
+}  // namespace asyncd

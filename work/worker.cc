@@ -1,0 +1,251 @@
+#include "work/worker.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace asyncd::work {
+
+namespace {
+
+constexpr int kBatch = 256;          // records per drain before timers and proc_events run
+constexpr int kTickMs = 100;         // proc_events runs at least this often
+constexpr uint64_t kTagWake = 1;
+constexpr uint64_t kTagSignal = 2;
+constexpr uint64_t kTagDeath = 3;
+
+Worker *g_worker = nullptr;
+
+uint64_t monotonic_ms() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
+}  // namespace
+
+Worker *current_worker() { return g_worker; }
+
+Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
+    : cfg_(cfg),
+      ch_(ch),
+      index_(index),
+      log_(log),
+      link_(ch->workers[size_t(index)].get()),
+      in_(&link_->in, &link_->wake, &ch->conn_wake),
+      out_(&link_->out, &ch->conn_wake) {}
+
+Worker::~Worker() {
+    if (ep_ >= 0) close(ep_);
+    if (sig_fd_ >= 0) close(sig_fd_);
+}
+
+bool Worker::setup(std::string *err) {
+    ep_ = epoll_create1(EPOLL_CLOEXEC);
+    if (ep_ < 0) {
+        *err = std::string("epoll_create1: ") + strerror(errno);
+        return false;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, nullptr);
+    sig_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sig_fd_ < 0) {
+        *err = std::string("signalfd: ") + strerror(errno);
+        return false;
+    }
+    struct {
+        int fd;
+        uint64_t tag;
+    } fds[] = {{link_->wake.fd(), kTagWake}, {sig_fd_, kTagSignal}, {ch_->death_rd, kTagDeath}};
+    for (auto &f : fds) {
+        struct epoll_event ev = {};
+        ev.events = EPOLLIN;
+        ev.data.u64 = f.tag;
+        if (epoll_ctl(ep_, EPOLL_CTL_ADD, f.fd, &ev) < 0) {
+            *err = std::string("epoll_ctl: ") + strerror(errno);
+            return false;
+        }
+    }
+    return true;
+}
+
+int Worker::run() {
+    g_worker = this;
+    std::string err;
+    if (!setup(&err)) {
+        log_->write(LogLevel::kError, "worker %d cannot start: %s", index_, err.c_str());
+        return 1;
+    }
+    if (!plugin_.load(cfg_.plugin, &err)) {
+        log_->write(LogLevel::kError, "%s", err.c_str());
+        return 2;
+    }
+    const PluginExports &fns = plugin_.exports();
+    if (fns.init_service) {
+        int rc = fns.init_service(index_);
+        if (rc != 0) {
+            log_->write(LogLevel::kError, "init_service(%d) returned %d: worker not started",
+                        index_, rc);
+            return 2;
+        }
+    }
+    ch_->note('W', index_);
+    unsigned busy_turns = 0;
+    while (!orphaned_) {
+        int done = drain(kBatch);
+        out_.flush();
+        if (done) in_.notify_room();
+        timers_.run(monotonic_ms());
+        if (fns.proc_events) fns.proc_events();
+        out_.flush();
+        if (stopping_ && in_.empty()) break;
+        if (done < kBatch) {
+            sleep_until_work();
+        } else if (++busy_turns % 64 == 0) {
+            poll_events(0);  // a worker that never sleeps still hears signals
+        }
+    }
+    if (orphaned_) return 0;
+    if (fns.fini_service) fns.fini_service(index_);
+    out_.flush();
+    return 0;
+}
+
+// Blocks until the ring has a record, a timer is due, a tick passes or a signal comes.
+void Worker::sleep_until_work() {
+    int64_t next = timers_.next_in(monotonic_ms());
+    int timeout = (next >= 0 && next < kTickMs) ? int(next) : kTickMs;
+    if (!in_.prepare_sleep()) return;
+    poll_events(timeout);
+    in_.withdraw_sleep();
+}
+
+void Worker::poll_events(int timeout) {
+    struct epoll_event events[4];
+    int n = epoll_wait(ep_, events, 4, timeout);
+    for (int i = 0; i < n; i++) {
+        if (events[i].data.u64 == kTagWake) {
+            link_->wake.drain();
+        } else if (events[i].data.u64 == kTagSignal) {
+            struct signalfd_siginfo si;
+            while (read(sig_fd_, &si, sizeof si) == sizeof si) {
+                if (si.ssi_signo == SIGTERM) stopping_ = true;
+            }
+        } else if (events[i].data.u64 == kTagDeath) {
+            orphaned_ = true;
+        }
+    }
+}
+
+int Worker::drain(int budget) {
+    int n = 0;
+    for (; n < budget; n++) {
+        shmq::Message m;
+        shmq::PopStatus s = in_.peek(&m);
+        if (s == shmq::PopStatus::kEmpty) break;
+        if (s == shmq::PopStatus::kCorrupt) {
+            log_->write(LogLevel::kAlert, "worker %d: request ring corrupt: %s; dropped %llu bytes",
+                        index_, in_.error(), (unsigned long long)in_.discard_all());
+            break;
+        }
+        in_.mark_in_flight();
+        dispatch(m);
+        in_.commit();
+    }
+    return n;
+}
+
+void Worker::ensure_linked(uint64_t conn) {
+    if (live_.count(conn)) return;
+    // A connection this process never saw linked up: its predecessor did before it died.
+    // The plugin gets the link_up it would have had, before the packet.
+    live_.insert(conn);
+    if (!plugin_.exports().link_up_cli) return;
+    asyncd_peer_t peer;
+    if (!read_peer(*ch_, conn, &peer)) memset(&peer, 0, sizeof peer);
+    plugin_.exports().link_up_cli(conn, &peer);
+}
+
+void Worker::dispatch(const shmq::Message &m) {
+    const PluginExports &fns = plugin_.exports();
+    switch (m.type) {
+        case kRecPacket:
+            ensure_linked(m.conn_id);
+            if (fns.proc_pkg_cli(m.conn_id, m.data, m.len) != 0) close_conn(m.conn_id);
+            break;
+        case kRecLinkUp: {
+            if (live_.count(m.conn_id)) break;  // delivered again after a crash
+            live_.insert(m.conn_id);
+            asyncd_peer_t peer;
+            memset(&peer, 0, sizeof peer);
+            memcpy(&peer, m.data, m.len < sizeof peer ? m.len : sizeof peer);
+            if (fns.link_up_cli) fns.link_up_cli(m.conn_id, &peer);
+            break;
+        }
+        case kRecLinkDown:
+            if (!live_.erase(m.conn_id)) break;
+            if (fns.link_down_cli) fns.link_down_cli(m.conn_id, int(m.seq));
+            break;
+        case kRecConnReset:
+            for (uint64_t conn : live_) {
+                if (fns.link_down_cli) fns.link_down_cli(conn, ASYNCD_DOWN_CONN_RESTART);
+            }
+            live_.clear();
+            break;
+        default:
+            log_->write(LogLevel::kAlert, "worker %d: unknown record type %u", index_,
+                        unsigned(m.type));
+    }
+}
+
+int Worker::send(uint64_t conn, const void *buf, size_t len) {
+    if (conn == 0 || len > cfg_.max_reply_len || (len && !buf)) return -1;
+    return push_out(kRecReply, conn, buf, len) ? 0 : -1;
+}
+
+int Worker::close_conn(uint64_t conn) {
+    if (conn == 0) return -1;
+    return push_out(kRecClose, conn, nullptr, 0) ? 0 : -1;
+}
+
+uint64_t Worker::timer_add(uint32_t ms, Timers::Fn fn, void *arg) {
+    if (!fn) return 0;
+    return timers_.add(monotonic_ms(), ms, fn, arg);
+}
+
+// Replies never get lost to a full ring: the worker waits for conn to make room. conn
+// always drains replies, so the wait ends; if the supervisor dies meanwhile, so do we.
+bool Worker::push_out(uint16_t type, uint64_t conn, const void *buf, size_t len) {
+    shmq::RecordMeta meta;
+    meta.type = type;
+    meta.conn_id = conn;
+    size_t done = 0;
+    for (;;) {
+        shmq::PushStatus s = out_.try_push_stream(meta, buf, len, &done);
+        if (s == shmq::PushStatus::kOk) return true;
+        if (s != shmq::PushStatus::kFull) {
+            log_->write(LogLevel::kAlert, "worker %d: reply push failed (%d)", index_, int(s));
+            return false;
+        }
+        wait_room(len - done);
+        if (orphaned_) _exit(0);
+    }
+}
+
+void Worker::wait_room(size_t len) {
+    if (!out_.prepare_wait_room(len)) return;
+    struct pollfd p[2] = {{link_->wake.fd(), POLLIN, 0}, {ch_->death_rd, POLLIN, 0}};
+    int n = poll(p, 2, 1000);
+    out_.finish_wait_room();
+    if (n > 0 && p[0].revents) link_->wake.drain();
+    if (n > 0 && p[1].revents) orphaned_ = true;
+}
+
+}  // namespace asyncd::work

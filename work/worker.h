@@ -1,0 +1,71 @@
+// The work process: loads the plugin, drains its ring from conn, calls the plugin for each
+// record, and pushes the plugin's replies into its ring to conn. Timers and proc_events run
+// from the same loop; nothing here opens a socket.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_set>
+
+#include "main/channels.h"
+#include "main/config.h"
+#include "main/log.h"
+#include "work/plugin.h"
+#include "work/timers.h"
+
+namespace asyncd::work {
+
+class Worker {
+  public:
+    Worker(const Config &cfg, Channels *ch, int index, Log *log);
+    ~Worker();
+    Worker(const Worker &) = delete;
+    Worker &operator=(const Worker &) = delete;
+
+    // Runs until SIGTERM (then drains the ring, calls fini_service and returns 0) or until
+    // the supervisor dies. Returns 2 when it must not be restarted (the plugin failed to
+    // load or init_service refused).
+    int run();
+
+    // The runtime API plugins call (work/runtime.cc) lands here.
+    int send(uint64_t conn, const void *buf, size_t len);
+    int close_conn(uint64_t conn);
+    uint64_t timer_add(uint32_t ms, Timers::Fn fn, void *arg);
+    int timer_cancel(uint64_t id) { return timers_.cancel(id) ? 0 : -1; }
+    int index() const { return index_; }
+    int count() const { return cfg_.workers; }
+    const Config &config() const { return cfg_; }
+    Log *log() const { return log_; }
+
+  private:
+    bool setup(std::string *err);
+    int drain(int budget);
+    void dispatch(const shmq::Message &m);
+    void ensure_linked(uint64_t conn);
+    bool push_out(uint16_t type, uint64_t conn, const void *buf, size_t len);
+    void wait_room(size_t len);
+    void sleep_until_work();
+    void poll_events(int timeout_ms);
+
+    const Config &cfg_;
+    Channels *ch_;
+    int index_;
+    Log *log_;
+    WorkerLink *link_;
+    shmq::Consumer in_;
+    shmq::Producer out_;
+    Plugin plugin_;
+    Timers timers_;
+    std::unordered_set<uint64_t> live_;  // connections the plugin has seen linked up
+    int ep_ = -1;
+    int sig_fd_ = -1;
+    bool stopping_ = false;
+    bool orphaned_ = false;
+};
+
+// The worker whose loop runs in this process. The plugin API carries no context (it is
+// async-server's API), so the runtime functions find their worker here; it is set once, by
+// Worker::run, and is the one piece of process-wide state in work/.
+Worker *current_worker();
+
+}  // namespace asyncd::work
