@@ -53,7 +53,8 @@ class Buffer {
             return true;
         }
         size_t cap = cap_ ? cap_ : 1024;
-        while (cap < used + n) cap *= 2;
+        while (cap < used + n)
+            cap *= 2;
         uint8_t *p = static_cast<uint8_t *>(malloc(cap));
         if (!p) return false;
         if (used) memcpy(p, buf_ + start_, used);

@@ -16,10 +16,10 @@ namespace asyncd::conn {
 
 namespace {
 
-constexpr size_t kScratch = 64 << 10;     // one read per readable connection per turn
+constexpr size_t kScratch = 64 << 10;  // one read per readable connection per turn
 constexpr int kMaxEvents = 512;
 constexpr int kAcceptsPerTurn = 128;
-constexpr int kRepliesPerTurn = 4096;     // per worker, so one busy worker cannot starve
+constexpr int kRepliesPerTurn = 4096;  // per worker, so one busy worker cannot starve
 constexpr uint64_t kIdleCheckMs = 1000;
 
 // epoll data: a connection pointer, or one of these small tags.
@@ -61,14 +61,22 @@ void peer_of(int fd, asyncd_peer_t *peer) {
 
 const char *reason_name(int reason) {
     switch (reason) {
-        case ASYNCD_DOWN_PEER_CLOSED: return "peer closed";
-        case ASYNCD_DOWN_ERROR: return "socket error";
-        case ASYNCD_DOWN_BAD_FRAME: return "bad frame";
-        case ASYNCD_DOWN_PLUGIN_CLOSE: return "closed by the plugin";
-        case ASYNCD_DOWN_IDLE: return "idle timeout";
-        case ASYNCD_DOWN_LIMIT: return "limit";
-        case ASYNCD_DOWN_CONN_RESTART: return "conn restart";
-        case ASYNCD_DOWN_SHUTDOWN: return "shutdown";
+        case ASYNCD_DOWN_PEER_CLOSED:
+            return "peer closed";
+        case ASYNCD_DOWN_ERROR:
+            return "socket error";
+        case ASYNCD_DOWN_BAD_FRAME:
+            return "bad frame";
+        case ASYNCD_DOWN_PLUGIN_CLOSE:
+            return "closed by the plugin";
+        case ASYNCD_DOWN_IDLE:
+            return "idle timeout";
+        case ASYNCD_DOWN_LIMIT:
+            return "limit";
+        case ASYNCD_DOWN_CONN_RESTART:
+            return "conn restart";
+        case ASYNCD_DOWN_SHUTDOWN:
+            return "shutdown";
     }
     return "?";
 }
@@ -104,7 +112,8 @@ bool ConnServer::setup(std::string *err) {
         ports_.back()->reset_pending = restarted;
     }
     // A restarted conn knows nothing of its predecessor's connections: clear their peers.
-    for (size_t i = 0; i < ch_->npeers; i++) ch_->peers[i].conn_id.store(0);
+    for (size_t i = 0; i < ch_->npeers; i++)
+        ch_->peers[i].conn_id.store(0);
 
     ep_ = epoll_create1(EPOLL_CLOEXEC);
     if (ep_ < 0) {
@@ -164,7 +173,8 @@ int ConnServer::run() {
         if (quit_) break;
         check_phase();
         if (!input_stopped_) {
-            for (auto &p : ports_) serve_waiting(*p);
+            for (auto &p : ports_)
+                serve_waiting(*p);
         }
         more_ = drain_replies();
         flush_ports();
@@ -592,8 +602,8 @@ void ConnServer::write_out(Connection *c) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) break;
         log_->write(LogLevel::kInfo, "write to %s: %s", c->peer_text, strerror(errno));
-        close_conn(c, errno == EPIPE || errno == ECONNRESET ? ASYNCD_DOWN_PEER_CLOSED
-                                                            : ASYNCD_DOWN_ERROR);
+        close_conn(
+            c, errno == EPIPE || errno == ECONNRESET ? ASYNCD_DOWN_PEER_CLOSED : ASYNCD_DOWN_ERROR);
         return;
     }
     if (c->out.empty() && c->close_after_flush) {
@@ -617,8 +627,7 @@ void ConnServer::check_idle() {
     uint64_t limit = uint64_t(cfg_.idle_timeout) * 1000;
     for (Connection *c : slots_) {
         if (!c || c->closed || now_ms_ - c->last_active_ms < limit) continue;
-        log_->write(LogLevel::kInfo, "closing %s: idle for %d s", c->peer_text,
-                    cfg_.idle_timeout);
+        log_->write(LogLevel::kInfo, "closing %s: idle for %d s", c->peer_text, cfg_.idle_timeout);
         close_conn(c, ASYNCD_DOWN_IDLE);
     }
 }

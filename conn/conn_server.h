@@ -40,11 +40,11 @@ class ConnServer {
         Buffer out;       // replies not yet written
         uint64_t packets = 0;
         uint64_t last_active_ms = 0;
-        uint32_t events = 0;       // what epoll watches now
-        bool up_pending = false;   // its LINK_UP is not in the ring yet
-        bool linked = false;       // its LINK_UP is in the ring: a LINK_DOWN must follow
-        bool queued = false;       // waiting for room in its worker's ring; not reading
-        bool dirty = false;        // in dirty_: has output to write this turn
+        uint32_t events = 0;      // what epoll watches now
+        bool up_pending = false;  // its LINK_UP is not in the ring yet
+        bool linked = false;      // its LINK_UP is in the ring: a LINK_DOWN must follow
+        bool queued = false;      // waiting for room in its worker's ring; not reading
+        bool dirty = false;       // in dirty_: has output to write this turn
         bool close_after_flush = false;
         bool closed = false;  // socket closed; the slot lives on until its LINK_DOWN is in
         bool reaped = false;

@@ -41,7 +41,9 @@ enum class Phase : uint32_t {
 // above them (the serial lives in shared memory, so it survives a conn restart too).
 inline constexpr int kConnSlotBits = 24;
 inline constexpr uint64_t kConnSlotMask = (uint64_t(1) << kConnSlotBits) - 1;
-inline uint32_t conn_slot(uint64_t id) { return uint32_t(id & kConnSlotMask); }
+inline uint32_t conn_slot(uint64_t id) {
+    return uint32_t(id & kConnSlotMask);
+}
 
 struct SharedState {
     std::atomic<uint64_t> conn_serial;  // conn: fetch_add per accepted connection
@@ -91,7 +93,7 @@ class Channels {
     PeerSlot *peers = nullptr;
     size_t npeers = 0;
     std::vector<std::unique_ptr<WorkerLink>> workers;
-    shmq::Waker conn_wake;  // conn sleeps on it; workers and the supervisor signal it
+    shmq::Waker conn_wake;             // conn sleeps on it; workers and the supervisor signal it
     int event_rd = -1, event_wr = -1;  // children -> supervisor notes
     int death_rd = -1, death_wr = -1;  // EOF on death_rd: the supervisor is gone
 

@@ -1,5 +1,6 @@
 #include "main/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -158,8 +159,8 @@ class Parser {
             (key == "idle_timeout" ? cfg_->idle_timeout : cfg_->shutdown_timeout) = int(n);
         } else if (key == "log_level") {
             if (!parse_log_level(value, &cfg_->log_level)) {
-                *why = "log_level must be debug, info, warn, error, crit or alert, got '" +
-                       value + "'";
+                *why = "log_level must be debug, info, warn, error, crit or alert, got '" + value +
+                       "'";
                 return false;
             }
         } else if (key == "log_file") {
@@ -179,9 +180,12 @@ class Parser {
 
 const char *frame_mode_name(FrameMode mode) {
     switch (mode) {
-        case FrameMode::kLen32Be: return "len32be";
-        case FrameMode::kLen32Le: return "len32le";
-        case FrameMode::kPlugin: return "plugin";
+        case FrameMode::kLen32Be:
+            return "len32be";
+        case FrameMode::kLen32Le:
+            return "len32le";
+        case FrameMode::kPlugin:
+            return "plugin";
     }
     return "?";
 }
@@ -202,10 +206,20 @@ bool parse_size(const std::string &text, size_t *out) {
     unsigned shift = 0;
     if (*end) {
         switch (*end) {
-            case 'k': case 'K': shift = 10; break;
-            case 'm': case 'M': shift = 20; break;
-            case 'g': case 'G': shift = 30; break;
-            default: return false;
+            case 'k':
+            case 'K':
+                shift = 10;
+                break;
+            case 'm':
+            case 'M':
+                shift = 20;
+                break;
+            case 'g':
+            case 'G':
+                shift = 30;
+                break;
+            default:
+                return false;
         }
         if (end[1]) return false;
     }
@@ -220,7 +234,7 @@ bool parse_listen(const std::string &text, std::string *host, uint16_t *port) {
     std::string h = text.substr(0, colon);
     if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
     long p;
-    if (h.empty() || !parse_int(text.substr(colon + 1), 1, 65535, &p)) return false;
+    if (h.empty() || !parse_int(text.substr(colon + 1), 0, 65535, &p)) return false;
     *host = h;
     *port = uint16_t(p);
     return true;

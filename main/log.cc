@@ -26,7 +26,9 @@ bool parse_log_level(const std::string &name, LogLevel *out) {
     return false;
 }
 
-const char *log_level_name(LogLevel level) { return kLevelNames[int(level)]; }
+const char *log_level_name(LogLevel level) {
+    return kLevelNames[int(level)];
+}
 
 Log::~Log() {
     if (fd_ > 2) close(fd_);
@@ -77,10 +79,10 @@ void Log::vwrite(LogLevel level, const char *fmt, va_list ap) {
     gettimeofday(&tv, nullptr);
     struct tm tm;
     localtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02d %02d:%02d:%02d.%03d [%s] %s %d: ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, int(tv.tv_usec / 1000), kLevelNames[int(level)], role_,
-                     int(getpid()));
+    int n = snprintf(line, sizeof line,
+                     "%04d-%02d-%02d %02d:%02d:%02d.%03d [%s] %s %d: ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     int(tv.tv_usec / 1000), kLevelNames[int(level)], role_, int(getpid()));
     int room = int(sizeof line) - n - 1;
     int m = vsnprintf(line + n, size_t(room), fmt, ap);
     n += m < 0 ? 0 : (m >= room ? room - 1 : m);

@@ -56,13 +56,21 @@ int main(int argc, char **argv) {
     int opt;
     while ((opt = getopt(argc, argv, "c:thv")) != -1) {
         switch (opt) {
-            case 'c': config_path = optarg; break;
-            case 't': test_only = true; break;
-            case 'h': usage(stdout); return 0;
+            case 'c':
+                config_path = optarg;
+                break;
+            case 't':
+                test_only = true;
+                break;
+            case 'h':
+                usage(stdout);
+                return 0;
             case 'v':
                 printf("asyncd %s (plugin ABI %d)\n", kVersion, ASYNCD_ABI_VERSION);
                 return 0;
-            default: usage(stderr); return 1;
+            default:
+                usage(stderr);
+                return 1;
         }
     }
     if (optind < argc) {

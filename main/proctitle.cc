@@ -23,7 +23,8 @@ void proctitle_init(int argc, char **argv) {
     char *start = argv[0];
     char *end = argv[argc - 1] + strlen(argv[argc - 1]) + 1;
     size_t nenv = 0;
-    while (environ[nenv]) nenv++;
+    while (environ[nenv])
+        nenv++;
     for (size_t i = 0; i < nenv; i++) {
         if (environ[i] == end) end = environ[i] + strlen(environ[i]) + 1;
     }
@@ -31,7 +32,8 @@ void proctitle_init(int argc, char **argv) {
     // overwrites them, so callers copy what they need from argv first.
     char **copy = static_cast<char **>(malloc((nenv + 1) * sizeof(char *)));
     if (!copy) return;
-    for (size_t i = 0; i < nenv; i++) copy[i] = strdup(environ[i]);
+    for (size_t i = 0; i < nenv; i++)
+        copy[i] = strdup(environ[i]);
     copy[nenv] = nullptr;
     environ = copy;
     g_title_start = start;

@@ -14,6 +14,7 @@
 
 #include "conn/conn_server.h"
 #include "main/proctitle.h"
+#include "work/plugin.h"
 #include "work/worker.h"
 
 namespace asyncd {
@@ -36,7 +37,8 @@ const int kHandled[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP};
 Supervisor::Supervisor(const Config &cfg, Log *log) : cfg_(cfg), log_(log) {
     conn_.is_conn = true;
     workers_.resize(size_t(cfg_.workers));
-    for (int i = 0; i < cfg_.workers; i++) workers_[size_t(i)].index = i;
+    for (int i = 0; i < cfg_.workers; i++)
+        workers_[size_t(i)].index = i;
 }
 
 Supervisor::~Supervisor() {
@@ -77,13 +79,27 @@ bool Supervisor::bind_listen(std::string *err) {
     }
     freeaddrinfo(res);
     listen_fd_ = fd;
+    // With port 0 the kernel picked one: say which (tests listen this way).
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char host[64] = "";
+    char serv[16] = "";
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) == 0 &&
+        getnameinfo(reinterpret_cast<sockaddr *>(&ss), len, host, sizeof host, serv, sizeof serv,
+                    NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+        bound_ = ss.ss_family == AF_INET6 ? "[" + std::string(host) + "]:" + serv
+                                          : std::string(host) + ":" + serv;
+    } else {
+        bound_ = cfg_.listen;
+    }
     return true;
 }
 
 bool Supervisor::setup_events(std::string *err) {
     sigset_t set;
     sigemptyset(&set);
-    for (int s : kHandled) sigaddset(&set, s);
+    for (int s : kHandled)
+        sigaddset(&set, s);
     sigprocmask(SIG_BLOCK, &set, nullptr);
     sig_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     ep_ = epoll_create1(EPOLL_CLOEXEC);
@@ -100,9 +116,43 @@ bool Supervisor::setup_events(std::string *err) {
     return true;
 }
 
+// Loads the plugin once in a short-lived child before anything starts, so that a plugin
+// that cannot load (wrong ABI, missing symbols, no proc_pkg_cli) is one clear line and a
+// refusal to start, instead of every child failing on it. The child keeps plugin code and
+// its constructors out of the supervisor.
+bool Supervisor::check_plugin() {
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_->write(LogLevel::kCrit, "fork for the plugin check: %s", strerror(errno));
+        return false;
+    }
+    if (pid == 0) {
+        log_->set_role("check", -1);
+        Plugin plugin;
+        std::string err;
+        if (!plugin.load(cfg_.plugin, &err)) {
+            log_->write(LogLevel::kError, "%s", err.c_str());
+            _exit(2);
+        }
+        if (cfg_.frame == FrameMode::kPlugin && !plugin.exports().get_pkg_len) {
+            log_->write(LogLevel::kError, "frame plugin needs get_pkg_len; %s does not export it",
+                        cfg_.plugin.c_str());
+            _exit(2);
+        }
+        _exit(0);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+    log_->write(LogLevel::kError, "the plugin check failed: not starting");
+    return false;
+}
+
 int Supervisor::run() {
     self_ = getpid();
     std::string err;
+    if (!check_plugin()) return 1;
     if (!bind_listen(&err) || !ch_.create(cfg_, &err) || !setup_events(&err)) {
         log_->write(LogLevel::kError, "cannot start: %s", err.c_str());
         return 1;
@@ -125,10 +175,12 @@ int Supervisor::run() {
         for (int i = 0; i < n; i++) {
             if (events[i].data.u64 == kTagSignal) {
                 struct signalfd_siginfo si;
-                while (read(sig_fd_, &si, sizeof si) == sizeof si) on_signal(int(si.ssi_signo));
+                while (read(sig_fd_, &si, sizeof si) == sizeof si)
+                    on_signal(int(si.ssi_signo));
             } else {
                 ChildNote note;
-                while (read(ch_.event_rd, &note, sizeof note) == sizeof note) on_note(note);
+                while (read(ch_.event_rd, &note, sizeof note) == sizeof note)
+                    on_note(note);
             }
         }
         run_timers();
@@ -245,7 +297,8 @@ void Supervisor::on_exit(Child &c, int status) {
         log_->write(LogLevel::kError, "%s (pid %d) %s (fatal): not restarted", name(c).c_str(),
                     int(pid), how);
         bool any = false;
-        for (const Child &w : workers_) any = any || !w.fatal;
+        for (const Child &w : workers_)
+            any = any || !w.fatal;
         if (c.is_conn || !any) {
             log_->write(LogLevel::kError, "nothing can serve: stopping");
             begin_stop(1);
@@ -278,7 +331,7 @@ void Supervisor::on_note(const ChildNote &n) {
         }
         ready_logged_ = true;
         log_->write(LogLevel::kInfo, "asyncd ready: listening on %s, %d workers, plugin %s",
-                    cfg_.listen.c_str(), cfg_.workers, cfg_.plugin.c_str());
+                    bound_.c_str(), cfg_.workers, cfg_.plugin.c_str());
     }
 }
 
@@ -291,7 +344,8 @@ void Supervisor::begin_stop(int exit_code) {
     stop_ = Stop::kInput;
     stop_deadline_ms_ = monotonic_ms() + uint64_t(cfg_.shutdown_timeout) * 1000;
     conn_.restart_at_ms = 0;
-    for (Child &w : workers_) w.restart_at_ms = 0;
+    for (Child &w : workers_)
+        w.restart_at_ms = 0;
     ch_.state->phase.store(uint32_t(Phase::kStopInput), std::memory_order_release);
     ch_.conn_wake.signal();
     if (!conn_.pid) advance_stop();

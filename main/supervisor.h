@@ -42,6 +42,7 @@ class Supervisor {
 
     enum class Stop { kNone, kInput, kWorkers, kOutput };
 
+    bool check_plugin();
     bool bind_listen(std::string *err);
     bool setup_events(std::string *err);
     bool spawn(Child &c);
@@ -62,6 +63,7 @@ class Supervisor {
     Log *log_;
     Channels ch_;
     int listen_fd_ = -1;
+    std::string bound_;  // the address the listen socket got
     int ep_ = -1;
     int sig_fd_ = -1;
     pid_t self_ = 0;

@@ -13,8 +13,8 @@ namespace asyncd::work {
 
 namespace {
 
-constexpr int kBatch = 256;          // records per drain before timers and proc_events run
-constexpr int kTickMs = 100;         // proc_events runs at least this often
+constexpr int kBatch = 256;   // records per drain before timers and proc_events run
+constexpr int kTickMs = 100;  // proc_events runs at least this often
 constexpr uint64_t kTagWake = 1;
 constexpr uint64_t kTagSignal = 2;
 constexpr uint64_t kTagDeath = 3;
@@ -29,7 +29,9 @@ uint64_t monotonic_ms() {
 
 }  // namespace
 
-Worker *current_worker() { return g_worker; }
+Worker *current_worker() {
+    return g_worker;
+}
 
 Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
     : cfg_(cfg),

@@ -1,0 +1,319 @@
+#include "test/blackbox/harness.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace asyncd::test {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int ms_left(Clock::time_point end) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
+    return left.count() < 0 ? 0 : int(left.count());
+}
+
+bool file_exists(const std::string &p) {
+    struct stat st;
+    return stat(p.c_str(), &st) == 0;
+}
+
+std::string read_file(const std::string &path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+}  // namespace
+
+std::string asyncd_bin() {
+    const char *bin = getenv("ASYNCD_BIN");
+    return bin && *bin ? bin : "build/asyncd";
+}
+
+std::string plugin_path(const std::string &name) {
+    const char *dir = getenv("ASYNCD_PLUGIN_DIR");
+    std::string candidates[] = {dir ? std::string(dir) + "/" + name : "",
+                                "build/test-plugins/" + name, "build/plugins/" + name};
+    for (const auto &c : candidates) {
+        if (!c.empty() && file_exists(c)) {
+            char real[4096];
+            return realpath(c.c_str(), real) ? std::string(real) : c;
+        }
+    }
+    return "build/test-plugins/" + name;
+}
+
+bool eventually(const std::function<bool()> &cond, std::chrono::milliseconds deadline) {
+    auto end = Clock::now() + deadline;
+    while (!cond()) {
+        if (Clock::now() > end) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return true;
+}
+
+Server::Server(std::string config_body) : config_body_(std::move(config_body)) {
+    char tmpl[] = "/tmp/asyncd-test-XXXXXX";
+    dir_ = mkdtemp(tmpl) ? tmpl : "/tmp";
+}
+
+Server::~Server() {
+    if (pid_ > 0) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+        pid_ = 0;
+    }
+    if (!getenv("ASYNCD_KEEP_TEST_DIRS")) {
+        std::string cmd = "rm -rf '" + dir_ + "'";
+        if (dir_.rfind("/tmp/asyncd-test-", 0) == 0 && system(cmd.c_str()) != 0) {
+            // leaving a temporary folder behind is harmless
+        }
+    }
+}
+
+void Server::launch() {
+    std::string body = config_body_;
+    if (body.find("listen ") == std::string::npos) body += "\nlisten 127.0.0.1:0\n";
+    if (body.find("log_file ") == std::string::npos) body += "\nlog_file " + dir_ + "/asyncd.log\n";
+    {
+        std::ofstream out(config_path());
+        out << body << "\n";
+    }
+    std::string bin = asyncd_bin();
+    std::string conf = config_path();
+    std::string err_path = dir_ + "/stderr.log";
+    pid_ = fork();
+    if (pid_ == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(bin.c_str(), bin.c_str(), "-c", conf.c_str(), static_cast<char *>(nullptr));
+        _exit(127);
+    }
+}
+
+bool Server::start(std::string *why) {
+    launch();
+    std::string err_path = dir_ + "/stderr.log";
+    const std::string ready = "asyncd ready: listening on ";
+    bool ok = eventually(
+        [&] {
+            std::string l = log();
+            size_t at = l.find(ready);
+            if (at == std::string::npos) return false;
+            size_t end = l.find(',', at);
+            size_t colon = l.rfind(':', end);
+            port_ = uint16_t(atoi(l.substr(colon + 1, end - colon - 1).c_str()));
+            return port_ != 0;
+        },
+        std::chrono::seconds(20));
+    if (!ok) {
+        *why = "asyncd did not become ready; log:\n" + log() + "\nstderr:\n" + read_file(err_path);
+        return false;
+    }
+    return true;
+}
+
+int Server::run_to_exit(std::chrono::milliseconds deadline) {
+    launch();
+    int status = 0;
+    bool exited = eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, deadline);
+    if (!exited) return -1;
+    pid_ = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int Server::stop(std::chrono::milliseconds deadline) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    bool exited = eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, deadline);
+    if (!exited) return -1;
+    pid_ = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string Server::log() const { return read_file(dir_ + "/asyncd.log"); }
+
+int Server::count_log(const std::string &needle) const {
+    std::string l = log();
+    int n = 0;
+    for (size_t at = l.find(needle); at != std::string::npos; at = l.find(needle, at + 1)) n++;
+    return n;
+}
+
+bool Server::wait_log(const std::string &needle, int times,
+                      std::chrono::milliseconds deadline) const {
+    return eventually([&] { return count_log(needle) >= times; }, deadline);
+}
+
+std::vector<pid_t> Server::children() const {
+    std::vector<pid_t> out;
+    DIR *d = opendir("/proc");
+    if (!d) return out;
+    while (struct dirent *e = readdir(d)) {
+        pid_t p = atoi(e->d_name);
+        if (p <= 0) continue;
+        std::string stat = read_file("/proc/" + std::string(e->d_name) + "/stat");
+        size_t rp = stat.rfind(')');
+        if (rp == std::string::npos) continue;
+        std::istringstream rest(stat.substr(rp + 2));
+        char state;
+        pid_t ppid = 0;
+        rest >> state >> ppid;
+        if (ppid == pid_ && state != 'Z') out.push_back(p);
+    }
+    closedir(d);
+    return out;
+}
+
+pid_t Server::child(const std::string &comm) const {
+    for (pid_t p : children()) {
+        std::string c = read_file("/proc/" + std::to_string(p) + "/comm");
+        while (!c.empty() && c.back() == '\n') c.pop_back();
+        if (c == comm) return p;
+    }
+    return 0;
+}
+
+std::vector<std::string> Server::unexpected_lines() const {
+    std::vector<std::string> out;
+    std::istringstream in(log() + "\n" + read_file(dir_ + "/stderr.log"));
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.find("[ALERT]") != std::string::npos ||
+            line.find("ERROR: AddressSanitizer") != std::string::npos ||
+            line.find("runtime error:") != std::string::npos ||
+            line.find("LeakSanitizer") != std::string::npos) {
+            out.push_back(line);
+        }
+    }
+    return out;
+}
+
+Client::~Client() { close(); }
+
+Client::Client(Client &&other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+
+bool Client::connect(uint16_t port) {
+    close();
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) return false;
+    struct sockaddr_in a = {};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr *>(&a), sizeof a) < 0) {
+        close();
+        return false;
+    }
+    int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timeval tv = {10, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    return true;
+}
+
+void Client::close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+}
+
+bool Client::send_all(const void *data, size_t len) {
+    const char *p = static_cast<const char *>(data);
+    while (len) {
+        ssize_t n = ::send(fd_, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        p += n;
+        len -= size_t(n);
+    }
+    return true;
+}
+
+std::string frame(const std::string &payload) {
+    uint32_t total = uint32_t(payload.size() + 4);
+    std::string out(4, '\0');
+    out[0] = char(total >> 24);
+    out[1] = char(total >> 16);
+    out[2] = char(total >> 8);
+    out[3] = char(total);
+    return out + payload;
+}
+
+bool Client::send_frame(const std::string &payload) {
+    std::string f = frame(payload);
+    return send_all(f.data(), f.size());
+}
+
+bool Client::recv_exact(void *buf, size_t len, std::chrono::milliseconds deadline) {
+    auto end = Clock::now() + deadline;
+    char *p = static_cast<char *>(buf);
+    while (len) {
+        struct pollfd pfd = {fd_, POLLIN, 0};
+        int r = poll(&pfd, 1, ms_left(end));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        ssize_t n = ::recv(fd_, p, len, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        p += n;
+        len -= size_t(n);
+    }
+    return true;
+}
+
+bool Client::recv_frame(std::string *payload, std::chrono::milliseconds deadline) {
+    unsigned char hdr[4];
+    if (!recv_exact(hdr, 4, deadline)) return false;
+    uint32_t total = (uint32_t(hdr[0]) << 24) | (uint32_t(hdr[1]) << 16) |
+                     (uint32_t(hdr[2]) << 8) | uint32_t(hdr[3]);
+    if (total < 4) return false;
+    payload->assign(total - 4, '\0');
+    return total == 4 || recv_exact(&(*payload)[0], total - 4, deadline);
+}
+
+bool Client::wait_closed(std::chrono::milliseconds deadline) {
+    auto end = Clock::now() + deadline;
+    char buf[4096];
+    for (;;) {
+        struct pollfd pfd = {fd_, POLLIN, 0};
+        int r = poll(&pfd, 1, ms_left(end));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+        if (n < 0 && errno != EINTR) return true;
+    }
+}
+
+std::string Client::call(const std::string &payload) {
+    std::string out;
+    if (!send_frame(payload) || !recv_frame(&out)) return "<no answer>";
+    return out;
+}
+
+}  // namespace asyncd::test

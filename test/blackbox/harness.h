@@ -1,0 +1,97 @@
+// The black-box harness: starts the real asyncd binary with a config of the test's, waits
+// for it to say it is ready, talks to it over loopback, and stops it. Every wait has a
+// deadline; nothing sleeps and hopes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace asyncd::test {
+
+// The asyncd binary (ASYNCD_BIN, default build/asyncd) and a plugin by file name, from
+// build/test-plugins or build/plugins (ASYNCD_PLUGIN_DIR overrides the first).
+std::string asyncd_bin();
+std::string plugin_path(const std::string &name);
+
+// Polls cond until it holds or the deadline passes.
+bool eventually(const std::function<bool()> &cond,
+                std::chrono::milliseconds deadline = std::chrono::seconds(10));
+
+class Server {
+  public:
+    // config_body: config lines; "listen 127.0.0.1:0" and "log_file" are added unless given.
+    explicit Server(std::string config_body);
+    ~Server();
+    Server(const Server &) = delete;
+    Server &operator=(const Server &) = delete;
+
+    // Starts asyncd and waits for its "asyncd ready" line. False with the log on failure.
+    bool start(std::string *why);
+    // Starts asyncd and waits for it to exit by itself (for configs that must not serve).
+    // Returns the exit code, or -1 if it did not exit within the deadline.
+    int run_to_exit(std::chrono::milliseconds deadline);
+    // SIGTERM, then waits. Returns the exit code (128+signal if killed), -1 on timeout.
+    int stop(std::chrono::milliseconds deadline = std::chrono::seconds(20));
+
+    pid_t pid() const { return pid_; }
+    uint16_t port() const { return port_; }
+    std::string dir() const { return dir_; }
+    std::string config_path() const { return dir_ + "/asyncd.conf"; }
+    std::string log() const;
+    // How many log lines contain `needle`.
+    int count_log(const std::string &needle) const;
+    bool wait_log(const std::string &needle, int times = 1,
+                  std::chrono::milliseconds deadline = std::chrono::seconds(10)) const;
+    // The pid of the child whose prctl name is `comm` ("asyncd-work0"), or 0.
+    pid_t child(const std::string &comm) const;
+    std::vector<pid_t> children() const;
+    // Log lines at ALERT, and sanitizer reports, that no test expects.
+    std::vector<std::string> unexpected_lines() const;
+
+  private:
+    void launch();
+
+    std::string dir_;
+    std::string config_body_;
+    pid_t pid_ = 0;
+    uint16_t port_ = 0;
+};
+
+// A blocking loopback client with deadlines on every call.
+class Client {
+  public:
+    Client() = default;
+    ~Client();
+    Client(Client &&other) noexcept;
+    Client(const Client &) = delete;
+    Client &operator=(const Client &) = delete;
+
+    bool connect(uint16_t port);
+    void close();
+    int fd() const { return fd_; }
+
+    bool send_all(const void *data, size_t len);
+    // Sends a frame: 4-byte big-endian length (counting itself) and payload.
+    bool send_frame(const std::string &payload);
+    // Reads one frame and returns its payload; false on EOF, error or timeout.
+    bool recv_frame(std::string *payload, std::chrono::milliseconds deadline =
+                                              std::chrono::seconds(10));
+    bool recv_exact(void *buf, size_t len, std::chrono::milliseconds deadline);
+    // True once the server closed the connection (EOF or reset) within the deadline;
+    // bytes that arrive before are skipped.
+    bool wait_closed(std::chrono::milliseconds deadline = std::chrono::seconds(10));
+    // A frame round trip: send payload, read one frame.
+    std::string call(const std::string &payload);
+
+  private:
+    int fd_ = -1;
+};
+
+std::string frame(const std::string &payload);
+
+}  // namespace asyncd::test

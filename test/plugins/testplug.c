@@ -1,0 +1,119 @@
+/* The test plugin of the black-box tests. It echoes, and does more on magic payloads (the
+ * bytes after the 4-byte length prefix):
+ *   "HOLD"   remember this connection; answer "held"
+ *   "FIRE"   send "late" to the held connection (which may be gone), answer "fired"
+ *   "DOWNS"  answer the number of link_down_cli calls this worker has had
+ *   "WHO"    answer "w<worker index>"
+ *   "CLOSE"  answer "bye" and close
+ *   "CRASH"  abort()
+ * With plugin.event_log FILE it appends one line per callback:
+ *   up CONN PEER / pkg CONN PAYLOAD-PREFIX / down CONN REASON
+ * plugin.fail_init yes makes init_service refuse. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "plugin_api/asyncd_plugin.h"
+
+static int g_log_fd = -1;
+static asyncd_conn_t g_held;
+static unsigned long g_downs;
+
+static void event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void event(const char *fmt, ...) {
+    char line[256];
+    va_list ap;
+    int n;
+    if (g_log_fd < 0) return;
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
+    line[n++] = '\n';
+    if (write(g_log_fd, line, (size_t)n) < 0) abort();
+}
+
+static int reply(asyncd_conn_t conn, const char *text) {
+    char buf[128];
+    size_t n = strlen(text);
+    uint32_t total = (uint32_t)(n + 4);
+    buf[0] = (char)(total >> 24);
+    buf[1] = (char)(total >> 16);
+    buf[2] = (char)(total >> 8);
+    buf[3] = (char)total;
+    memcpy(buf + 4, text, n);
+    return net_send_cli(conn, buf, n + 4);
+}
+
+int init_service(int worker_index) {
+    const char *path = asyncd_config("event_log");
+    const char *fail = asyncd_config("fail_init");
+    if (fail && strcmp(fail, "yes") == 0) {
+        asyncd_log(ASYNCD_LOG_ERROR, "testplug: refusing to start (fail_init)");
+        return 1;
+    }
+    if (path) {
+        g_log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (g_log_fd < 0) return 1;
+    }
+    asyncd_log(ASYNCD_LOG_DEBUG, "testplug: worker %d of %d", worker_index, asyncd_worker_count());
+    return 0;
+}
+
+void link_up_cli(asyncd_conn_t conn, const asyncd_peer_t *peer) {
+    event("up %llx %s:%u", (unsigned long long)conn, peer->addr, (unsigned)peer->port);
+}
+
+void link_down_cli(asyncd_conn_t conn, int reason) {
+    g_downs++;
+    event("down %llx %d", (unsigned long long)conn, reason);
+}
+
+static int is(const void *pkg, size_t len, const char *word) {
+    size_t n = strlen(word);
+    return len == n + 4 && memcmp((const char *)pkg + 4, word, n) == 0;
+}
+
+int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
+    char text[64];
+    size_t body = len - 4 < 32 ? len - 4 : 32;
+    memcpy(text, (const char *)pkg + 4, body);
+    text[body] = 0;
+    for (size_t i = 0; i < body; i++) {
+        if (text[i] < 32 || text[i] > 126) text[i] = '.';
+    }
+    event("pkg %llx %s", (unsigned long long)conn, text);
+    if (is(pkg, len, "HOLD")) {
+        g_held = conn;
+        return reply(conn, "held");
+    }
+    if (is(pkg, len, "FIRE")) {
+        reply(g_held, "late");
+        return reply(conn, "fired");
+    }
+    if (is(pkg, len, "DOWNS")) {
+        snprintf(text, sizeof text, "%lu", g_downs);
+        return reply(conn, text);
+    }
+    if (is(pkg, len, "WHO")) {
+        snprintf(text, sizeof text, "w%d", asyncd_worker_index());
+        return reply(conn, text);
+    }
+    if (is(pkg, len, "CLOSE")) {
+        reply(conn, "bye");
+        return 1;
+    }
+    if (is(pkg, len, "CRASH")) abort();
+    return net_send_cli(conn, pkg, len) == 0 ? 0 : -1;
+}
+
+void fini_service(int worker_index) {
+    event("fini %d", worker_index);
+    if (g_log_fd >= 0) close(g_log_fd);
+}
