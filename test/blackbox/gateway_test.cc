@@ -22,8 +22,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 std::string base_config(const std::string &plugin, int workers, const std::string &extra = "") {
-    return "workers " + std::to_string(workers) + "\nplugin " + plugin_path(plugin) + "\n" +
-           extra;
+    return "workers " + std::to_string(workers) + "\nplugin " + plugin_path(plugin) + "\n" + extra;
 }
 
 // Starts a server or fails the test; checks its log for unexpected lines at the end.
@@ -36,7 +35,8 @@ class GatewayTest : public ::testing::Test {
     }
     void TearDown() override {
         if (!server_) return;
-        for (const auto &line : server_->unexpected_lines()) ADD_FAILURE() << line;
+        for (const auto &line : server_->unexpected_lines())
+            ADD_FAILURE() << line;
     }
     Client connect() {
         Client c;
@@ -74,7 +74,8 @@ TEST_F(GatewayTest, EchoesEverySizePipelinedOverAHundredConnections) {
                 len = 4 + rng() % (k % 3 == 0 ? 20000 : 200);
             }
             std::string payload(len - 4, '\0');
-            for (auto &ch : payload) ch = char(rng());
+            for (auto &ch : payload)
+                ch = char(rng());
             flows[i].out += frame(payload);
         }
         flows[i].expect = flows[i].out;
@@ -147,7 +148,8 @@ TEST_F(GatewayTest, BadFramesCloseOnlyTheirOwnConnection) {
     // A valid packet one byte at a time is served.
     Client slow = connect();
     std::string f = frame("trickle");
-    for (char ch : f) ASSERT_TRUE(slow.send_all(&ch, 1));
+    for (char ch : f)
+        ASSERT_TRUE(slow.send_all(&ch, 1));
     std::string got;
     ASSERT_TRUE(slow.recv_frame(&got));
     EXPECT_EQ(got, "trickle");
@@ -332,7 +334,8 @@ TEST(ConfigCheck, DashTReportsFileAndLine) {
         FILE *p = popen(cmd.c_str(), "r");
         char buf[512];
         out->clear();
-        while (p && fgets(buf, sizeof buf, p)) *out += buf;
+        while (p && fgets(buf, sizeof buf, p))
+            *out += buf;
         int status = p ? pclose(p) : -1;
         return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     };
@@ -342,8 +345,7 @@ TEST(ConfigCheck, DashTReportsFileAndLine) {
     EXPECT_EQ(check(base_config("echo.so", 1, "# fine\nworkerz 3\n"), &out), 1);
     EXPECT_NE(out.find("check.conf:4: unknown key 'workerz'"), std::string::npos) << out;
     EXPECT_EQ(check(base_config("echo.so", 1, "ring_size 3M\n"), &out), 1);
-    EXPECT_NE(out.find("check.conf:3: ring_size must be a power of two"), std::string::npos)
-        << out;
+    EXPECT_NE(out.find("check.conf:3: ring_size must be a power of two"), std::string::npos) << out;
     EXPECT_EQ(check("workers 1\nplugin nothing-here.so\n", &out), 1);
     EXPECT_NE(out.find("check.conf:2: plugin"), std::string::npos) << out;
     EXPECT_NE(out.find("not found"), std::string::npos) << out;

@@ -156,12 +156,15 @@ int Server::stop(std::chrono::milliseconds deadline) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-std::string Server::log() const { return read_file(dir_ + "/asyncd.log"); }
+std::string Server::log() const {
+    return read_file(dir_ + "/asyncd.log");
+}
 
 int Server::count_log(const std::string &needle) const {
     std::string l = log();
     int n = 0;
-    for (size_t at = l.find(needle); at != std::string::npos; at = l.find(needle, at + 1)) n++;
+    for (size_t at = l.find(needle); at != std::string::npos; at = l.find(needle, at + 1))
+        n++;
     return n;
 }
 
@@ -193,7 +196,8 @@ std::vector<pid_t> Server::children() const {
 pid_t Server::child(const std::string &comm) const {
     for (pid_t p : children()) {
         std::string c = read_file("/proc/" + std::to_string(p) + "/comm");
-        while (!c.empty() && c.back() == '\n') c.pop_back();
+        while (!c.empty() && c.back() == '\n')
+            c.pop_back();
         if (c == comm) return p;
     }
     return 0;
@@ -214,9 +218,13 @@ std::vector<std::string> Server::unexpected_lines() const {
     return out;
 }
 
-Client::~Client() { close(); }
+Client::~Client() {
+    close();
+}
 
-Client::Client(Client &&other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+Client::Client(Client &&other) noexcept : fd_(other.fd_) {
+    other.fd_ = -1;
+}
 
 bool Client::connect(uint16_t port) {
     close();
@@ -289,8 +297,8 @@ bool Client::recv_exact(void *buf, size_t len, std::chrono::milliseconds deadlin
 bool Client::recv_frame(std::string *payload, std::chrono::milliseconds deadline) {
     unsigned char hdr[4];
     if (!recv_exact(hdr, 4, deadline)) return false;
-    uint32_t total = (uint32_t(hdr[0]) << 24) | (uint32_t(hdr[1]) << 16) |
-                     (uint32_t(hdr[2]) << 8) | uint32_t(hdr[3]);
+    uint32_t total = (uint32_t(hdr[0]) << 24) | (uint32_t(hdr[1]) << 16) | (uint32_t(hdr[2]) << 8) |
+                     uint32_t(hdr[3]);
     if (total < 4) return false;
     payload->assign(total - 4, '\0');
     return total == 4 || recv_exact(&(*payload)[0], total - 4, deadline);

@@ -79,8 +79,8 @@ class Client {
     // Sends a frame: 4-byte big-endian length (counting itself) and payload.
     bool send_frame(const std::string &payload);
     // Reads one frame and returns its payload; false on EOF, error or timeout.
-    bool recv_frame(std::string *payload, std::chrono::milliseconds deadline =
-                                              std::chrono::seconds(10));
+    bool recv_frame(std::string *payload,
+                    std::chrono::milliseconds deadline = std::chrono::seconds(10));
     bool recv_exact(void *buf, size_t len, std::chrono::milliseconds deadline);
     // True once the server closed the connection (EOF or reset) within the deadline;
     // bytes that arrive before are skipped.
