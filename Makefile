@@ -124,10 +124,7 @@ asan: check-gtest $(TEST_BIN_SAN) $(TEST_DEPS)
 	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) $(TEST_BIN_SAN)
 
 run: $(ASYNCD) $(EXAMPLE_PLUGINS)
-	@echo "asyncd: starting on etc/asyncd.conf (127.0.0.1:7000, 2 workers, echo plugin); Ctrl-C stops it."
-	@echo "Talk to it: a packet is a 4-byte big-endian length that counts itself, then the bytes:"
-	@echo "    printf '\\000\\000\\000\\011hello' | nc -q1 127.0.0.1 7000 | od -c"
-	@echo "    python3 -c \"import socket;s=socket.create_connection(('127.0.0.1',7000));s.sendall(b'\\0\\0\\0\\x09hello');print(s.recv(64))\""
+	@cat etc/talk.txt
 	$(ASYNCD) -c etc/asyncd.conf
 
 bench: $(SHMQ_BENCH)

@@ -254,6 +254,8 @@ bool load_config(const std::string &path, Config *out, std::string *err) {
         *err = parser.plugin_where() + "plugin '" + cfg.plugin + "' not found";
         return false;
     }
+    char real[PATH_MAX];
+    if (realpath(cfg.plugin.c_str(), real)) cfg.plugin = real;
     *out = std::move(cfg);
     return true;
 }

@@ -21,7 +21,8 @@ class ConfigFiles : public ::testing::Test {
   protected:
     ConfigFiles() {
         char tmpl[] = "/tmp/asyncd-conf-XXXXXX";
-        dir_ = mkdtemp(tmpl);
+        char real[4096];
+        dir_ = realpath(mkdtemp(tmpl), real);
         write("plugin.so", "not really a plugin; load_config only checks it exists");
     }
     ~ConfigFiles() override {
@@ -172,7 +173,8 @@ TEST(FrameDecoder, RandomInputOnlyGivesTheThreeAnswers) {
     uint8_t buf[2048];
     for (int i = 0; i < 200000; i++) {
         size_t n = rng() % sizeof buf;
-        for (size_t k = 0; k < n; k++) buf[k] = uint8_t(rng() >> 7);
+        for (size_t k = 0; k < n; k++)
+            buf[k] = uint8_t(rng() >> 7);
         if (n >= 4 && rng() % 2) {  // a plausible length now and then
             uint32_t l = uint32_t(rng() % 1100);
             buf[0] = uint8_t(l >> 24);
@@ -209,7 +211,9 @@ TEST(Backoff, DoublesToTheCapAndResetsAfterAMinuteOfHealth) {
 }
 
 int g_fired[8];
-void fire(void *arg) { g_fired[reinterpret_cast<intptr_t>(arg)]++; }
+void fire(void *arg) {
+    g_fired[reinterpret_cast<intptr_t>(arg)]++;
+}
 
 TEST(Timers, FireInDeadlineOrderAndCancel) {
     work::Timers t;
