@@ -12,6 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "main/clock.h"
+#include "main/loop_fds.h"
+
 namespace asyncd::conn {
 
 namespace {
@@ -27,12 +30,6 @@ constexpr uint64_t kTagListen = 1;
 constexpr uint64_t kTagWake = 2;
 constexpr uint64_t kTagSignal = 3;
 constexpr uint64_t kTagDeath = 4;
-
-uint64_t monotonic_ms() {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
 
 void peer_of(int fd, asyncd_peer_t *peer) {
     memset(peer, 0, sizeof *peer);
@@ -115,37 +112,14 @@ bool ConnServer::setup(std::string *err) {
     for (size_t i = 0; i < ch_->npeers; i++)
         ch_->peers[i].conn_id.store(0);
 
-    ep_ = epoll_create1(EPOLL_CLOEXEC);
-    if (ep_ < 0) {
-        *err = std::string("epoll_create1: ") + strerror(errno);
-        return false;
-    }
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigprocmask(SIG_BLOCK, &set, nullptr);
-    sig_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (sig_fd_ < 0) {
-        *err = std::string("signalfd: ") + strerror(errno);
-        return false;
-    }
-    struct {
-        int fd;
-        uint64_t tag;
-    } fixed[] = {{listen_fd_, kTagListen},
-                 {ch_->conn_wake.fd(), kTagWake},
-                 {sig_fd_, kTagSignal},
-                 {ch_->death_rd, kTagDeath}};
-    for (auto &f : fixed) {
-        struct epoll_event ev = {};
-        ev.events = EPOLLIN;
-        ev.data.u64 = f.tag;
-        if (epoll_ctl(ep_, EPOLL_CTL_ADD, f.fd, &ev) < 0) {
-            *err = std::string("epoll_ctl: ") + strerror(errno);
-            return false;
-        }
-    }
-    return true;
+    LoopFds fds;
+    bool ok = open_loop_fds(
+        {SIGTERM}, kTagSignal,
+        {{listen_fd_, kTagListen}, {ch_->conn_wake.fd(), kTagWake}, {ch_->death_rd, kTagDeath}},
+        &fds, err);
+    ep_ = fds.ep;
+    sig_fd_ = fds.sig;
+    return ok;
 }
 
 int ConnServer::run() {

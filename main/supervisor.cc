@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "conn/conn_server.h"
+#include "main/clock.h"
+#include "main/loop_fds.h"
 #include "main/proctitle.h"
 #include "work/plugin.h"
 #include "work/worker.h"
@@ -23,14 +25,6 @@ namespace {
 
 constexpr uint64_t kTagSignal = 1;
 constexpr uint64_t kTagNotes = 2;
-
-uint64_t monotonic_ms() {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
-
-const int kHandled[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP};
 
 }  // namespace
 
@@ -96,24 +90,12 @@ bool Supervisor::bind_listen(std::string *err) {
 }
 
 bool Supervisor::setup_events(std::string *err) {
-    sigset_t set;
-    sigemptyset(&set);
-    for (int s : kHandled)
-        sigaddset(&set, s);
-    sigprocmask(SIG_BLOCK, &set, nullptr);
-    sig_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    ep_ = epoll_create1(EPOLL_CLOEXEC);
-    if (sig_fd_ < 0 || ep_ < 0) {
-        *err = std::string("signalfd/epoll_create1: ") + strerror(errno);
-        return false;
-    }
-    struct epoll_event ev = {};
-    ev.events = EPOLLIN;
-    ev.data.u64 = kTagSignal;
-    epoll_ctl(ep_, EPOLL_CTL_ADD, sig_fd_, &ev);
-    ev.data.u64 = kTagNotes;
-    epoll_ctl(ep_, EPOLL_CTL_ADD, ch_.event_rd, &ev);
-    return true;
+    LoopFds fds;
+    bool ok = open_loop_fds({SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP}, kTagSignal,
+                            {{ch_.event_rd, kTagNotes}}, &fds, err);
+    ep_ = fds.ep;
+    sig_fd_ = fds.sig;
+    return ok;
 }
 
 // Loads the plugin once in a short-lived child before anything starts, so that a plugin

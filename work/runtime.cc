@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <time.h>
 
+#include "main/clock.h"
 #include "plugin_api/asyncd_plugin.h"
 #include "work/worker.h"
 
@@ -31,9 +32,7 @@ int asyncd_timer_cancel(uint64_t timer_id) {
 }
 
 uint64_t asyncd_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+    return asyncd::monotonic_ms();
 }
 
 void asyncd_log(int level, const char *fmt, ...) {

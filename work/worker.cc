@@ -9,6 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "main/clock.h"
+#include "main/loop_fds.h"
+
 namespace asyncd::work {
 
 namespace {
@@ -20,12 +23,6 @@ constexpr uint64_t kTagSignal = 2;
 constexpr uint64_t kTagDeath = 3;
 
 Worker *g_worker = nullptr;
-
-uint64_t monotonic_ms() {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
 
 }  // namespace
 
@@ -48,34 +45,12 @@ Worker::~Worker() {
 }
 
 bool Worker::setup(std::string *err) {
-    ep_ = epoll_create1(EPOLL_CLOEXEC);
-    if (ep_ < 0) {
-        *err = std::string("epoll_create1: ") + strerror(errno);
-        return false;
-    }
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigprocmask(SIG_BLOCK, &set, nullptr);
-    sig_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (sig_fd_ < 0) {
-        *err = std::string("signalfd: ") + strerror(errno);
-        return false;
-    }
-    struct {
-        int fd;
-        uint64_t tag;
-    } fds[] = {{link_->wake.fd(), kTagWake}, {sig_fd_, kTagSignal}, {ch_->death_rd, kTagDeath}};
-    for (auto &f : fds) {
-        struct epoll_event ev = {};
-        ev.events = EPOLLIN;
-        ev.data.u64 = f.tag;
-        if (epoll_ctl(ep_, EPOLL_CTL_ADD, f.fd, &ev) < 0) {
-            *err = std::string("epoll_ctl: ") + strerror(errno);
-            return false;
-        }
-    }
-    return true;
+    LoopFds fds;
+    bool ok = open_loop_fds({SIGTERM}, kTagSignal,
+                            {{link_->wake.fd(), kTagWake}, {ch_->death_rd, kTagDeath}}, &fds, err);
+    ep_ = fds.ep;
+    sig_fd_ = fds.sig;
+    return ok;
 }
 
 int Worker::run() {

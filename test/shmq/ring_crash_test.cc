@@ -105,15 +105,9 @@ int consume_logged(Ring *ring, Waker *waker, DeliveryLog *log, uint64_t n, size_
 }
 
 TEST(RingCrash, ConsumerKilledMidStreamResumesAtLastCommit) {
-    Ring ring;
-    Waker waker;
-    std::string err;
-    RingParams params;
-    params.capacity = 16 << 10;
-    params.max_record = 1024;
-    params.max_msg = 64 << 10;
-    ASSERT_TRUE(ring.create(params, &err)) << err;
-    ASSERT_TRUE(waker.open(WakerKind::kEventfd, &err)) << err;
+    test::RingFixture f(16 << 10, 1024, 64 << 10);
+    Ring &ring = f.ring;
+    Waker &waker = f.waker;
     const uint64_t n = test::scaled(300000);
     const size_t big = 20000;
     const int kills = 8;
@@ -165,15 +159,9 @@ TEST(RingCrash, ConsumerKilledMidStreamResumesAtLastCommit) {
 }
 
 TEST(RingCrash, ProducerKilledMidWriteNeverYieldsAPartialMessage) {
-    Ring ring;
-    Waker waker;
-    std::string err;
-    RingParams params;
-    params.capacity = 16 << 10;
-    params.max_record = 1024;
-    params.max_msg = 256 << 10;
-    ASSERT_TRUE(ring.create(params, &err)) << err;
-    ASSERT_TRUE(waker.open(WakerKind::kEventfd, &err)) << err;
+    test::RingFixture f(16 << 10, 1024, 256 << 10);
+    Ring &ring = f.ring;
+    Waker &waker = f.waker;
     const uint64_t n = test::scaled(100000);
     const size_t big = 100000;  // parted messages up to six times the ring
     const int kills = 10;

@@ -146,15 +146,9 @@ TwoProcessResult consume(Ring *ring, Waker *waker, uint64_t n, pid_t producer) {
 class TwoProcess : public ::testing::TestWithParam<WakerKind> {};
 
 TEST_P(TwoProcess, RandomSizesAndPausesLoseNothingAndNeverStall) {
-    Ring ring;
-    Waker waker;
-    std::string err;
-    RingParams params;
-    params.capacity = 64 << 10;
-    params.max_record = 4096;
-    params.max_msg = 64 << 10;
-    ASSERT_TRUE(ring.create(params, &err)) << err;
-    ASSERT_TRUE(waker.open(GetParam(), &err)) << err;
+    test::RingFixture f(64 << 10, 4096, 64 << 10, GetParam());
+    Ring &ring = f.ring;
+    Waker &waker = f.waker;
     uint64_t n = test::scaled(2000000);
 
     pid_t pid = test::spawn([&] { return produce(&ring, &waker, n); });

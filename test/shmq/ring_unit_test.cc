@@ -15,19 +15,7 @@ namespace {
 
 using test::fill_pattern;
 
-struct Fixture {
-    Ring ring;
-    Waker waker;
-    Fixture(size_t capacity, size_t max_record = 0, size_t max_msg = size_t(1) << 20) {
-        std::string err;
-        RingParams p;
-        p.capacity = capacity;
-        p.max_record = max_record;
-        p.max_msg = max_msg;
-        if (!ring.create(p, &err)) ADD_FAILURE() << err;
-        if (!waker.open(WakerKind::kEventfd, &err)) ADD_FAILURE() << err;
-    }
-};
+using Fixture = test::RingFixture;
 
 std::vector<uint8_t> pattern(size_t len, uint64_t seed) {
     std::vector<uint8_t> v(len);

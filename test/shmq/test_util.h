@@ -15,7 +15,13 @@
 #include <cstdint>
 #include <functional>
 #include <new>
+#include <string>
 #include <thread>
+
+#include <gtest/gtest.h>
+
+#include "shmq/ring.h"
+#include "shmq/waker.h"
 
 namespace asyncd::test {
 
@@ -41,6 +47,22 @@ inline uint64_t scaled(uint64_t full) {
     uint64_t n = uint64_t(double(full) * factor);
     return n ? n : 1;
 }
+
+// A ring and its waker, created as a test asks; a failure fails the test.
+struct RingFixture {
+    shmq::Ring ring;
+    shmq::Waker waker;
+    explicit RingFixture(size_t capacity, size_t max_record = 0, size_t max_msg = size_t(1) << 20,
+                         shmq::WakerKind kind = shmq::WakerKind::kEventfd) {
+        std::string err;
+        shmq::RingParams p;
+        p.capacity = capacity;
+        p.max_record = max_record;
+        p.max_msg = max_msg;
+        if (!ring.create(p, &err)) ADD_FAILURE() << err;
+        if (!waker.open(kind, &err)) ADD_FAILURE() << err;
+    }
+};
 
 inline uint64_t splitmix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ull;
