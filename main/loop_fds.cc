@@ -26,7 +26,8 @@ bool open_loop_fds(std::initializer_list<int> signals, uint64_t sig_tag,
                    std::string *err) {
     sigset_t set;
     sigemptyset(&set);
-    for (int s : signals) sigaddset(&set, s);
+    for (int s : signals)
+        sigaddset(&set, s);
     sigprocmask(SIG_BLOCK, &set, nullptr);
     out->sig = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (out->sig < 0) {

@@ -90,6 +90,12 @@ int Worker::run() {
         }
     }
     if (orphaned_) return 0;
+    // Every link_up gets its link_down: connections still open at the stop end here.
+    if (fns.link_down_cli) {
+        for (uint64_t conn : live_)
+            fns.link_down_cli(conn, ASYNCD_DOWN_SHUTDOWN);
+    }
+    live_.clear();
     if (fns.fini_service) fns.fini_service(index_);
     out_.flush();
     return 0;

@@ -188,12 +188,30 @@ TEST_F(GatewayTest, LinkUpAndDownOncePerConnectionInOrderWithPackets) {
             ASSERT_EQ(c.call(p), p);
         }
     }  // each closes here
+    // One more stays open through the stop: it gets its link_down too, for the shutdown.
+    Client last = connect();
+    std::string p = "c" + std::to_string(kConns) + "p0";
+    ASSERT_EQ(last.call(p), p);
+    auto downs = [&] {
+        std::ifstream in(events);
+        std::string line;
+        int n = 0;
+        while (std::getline(in, line))
+            n += line.rfind("down ", 0) == 0;
+        return n;
+    };
+    ASSERT_TRUE(eventually([&] { return downs() == kConns; })) << downs();
     EXPECT_EQ(server_->stop(), 0);
     Events ev = read_events(events);
     unlink(events.c_str());
-    ASSERT_EQ(ev.by_conn.size(), size_t(kConns));
+    ASSERT_EQ(ev.by_conn.size(), size_t(kConns + 1));
     std::map<std::string, int> seen_clients;
     for (const auto &[conn, list] : ev.by_conn) {
+        if (list.size() == 3) {
+            EXPECT_EQ(list[1], "pkg " + p) << conn;
+            EXPECT_EQ(list.back(), "down 8") << conn << ": open at the stop";
+            continue;
+        }
         ASSERT_EQ(list.size(), size_t(kPackets + 2)) << conn;
         EXPECT_EQ(list.front(), "up") << conn;
         EXPECT_EQ(list.back(), "down 1") << conn << ": the peer closed";
