@@ -47,10 +47,13 @@ ASYNCD_SAN := $(BUILD)/san/asyncd
 TEST_BIN := $(BUILD)/asyncd-test
 TEST_BIN_SAN := $(BUILD)/asyncd-test-san
 SHMQ_BENCH := $(BUILD)/shmq-bench
+BENCH_TOOL := $(BUILD)/asyncd-bench
+REF_ECHO := $(BUILD)/ref_echo
+BENCH_LIB_SRCS := bench/histogram.cc bench/protocol.cc bench/loadgen.cc bench/report.cc
 
 .PHONY: all test asan run bench clean format format-check check-gtest FORCE
 
-all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH)
+all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO)
 
 # Each flavour's flags are kept in a file that changes only when they do, so that turning
 # CI on (or changing a flag) rebuilds what was built without it.
@@ -90,6 +93,13 @@ $(BUILD)/test-plugins/%.so: test/plugins/%.c plugin_api/asyncd_plugin.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) $< -o $@
 
+$(BENCH_TOOL): $(call rel_objs,bench/asyncd_bench.cc $(BENCH_LIB_SRCS))
+	$(CXX) $(RELFLAGS) $^ -o $@ $(LDLIBS)
+
+$(REF_ECHO): bench/ref_echo.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -O2 -g -Wall -Wextra $(if $(CI),-Werror) $< -o $@
+
 $(SHMQ_BENCH): $(BUILD)/rel/bench/shmq_bench.o $(BUILD)/rel/libshmq.a
 	$(CXX) $(RELFLAGS) $^ -o $@ $(LDLIBS)
 
@@ -100,10 +110,10 @@ check-gtest:
 	  exit 1; \
 	fi
 
-$(TEST_BIN): $(call rel_objs,$(TEST_SRCS) $(CORE_SRCS)) $(BUILD)/rel/libshmq.a | check-gtest
+$(TEST_BIN): $(call rel_objs,$(TEST_SRCS) $(CORE_SRCS) $(BENCH_LIB_SRCS)) $(BUILD)/rel/libshmq.a | check-gtest
 	$(CXX) $(RELFLAGS) -rdynamic $^ -o $@ $(GTEST_LIBS) -ldl $(LDLIBS)
 
-$(TEST_BIN_SAN): $(call san_objs,$(TEST_SRCS) $(CORE_SRCS)) $(BUILD)/san/libshmq.a | check-gtest
+$(TEST_BIN_SAN): $(call san_objs,$(TEST_SRCS) $(CORE_SRCS) $(BENCH_LIB_SRCS)) $(BUILD)/san/libshmq.a | check-gtest
 	$(CXX) $(SANFLAGS) -rdynamic $^ -o $@ $(GTEST_LIBS) -ldl $(LDLIBS)
 
 # The test objects need the GoogleTest headers; say so before the compiler does.
@@ -112,7 +122,7 @@ $(call rel_objs,$(TEST_SRCS)) $(call san_objs,$(TEST_SRCS)): | check-gtest
 # The black-box tests start the asyncd binary named by ASYNCD_BIN with plugins from
 # ASYNCD_PLUGIN_DIR; the sanitizer run starts the sanitizer build of asyncd.
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-TEST_DEPS := $(ASYNCD) $(ASYNCD_SAN) $(EXAMPLE_PLUGINS) $(TEST_PLUGINS)
+TEST_DEPS := $(ASYNCD) $(ASYNCD_SAN) $(EXAMPLE_PLUGINS) $(TEST_PLUGINS) $(BENCH_TOOL)
 
 test: check-gtest $(TEST_BIN) $(TEST_BIN_SAN) $(TEST_DEPS)
 	@echo "== release build =="
