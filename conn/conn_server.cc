@@ -157,12 +157,21 @@ int ConnServer::run() {
         reap();
         if (draining_ && drained()) break;
     }
+    // Every wakeup write any side made on any ring since the rings were created.
+    uint64_t wakeups = 0;
+    for (auto &link : ch_->workers) {
+        for (shmq::Ring *r : {&link->in, &link->out}) {
+            wakeups += r->wakeups() + r->control()->room_wakeups.load(std::memory_order_relaxed);
+        }
+    }
     log_->write(LogLevel::kInfo,
                 "conn exiting: accepted=%llu refused=%llu bad_frames=%llu "
-                "stale_replies_dropped=%llu ring_full_pauses=%llu",
+                "stale_replies_dropped=%llu ring_full_pauses=%llu packets_in=%llu replies=%llu "
+                "wakeup_writes=%llu",
                 (unsigned long long)accepted_, (unsigned long long)refused_,
                 (unsigned long long)bad_frames_, (unsigned long long)stale_replies_,
-                (unsigned long long)ring_full_pauses_);
+                (unsigned long long)ring_full_pauses_, (unsigned long long)packets_in_,
+                (unsigned long long)replies_out_, (unsigned long long)wakeups);
     return 0;
 }
 
@@ -416,6 +425,7 @@ bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *us
         p.stream_done = 0;
         p.dirty = true;
         c->packets++;
+        packets_in_++;
         *used += n;
     }
     return true;
@@ -537,6 +547,7 @@ void ConnServer::handle_reply(const shmq::Message &m) {
         return;
     }
     if (m.type == kRecReply) {
+        replies_out_++;
         if (!c->out.append(m.data, m.len)) {
             log_->write(LogLevel::kCrit, "out of memory buffering output of %s", c->peer_text);
             close_conn(c, ASYNCD_DOWN_LIMIT);

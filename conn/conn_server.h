@@ -128,6 +128,8 @@ class ConnServer {
     uint64_t bad_frames_ = 0;
     uint64_t stale_replies_ = 0;
     uint64_t ring_full_pauses_ = 0;
+    uint64_t packets_in_ = 0;
+    uint64_t replies_out_ = 0;
 };
 
 }  // namespace asyncd::conn
