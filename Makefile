@@ -137,8 +137,11 @@ run: $(ASYNCD) $(EXAMPLE_PLUGINS)
 	@cat etc/talk.txt
 	$(ASYNCD) -c etc/asyncd.conf
 
-bench: $(SHMQ_BENCH)
-	$(SHMQ_BENCH)
+# asyncd against ref_echo side by side (bench/run_bench.py; BENCH_ARGS="--quick" for a
+# short pass, "--cpu 0" to pin the load generator), then the ring on its own.
+bench: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL) $(REF_ECHO) $(SHMQ_BENCH)
+	python3 bench/run_bench.py $(BENCH_ARGS)
+	$(SHMQ_BENCH) -r 3
 
 FORMAT_SRCS = $(shell git ls-files '*.cc' '*.h' '*.c')
 

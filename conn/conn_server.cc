@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -132,17 +133,13 @@ int ConnServer::run() {
     log_->write(LogLevel::kDebug, "conn serving %s, %zu workers", cfg_.listen.c_str(),
                 ports_.size());
     while (!quit_) {
-        int timeout = sleep_timeout(cfg_.idle_timeout > 0 ? int(kIdleCheckMs) : -1);
-        int n = epoll_wait(ep_, events_, kMaxEvents, timeout);
-        for (auto &p : ports_) {
-            p->from.withdraw_sleep();
-            p->to.finish_wait_room();
-        }
+        int n = wait_events(cfg_.idle_timeout > 0 ? int(kIdleCheckMs) : -1);
         if (n < 0 && errno != EINTR) {
             log_->write(LogLevel::kAlert, "epoll_wait: %s", strerror(errno));
             return 1;
         }
         now_ms_ = monotonic_ms();
+        uint64_t moved = packets_in_ + replies_out_;
         turn_events(n < 0 ? 0 : n);
         if (quit_) break;
         check_phase();
@@ -151,6 +148,7 @@ int ConnServer::run() {
                 serve_waiting(*p);
         }
         more_ = drain_replies();
+        if (packets_in_ + replies_out_ != moved) last_activity_ns_ = monotonic_ns();
         flush_ports();
         flush_writes();
         check_idle();
@@ -173,6 +171,36 @@ int ConnServer::run() {
                 (unsigned long long)ring_full_pauses_, (unsigned long long)packets_in_,
                 (unsigned long long)replies_out_, (unsigned long long)wakeups);
     return 0;
+}
+
+// Waits for events. Right after a turn that moved packets it polls (sockets and reply rings,
+// no sleep) for busy_poll_us first: under load replies and new requests are that close, and
+// sleeping would cost a wakeup write on the worker's side and a wakeup on ours.
+int ConnServer::wait_events(int timeout) {
+    uint64_t poll_ns = uint64_t(cfg_.busy_poll_us) * 1000;
+    while (!more_ && monotonic_ns() - last_activity_ns_ < poll_ns) {
+        int n = epoll_wait(ep_, events_, kMaxEvents, 0);
+        if (n != 0 || rings_ready()) return n;
+        sched_yield();  // polling must not take the CPU from a process with work to do
+    }
+    int n = epoll_wait(ep_, events_, kMaxEvents, sleep_timeout(timeout));
+    for (auto &p : ports_) {
+        p->from.withdraw_sleep();
+        p->to.finish_wait_room();
+    }
+    return n;
+}
+
+// A reply ring has records, or a ring conn waits on has room.
+bool ConnServer::rings_ready() {
+    for (auto &p : ports_) {
+        if (!p->from.empty()) return true;
+        if (!input_stopped_ && (p->reset_pending || !p->waiting.empty()) &&
+            p->to.can_push(p->need)) {
+            return true;
+        }
+    }
+    return false;
 }
 
 // Announces the sleep on every reply ring (and the wait for room on every ring conn is

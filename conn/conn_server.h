@@ -98,6 +98,8 @@ class ConnServer {
     void check_phase();
     bool drained();
     int sleep_timeout(int wanted);
+    int wait_events(int timeout);
+    bool rings_ready();
 
     const Config &cfg_;
     Channels *ch_;
@@ -119,6 +121,7 @@ class ConnServer {
     size_t live_ = 0;
     uint32_t next_worker_ = 0;
     bool more_ = false;  // a ring was left with work: do not sleep
+    uint64_t last_activity_ns_ = 0;  // the last turn that moved a packet or a reply
     bool input_stopped_ = false;
     bool draining_ = false;
     bool quit_ = false;

@@ -157,6 +157,12 @@ class Parser {
                 return false;
             }
             (key == "idle_timeout" ? cfg_->idle_timeout : cfg_->shutdown_timeout) = int(n);
+        } else if (key == "busy_poll_us") {
+            if (!parse_int(value, 0, 100000, &n)) {
+                *why = "busy_poll_us must be 0 to 100000 microseconds, got '" + value + "'";
+                return false;
+            }
+            cfg_->busy_poll_us = int(n);
         } else if (key == "log_level") {
             if (!parse_log_level(value, &cfg_->log_level)) {
                 *why = "log_level must be debug, info, warn, error, crit or alert, got '" + value +

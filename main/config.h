@@ -33,6 +33,7 @@ struct Config {
     int max_conns = 10000;
     int idle_timeout = 0;  // seconds; 0: off
     int shutdown_timeout = 10;
+    int busy_poll_us = 50;  // after work, poll this long before sleeping
     LogLevel log_level = LogLevel::kInfo;
     std::string log_file = "-";
 

@@ -169,6 +169,8 @@ class Producer {
     bool flush();
 
     size_t free_bytes();
+    // Whether a push of len payload bytes (for a stream: its next part) would fit now.
+    bool can_push(size_t len) { return free_bytes() >= room_for(len); }
 
     // Waiting for room, the mirror of Consumer::prepare_sleep: flushes, announces the wait
     // and re-checks. len is the payload of the push that said kFull (for a stream, the bytes

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -78,7 +79,10 @@ int Worker::run() {
     while (!orphaned_) {
         int done = drain(kBatch);
         out_.flush();
-        if (done) in_.notify_room();
+        if (done) {
+            in_.notify_room();
+            last_work_ns_ = monotonic_ns();
+        }
         timers_.run(monotonic_ms());
         if (fns.proc_events) fns.proc_events();
         out_.flush();
@@ -102,7 +106,14 @@ int Worker::run() {
 }
 
 // Blocks until the ring has a record, a timer is due, a tick passes or a signal comes.
+// Right after work it first polls the ring for busy_poll_us: under load the next record
+// is usually that close, and a sleep would cost conn a wakeup write and us a wakeup.
 void Worker::sleep_until_work() {
+    uint64_t poll_ns = uint64_t(cfg_.busy_poll_us) * 1000;
+    while (monotonic_ns() - last_work_ns_ < poll_ns) {
+        if (!in_.empty()) return;
+        sched_yield();  // polling must not take the CPU from a process with work to do
+    }
     int64_t next = timers_.next_in(monotonic_ms());
     int timeout = (next >= 0 && next < kTickMs) ? int(next) : kTickMs;
     if (!in_.prepare_sleep()) return;

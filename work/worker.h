@@ -59,6 +59,7 @@ class Worker {
     std::unordered_set<uint64_t> live_;  // connections the plugin has seen linked up
     int ep_ = -1;
     int sig_fd_ = -1;
+    uint64_t last_work_ns_ = 0;
     bool stopping_ = false;
     bool orphaned_ = false;
 };
