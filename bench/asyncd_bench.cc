@@ -103,21 +103,51 @@ int main(int argc, char **argv) {
                     return 2;
                 }
                 break;
-            case 'c': spec.conns = atoi(optarg); break;
-            case 'P': spec.pipeline = atoi(optarg); break;
-            case 'n': spec.requests = strtoull(optarg, nullptr, 10); break;
-            case 'd': spec.seconds = atof(optarg); break;
-            case 'R': spec.rate = atof(optarg); break;
-            case 's': spec.payload = size_t(strtoull(optarg, nullptr, 10)); break;
-            case 't': spec.threads = atoi(optarg); break;
-            case 'q': quiet = true; break;
-            case kIdle: spec.idle = atoi(optarg); break;
-            case kCpu: spec.cpu = atoi(optarg); break;
-            case kMaxTime: spec.max_seconds = atof(optarg); break;
-            case kJson: json_path = optarg; break;
-            case kSvg: svg_path = optarg; break;
-            case 'h': usage(stdout); return 0;
-            default: usage(stderr); return 2;
+            case 'c':
+                spec.conns = atoi(optarg);
+                break;
+            case 'P':
+                spec.pipeline = atoi(optarg);
+                break;
+            case 'n':
+                spec.requests = strtoull(optarg, nullptr, 10);
+                break;
+            case 'd':
+                spec.seconds = atof(optarg);
+                break;
+            case 'R':
+                spec.rate = atof(optarg);
+                break;
+            case 's':
+                spec.payload = size_t(strtoull(optarg, nullptr, 10));
+                break;
+            case 't':
+                spec.threads = atoi(optarg);
+                break;
+            case 'q':
+                quiet = true;
+                break;
+            case kIdle:
+                spec.idle = atoi(optarg);
+                break;
+            case kCpu:
+                spec.cpu = atoi(optarg);
+                break;
+            case kMaxTime:
+                spec.max_seconds = atof(optarg);
+                break;
+            case kJson:
+                json_path = optarg;
+                break;
+            case kSvg:
+                svg_path = optarg;
+                break;
+            case 'h':
+                usage(stdout);
+                return 0;
+            default:
+                usage(stderr);
+                return 2;
         }
     }
     if (optind != argc - 1 || !parse_target(argv[optind], &spec)) {
@@ -135,7 +165,8 @@ int main(int argc, char **argv) {
     LoadProgress progress;
     std::atomic<bool> done{false};
     std::thread shower;
-    if (!quiet && isatty(2)) shower = std::thread(show_progress, std::cref(progress), std::cref(done));
+    if (!quiet && isatty(2))
+        shower = std::thread(show_progress, std::cref(progress), std::cref(done));
     LoadResult r = asyncd::bench::run_load(spec, &progress);
     done.store(true);
     if (shower.joinable()) shower.join();

@@ -30,7 +30,8 @@ uint64_t Histogram::highest_of(size_t index) {
 }
 
 void Histogram::merge(const Histogram &other) {
-    for (size_t i = 0; i < counts_.size(); i++) counts_[i] += other.counts_[i];
+    for (size_t i = 0; i < counts_.size(); i++)
+        counts_[i] += other.counts_[i];
     total_ += other.total_;
     sum_ += other.sum_;
     if (other.total_ && other.min_ < min_) min_ = other.min_;
@@ -38,7 +39,8 @@ void Histogram::merge(const Histogram &other) {
 }
 
 void Histogram::reset() {
-    for (auto &c : counts_) c = 0;
+    for (auto &c : counts_)
+        c = 0;
     total_ = sum_ = max_ = 0;
     min_ = UINT64_MAX;
 }

@@ -312,7 +312,8 @@ void Thread::run() {
     }
     connect_all();
     sh_->ready.fetch_add(1);
-    while (!sh_->go.load(std::memory_order_acquire)) std::this_thread::yield();
+    while (!sh_->go.load(std::memory_order_acquire))
+        std::this_thread::yield();
     uint64_t start = sh_->start_ns;
     if (spec_.rate > 0) {
         double per_conn = spec_.rate / double(std::max(1, spec_.conns));
@@ -321,12 +322,14 @@ void Thread::run() {
         for (size_t i = 0; i < conns_.size(); i++) {
             // Spread the connections over one interval so the load is even.
             uint64_t global = conns_[i]->id;
-            conns_[i]->next_due = start + interval_ns_ * global / uint64_t(std::max(1, spec_.conns));
+            conns_[i]->next_due =
+                start + interval_ns_ * global / uint64_t(std::max(1, spec_.conns));
         }
         send_due(now_ns());
     } else {
         for (auto &c : conns_) {
-            for (int k = 0; k < spec_.pipeline && may_send(); k++) queue_request(*c, now_ns());
+            for (int k = 0; k < spec_.pipeline && may_send(); k++)
+                queue_request(*c, now_ns());
             flush(*c);
         }
     }
@@ -358,7 +361,8 @@ void Thread::run() {
     for (auto &c : conns_) {
         if (!c->dead) close(c->fd);
     }
-    for (int fd : idle_fds_) close(fd);
+    for (int fd : idle_fds_)
+        close(fd);
     if (timer_fd_ >= 0) close(timer_fd_);
     if (ep_ >= 0) close(ep_);
 }
@@ -400,20 +404,24 @@ LoadResult run_load(const LoadSpec &spec, LoadProgress *progress) {
     std::vector<std::unique_ptr<Thread>> threads;
     for (int t = 0; t < nthreads; t++) {
         std::vector<uint32_t> ids;
-        for (int c = t; c < spec.conns; c += nthreads) ids.push_back(uint32_t(c));
+        for (int c = t; c < spec.conns; c += nthreads)
+            ids.push_back(uint32_t(c));
         int idle = spec.idle / nthreads + (t < spec.idle % nthreads ? 1 : 0);
         threads.push_back(std::make_unique<Thread>(&sh, t, std::move(ids), idle));
     }
     std::vector<std::thread> running;
-    for (auto &t : threads) running.emplace_back([&t] { t->run(); });
-    while (sh.ready.load() < nthreads) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (auto &t : threads)
+        running.emplace_back([&t] { t->run(); });
+    while (sh.ready.load() < nthreads)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
     sh.start_ns = now_ns();
     double limit = spec.seconds > 0 ? std::min(spec.seconds, spec.max_seconds) : spec.max_seconds;
     sh.end_ns = sh.start_ns + uint64_t(limit * 1e9);
     sh.hard_end_ns = spec.seconds > 0 ? sh.end_ns : sh.end_ns + kGraceNs;
     if (progress) progress->started.store(true);
     sh.go.store(true, std::memory_order_release);
-    for (auto &t : running) t.join();
+    for (auto &t : running)
+        t.join();
     uint64_t last = sh.start_ns;
     for (auto &t : threads) {
         LoadResult &r = t->result;
@@ -426,7 +434,8 @@ LoadResult run_load(const LoadSpec &spec, LoadProgress *progress) {
         if (total.per_second.size() < r.per_second.size()) {
             total.per_second.resize(r.per_second.size(), 0);
         }
-        for (size_t i = 0; i < r.per_second.size(); i++) total.per_second[i] += r.per_second[i];
+        for (size_t i = 0; i < r.per_second.size(); i++)
+            total.per_second[i] += r.per_second[i];
         if (total.first_error.empty()) total.first_error = r.first_error;
     }
     // A duration run lasts its duration; a count run lasts until its last reply.

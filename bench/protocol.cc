@@ -48,10 +48,14 @@ bool parse_proto(const std::string &name, Proto *out) {
 
 const char *proto_name(Proto p) {
     switch (p) {
-        case Proto::kEcho32be: return "len32be";
-        case Proto::kEcho32le: return "len32le";
-        case Proto::kResp: return "resp";
-        case Proto::kHttp: return "http";
+        case Proto::kEcho32be:
+            return "len32be";
+        case Proto::kEcho32le:
+            return "len32le";
+        case Proto::kResp:
+            return "resp";
+        case Proto::kHttp:
+            return "http";
     }
     return "?";
 }
@@ -69,7 +73,8 @@ void build_request(Proto p, size_t payload, uint32_t conn, uint64_t seq, std::st
     out->resize(4 + payload);
     char *b = &(*out)[0];
     put_len(b, uint32_t(4 + payload), p == Proto::kEcho32be);
-    for (size_t i = 0; i < payload; i++) b[4 + i] = char('a' + (i % 26));
+    for (size_t i = 0; i < payload; i++)
+        b[4 + i] = char('a' + (i % 26));
     if (payload >= 12) {
         memcpy(b + 4, &conn, 4);
         memcpy(b + 8, &seq, 8);
@@ -81,9 +86,12 @@ size_t ReplyChecker::consume(const char *data, size_t len, size_t *used, uint64_
     *used = 0;
     switch (proto_) {
         case Proto::kEcho32be:
-        case Proto::kEcho32le: return echo(data, len, used, errors, fatal);
-        case Proto::kResp: return resp(data, len, used, errors, fatal);
-        case Proto::kHttp: return http(data, len, used, errors, fatal);
+        case Proto::kEcho32le:
+            return echo(data, len, used, errors, fatal);
+        case Proto::kResp:
+            return resp(data, len, used, errors, fatal);
+        case Proto::kHttp:
+            return http(data, len, used, errors, fatal);
     }
     return 0;
 }
@@ -98,7 +106,8 @@ size_t ReplyChecker::echo(const char *data, size_t len, size_t *used, uint64_t *
         if (got != want) {
             (*errors)++;
             *fatal = true;  // the length is wrong: nothing after it can be trusted
-            last_error_ = "reply length " + std::to_string(got) + ", expected " + std::to_string(want);
+            last_error_ =
+                "reply length " + std::to_string(got) + ", expected " + std::to_string(want);
             return n;
         }
         if (len - *used < want) break;

@@ -21,7 +21,8 @@ void build_request(Proto p, size_t payload, uint32_t conn, uint64_t seq, std::st
 
 class ReplyChecker {
   public:
-    ReplyChecker(Proto p, size_t payload, uint32_t conn) : proto_(p), payload_(payload), conn_(conn) {}
+    ReplyChecker(Proto p, size_t payload, uint32_t conn)
+        : proto_(p), payload_(payload), conn_(conn) {}
 
     // Consumes whole replies from data; *used is how many bytes that was (a partial reply is
     // left for the next call). Each whole reply is checked against the request it answers

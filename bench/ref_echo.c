@@ -20,7 +20,7 @@
 
 typedef struct conn {
     int fd;
-    unsigned char *in;  /* bytes of a packet not yet whole */
+    unsigned char *in; /* bytes of a packet not yet whole */
     size_t in_len, in_cap;
     unsigned char *out; /* replies the socket did not take */
     size_t out_len, out_off, out_cap;
@@ -36,7 +36,8 @@ static void on_signal(int sig) {
 static int grow(unsigned char **buf, size_t *cap, size_t need) {
     if (need <= *cap) return 0;
     size_t c = *cap ? *cap : 4096;
-    while (c < need) c *= 2;
+    while (c < need)
+        c *= 2;
     unsigned char *p = realloc(*buf, c);
     if (!p) return -1;
     *buf = p;

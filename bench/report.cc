@@ -103,7 +103,8 @@ bool write_json(const std::string &path, const LoadSpec &spec, const LoadResult 
       << ", \"connect_errors\": " << r.connect_errors << ", \"dropped\": " << r.dropped
       << ", \"first\": \"" << json_escape(r.first_error) << "\"},\n";
     o << "  \"latency_ns\": {\"mean\": " << r.latency.mean() << ", \"min\": " << r.latency.min();
-    for (double p : kPercentiles) o << ", \"p" << p << "\": " << r.latency.percentile(p);
+    for (double p : kPercentiles)
+        o << ", \"p" << p << "\": " << r.latency.percentile(p);
     o << ", \"max\": " << r.latency.max() << "},\n";
     o << "  \"percentile_curve\": [";
     bool first = true;
@@ -113,7 +114,8 @@ bool write_json(const std::string &path, const LoadSpec &spec, const LoadResult 
         first = false;
     }
     o << "],\n  \"per_second\": [";
-    for (size_t i = 0; i < r.per_second.size(); i++) o << (i ? ", " : "") << r.per_second[i];
+    for (size_t i = 0; i < r.per_second.size(); i++)
+        o << (i ? ", " : "") << r.per_second[i];
     o << "]\n}\n";
     return save(path, o.str(), err);
 }
@@ -129,8 +131,8 @@ bool write_svg(const std::string &path, const LoadSpec &spec, const LoadResult &
     o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << height
       << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
     o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-    o << "<text x=\"" << L << "\" y=\"20\" font-size=\"14\">latency by percentile: "
-      << describe(spec) << "</text>\n";
+    o << "<text x=\"" << L
+      << "\" y=\"20\" font-size=\"14\">latency by percentile: " << describe(spec) << "</text>\n";
     const double max_nines = 5;
     double top = double(std::max<uint64_t>(r.latency.max(), 1));
     auto px = [&](double nines) { return L + (W - L - R) * nines / max_nines; };
@@ -146,8 +148,8 @@ bool write_svg(const std::string &path, const LoadSpec &spec, const LoadResult &
     for (int k = 0; k <= 4; k++) {
         double v = top * k / 4;
         o << "<text x=\"4\" y=\"" << py(v) + 4 << "\">" << human_ns(v) << "</text>\n";
-        o << "<line x1=\"" << L << "\" y1=\"" << py(v) << "\" x2=\"" << W - R << "\" y2=\""
-          << py(v) << "\" stroke=\"#ddd\"/>\n";
+        o << "<line x1=\"" << L << "\" y1=\"" << py(v) << "\" x2=\"" << W - R << "\" y2=\"" << py(v)
+          << "\" stroke=\"#ddd\"/>\n";
     }
     o << "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"";
     for (double nines = 0; nines <= max_nines + 1e-9; nines += 0.05) {
@@ -166,7 +168,8 @@ bool write_svg(const std::string &path, const LoadSpec &spec, const LoadResult &
         o << "<line x1=\"" << L << "\" y1=\"" << 2 * H - B << "\" x2=\"" << W - R << "\" y2=\""
           << 2 * H - B << "\" stroke=\"black\"/>\n";
         o << "<text x=\"4\" y=\"" << ty(ptop) + 4 << "\">" << peak << "</text>\n";
-        o << "<text x=\"" << W - R - 40 << "\" y=\"" << 2 * H - B + 16 << "\">" << n << " s</text>\n";
+        o << "<text x=\"" << W - R - 40 << "\" y=\"" << 2 * H - B + 16 << "\">" << n
+          << " s</text>\n";
         o << "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"";
         for (size_t i = 0; i < n; i++) {
             o << tx(double(i)) << "," << ty(double(r.per_second[i])) << " " << tx(double(i + 1))

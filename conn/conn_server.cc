@@ -181,7 +181,7 @@ int ConnServer::wait_events(int timeout) {
     while (!more_ && monotonic_ns() - last_activity_ns_ < poll_ns) {
         int n = epoll_wait(ep_, events_, kMaxEvents, 0);
         if (n != 0 || rings_ready()) return n;
-        sched_yield();  // polling must not take the CPU from a process with work to do
+        if (!poll_yield()) break;
     }
     int n = epoll_wait(ep_, events_, kMaxEvents, sleep_timeout(timeout));
     for (auto &p : ports_) {

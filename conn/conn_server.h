@@ -120,7 +120,7 @@ class ConnServer {
     struct epoll_event events_[512];
     size_t live_ = 0;
     uint32_t next_worker_ = 0;
-    bool more_ = false;  // a ring was left with work: do not sleep
+    bool more_ = false;              // a ring was left with work: do not sleep
     uint64_t last_activity_ns_ = 0;  // the last turn that moved a packet or a reply
     bool input_stopped_ = false;
     bool draining_ = false;

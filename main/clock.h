@@ -1,6 +1,7 @@
 // The one clock of asyncd's loops and timers: monotonic milliseconds.
 #pragma once
 
+#include <sched.h>
 #include <time.h>
 
 #include <cstdint>
@@ -17,6 +18,16 @@ inline uint64_t monotonic_ns() {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+// One step of a polling loop: yields the CPU. Returns false when that handed the CPU to
+// another process for a while: the CPU is contended, polling only steals from processes
+// with work, and the caller should sleep instead. (On an idle CPU the yield returns at
+// once, and polling costs nobody anything.)
+inline bool poll_yield() {
+    uint64_t before = monotonic_ns();
+    sched_yield();
+    return monotonic_ns() - before < 5000;
 }
 
 }  // namespace asyncd

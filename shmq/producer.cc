@@ -93,7 +93,7 @@ void Producer::write_pad(uint64_t index, size_t bytes) {
 
 void Producer::write_record(uint64_t index, const RecordMeta &meta, uint16_t ring_flags,
                             const void *data, size_t len, size_t offset) {
-    RecordHeader h;
+    RecordHeader &h = last_;
     h.type = meta.type;
     h.flags = uint16_t((meta.flags & kFlagsUser) | ring_flags);
     h.len = uint32_t(len);
@@ -132,6 +132,7 @@ PushStatus Producer::try_push(const RecordMeta &meta, const void *data, size_t l
             head_ += pad;
         }
         write_record(head_, meta, kFlagWhole, data, len, 0);
+        last_index_ = head_;
         head_ += footprint;
         if (head_ - published_ >= publish_batch_) publish();
         return PushStatus::kOk;
@@ -147,6 +148,7 @@ PushStatus Producer::try_push(const RecordMeta &meta, const void *data, size_t l
     if (need > capacity_) return PushStatus::kTooBig;
     if (!has_room(need)) return PushStatus::kFull;
     const uint8_t *bytes = static_cast<const uint8_t *>(data);
+    last_index_ = UINT64_MAX;  // parts are never appended to
     for (size_t done = 0; done < len;) {
         Plan p = plan_part(head_, len - done);
         if (p.pad) {
@@ -163,6 +165,30 @@ PushStatus Producer::try_push(const RecordMeta &meta, const void *data, size_t l
     return PushStatus::kOk;
 }
 
+bool Producer::try_append(const RecordMeta &meta, const void *data, size_t len) {
+    if (last_index_ == UINT64_MAX || last_index_ < published_ || stream_open_) return false;
+    RecordHeader &h = last_;
+    if (h.type != meta.type || h.conn_id != meta.conn_id ||
+        h.flags != uint16_t((meta.flags & kFlagsUser) | kFlagWhole)) {
+        return false;
+    }
+    size_t new_len = size_t(h.len) + len;
+    if (new_len > max_record_) return false;
+    size_t pos = size_t(last_index_ & (capacity_ - 1));
+    size_t old_end = last_index_ + record_footprint(h.len);
+    size_t new_end = last_index_ + record_footprint(new_len);
+    if (pos + record_footprint(new_len) > capacity_) return false;
+    if (old_end != head_ || !has_room(new_end - old_end)) return false;
+    uint8_t *at = data_ + pos;
+    if (len) memcpy(at + kHeaderSize + h.len, data, len);
+    h.len = uint32_t(new_len);
+    h.check = record_check(h, last_index_);
+    memcpy(at, &h, sizeof h);
+    head_ = new_end;
+    if (head_ - published_ >= publish_batch_) publish();
+    return true;
+}
+
 PushStatus Producer::try_push_stream(const RecordMeta &meta, const void *data, size_t len,
                                      size_t *done) {
     if (meta.type >= kTypeReserved) return PushStatus::kBadType;
@@ -174,6 +200,7 @@ PushStatus Producer::try_push_stream(const RecordMeta &meta, const void *data, s
         return s;
     }
     const uint8_t *bytes = static_cast<const uint8_t *>(data);
+    last_index_ = UINT64_MAX;  // parts are never appended to
     while (*done < len) {
         Plan p = plan_part(head_, len - *done);
         if (!has_room(p.pad + record_footprint(p.part))) break;

@@ -162,6 +162,14 @@ class Producer {
     // other push returns kBusy.
     PushStatus try_push_stream(const RecordMeta &meta, const void *data, size_t len, size_t *done);
 
+    // Appends len bytes to the payload of the record written last, if that record is not
+    // yet published, is a whole (unparted) record with the same type, flags and conn_id, and
+    // the longer record still fits max_record, the room in the ring and the space before
+    // the end of the mapping. Returns false (and writes nothing) otherwise; the caller then
+    // pushes a record of its own. The consumer sees one record carrying both payloads:
+    // for byte streams such as replies to one connection, that is one record instead of many.
+    bool try_append(const RecordMeta &meta, const void *data, size_t len);
+
     // Publishes everything written so far (one release store of the head) and signals the
     // consumer if it announced that it sleeps. Call it at the end of every batch of pushes,
     // at the latest before this process waits for anything; a push that finds the ring full
@@ -206,6 +214,9 @@ class Producer {
     size_t publish_batch_;  // unpublished bytes that trigger a publication without flush()
     bool stream_open_ = false;
     size_t stream_done_ = 0;
+    // The record written last, for try_append; valid while last_index_ >= published_.
+    uint64_t last_index_ = UINT64_MAX;
+    RecordHeader last_{};
 };
 
 // A message as the consumer hands it over. data stays valid until commit().

@@ -112,7 +112,7 @@ void Worker::sleep_until_work() {
     uint64_t poll_ns = uint64_t(cfg_.busy_poll_us) * 1000;
     while (monotonic_ns() - last_work_ns_ < poll_ns) {
         if (!in_.empty()) return;
-        sched_yield();  // polling must not take the CPU from a process with work to do
+        if (!poll_yield()) break;
     }
     int64_t next = timers_.next_in(monotonic_ms());
     int timeout = (next >= 0 && next < kTickMs) ? int(next) : kTickMs;
@@ -220,6 +220,8 @@ bool Worker::push_out(uint16_t type, uint64_t conn, const void *buf, size_t len)
     shmq::RecordMeta meta;
     meta.type = type;
     meta.conn_id = conn;
+    // Consecutive replies to one connection within a batch travel as one record.
+    if (type == kRecReply && out_.try_append(meta, buf, len)) return true;
     size_t done = 0;
     for (;;) {
         shmq::PushStatus s = out_.try_push_stream(meta, buf, len, &done);

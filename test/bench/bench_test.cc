@@ -43,7 +43,8 @@ TEST(Histogram, PercentilesWithinTheErrorBoundOfASortedReference) {
         EXPECT_EQ(h.min(), values.front());
         EXPECT_EQ(h.max(), values.back());
         double sum = 0;
-        for (uint64_t v : values) sum += double(v);
+        for (uint64_t v : values)
+            sum += double(v);
         EXPECT_NEAR(h.mean(), sum / double(values.size()), 1e-6 * sum / double(values.size()));
         for (double p : {1.0, 10.0, 50.0, 90.0, 99.0, 99.9, 99.99, 100.0}) {
             uint64_t want = exact_percentile(values, p);
@@ -154,7 +155,8 @@ int run(const std::string &cmd, std::string *out) {
     FILE *p = popen((cmd + " 2>&1").c_str(), "r");
     char buf[512];
     out->clear();
-    while (p && fgets(buf, sizeof buf, p)) *out += buf;
+    while (p && fgets(buf, sizeof buf, p))
+        *out += buf;
     int status = p ? pclose(p) : -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -167,9 +169,9 @@ TEST(AsyncdBench, ShortRunAgainstAsyncd) {
     ASSERT_TRUE(server.start(&why)) << why;
     std::string json = server.dir() + "/r.json", svg = server.dir() + "/r.svg", out;
     std::string target = " 127.0.0.1:" + std::to_string(server.port());
-    int rc = run(bench_bin() + " -q -c 10 -P 4 -n 5000 -s 100 --json " + json + " --svg " + svg +
-                     target,
-                 &out);
+    int rc =
+        run(bench_bin() + " -q -c 10 -P 4 -n 5000 -s 100 --json " + json + " --svg " + svg + target,
+            &out);
     EXPECT_EQ(rc, 0) << out;
     std::ifstream in(json);
     std::stringstream ss;

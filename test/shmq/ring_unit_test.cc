@@ -116,6 +116,41 @@ TEST(Ring, PushesArePublishedByFlushOrABigBatch) {
         expect_pop(c, a, i);
 }
 
+TEST(Ring, AppendGrowsTheLastUnpublishedRecordOnly) {
+    Fixture f(4096, 1024);
+    Producer p(&f.ring, &f.waker);
+    Consumer c(&f.ring, &f.waker);
+    RecordMeta m = meta_for(1);
+    EXPECT_FALSE(p.try_append(m, "x", 1)) << "nothing written yet";
+    ASSERT_EQ(p.try_push(m, "ab", 2), PushStatus::kOk);
+    EXPECT_TRUE(p.try_append(m, "cd", 2));
+    EXPECT_TRUE(p.try_append(m, "", 0));
+    RecordMeta other = meta_for(2);
+    EXPECT_FALSE(p.try_append(other, "zz", 2)) << "another connection";
+    std::vector<uint8_t> big(1021);
+    EXPECT_FALSE(p.try_append(m, big.data(), big.size())) << "past max_record";
+    p.flush();
+    EXPECT_FALSE(p.try_append(m, "ef", 2)) << "published: the consumer may be reading it";
+    expect_pop(c, {'a', 'b', 'c', 'd'}, 1);
+    // Near the end of the mapping a record that would cross it is not grown.
+    std::vector<uint8_t> fill(1000 - kHeaderSize);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_EQ(p.try_push(m, fill.data(), fill.size()), PushStatus::kOk);
+        p.flush();
+        expect_pop(c, fill, 1);
+    }
+    fill.resize(992 - kHeaderSize);
+    ASSERT_EQ(p.try_push(m, fill.data(), fill.size()), PushStatus::kOk);
+    p.flush();
+    expect_pop(c, fill, 1);                              // the head is now 64 bytes before the end
+    ASSERT_EQ(p.try_push(m, "gh", 2), PushStatus::kOk);  // 40 bytes, 24 left to the end
+    EXPECT_TRUE(p.try_append(m, "ij", 2));
+    std::vector<uint8_t> more(40);
+    EXPECT_FALSE(p.try_append(m, more.data(), more.size()));
+    p.flush();
+    expect_pop(c, {'g', 'h', 'i', 'j'}, 1);
+}
+
 TEST(Ring, ZeroLengthMessage) {
     Fixture f(4096);
     Producer p(&f.ring, &f.waker);
