@@ -164,8 +164,8 @@ int ConnServer::run() {
     }
     log_->write(LogLevel::kInfo,
                 "conn exiting: accepted=%llu refused=%llu bad_frames=%llu "
-                "stale_replies_dropped=%llu ring_full_pauses=%llu packets_in=%llu replies=%llu "
-                "wakeup_writes=%llu",
+                "stale_replies_dropped=%llu ring_full_pauses=%llu packets_in=%llu "
+                "reply_records=%llu wakeup_writes=%llu",
                 (unsigned long long)accepted_, (unsigned long long)refused_,
                 (unsigned long long)bad_frames_, (unsigned long long)stale_replies_,
                 (unsigned long long)ring_full_pauses_, (unsigned long long)packets_in_,
@@ -178,7 +178,8 @@ int ConnServer::run() {
 // sleeping would cost a wakeup write on the worker's side and a wakeup on ours.
 int ConnServer::wait_events(int timeout) {
     uint64_t poll_ns = uint64_t(cfg_.busy_poll_us) * 1000;
-    while (!more_ && monotonic_ns() - last_activity_ns_ < poll_ns) {
+    for (uint64_t now = monotonic_ns(); !more_ && now - last_activity_ns_ < poll_ns && !cpu_.high(now);
+         now = monotonic_ns()) {
         int n = epoll_wait(ep_, events_, kMaxEvents, 0);
         if (n != 0 || rings_ready()) return n;
         if (!poll_yield()) break;
@@ -576,7 +577,22 @@ void ConnServer::handle_reply(const shmq::Message &m) {
     }
     if (m.type == kRecReply) {
         replies_out_++;
-        if (!c->out.append(m.data, m.len)) {
+        size_t sent = 0;
+        if (c->out.empty() && !c->dirty) {
+            // Nothing else waits for this connection: send straight from the ring (the
+            // worker sends a connection's replies of one batch as one record), and keep
+            // only what the socket did not take.
+            ssize_t n = send(c->fd, m.data, m.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) sent = size_t(n);
+            if (sent == m.len) return;
+            if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                log_->write(LogLevel::kInfo, "write to %s: %s", c->peer_text, strerror(errno));
+                close_conn(c, errno == EPIPE || errno == ECONNRESET ? ASYNCD_DOWN_PEER_CLOSED
+                                                                    : ASYNCD_DOWN_ERROR);
+                return;
+            }
+        }
+        if (!c->out.append(m.data + sent, m.len - sent)) {
             log_->write(LogLevel::kCrit, "out of memory buffering output of %s", c->peer_text);
             close_conn(c, ASYNCD_DOWN_LIMIT);
             return;

@@ -15,6 +15,7 @@
 #include "conn/frame.h"
 #include "main/channels.h"
 #include "main/config.h"
+#include "main/cpu_contention.h"
 #include "main/log.h"
 #include "work/plugin.h"
 
@@ -122,6 +123,7 @@ class ConnServer {
     uint32_t next_worker_ = 0;
     bool more_ = false;              // a ring was left with work: do not sleep
     uint64_t last_activity_ns_ = 0;  // the last turn that moved a packet or a reply
+    CpuContention cpu_;
     bool input_stopped_ = false;
     bool draining_ = false;
     bool quit_ = false;

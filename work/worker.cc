@@ -110,7 +110,8 @@ int Worker::run() {
 // is usually that close, and a sleep would cost conn a wakeup write and us a wakeup.
 void Worker::sleep_until_work() {
     uint64_t poll_ns = uint64_t(cfg_.busy_poll_us) * 1000;
-    while (monotonic_ns() - last_work_ns_ < poll_ns) {
+    for (uint64_t now = monotonic_ns(); now - last_work_ns_ < poll_ns && !cpu_.high(now);
+         now = monotonic_ns()) {
         if (!in_.empty()) return;
         if (!poll_yield()) break;
     }

@@ -9,6 +9,7 @@
 
 #include "main/channels.h"
 #include "main/config.h"
+#include "main/cpu_contention.h"
 #include "main/log.h"
 #include "work/plugin.h"
 #include "work/timers.h"
@@ -60,6 +61,7 @@ class Worker {
     int ep_ = -1;
     int sig_fd_ = -1;
     uint64_t last_work_ns_ = 0;
+    CpuContention cpu_;
     bool stopping_ = false;
     bool orphaned_ = false;
 };
