@@ -178,8 +178,8 @@ int ConnServer::run() {
 // sleeping would cost a wakeup write on the worker's side and a wakeup on ours.
 int ConnServer::wait_events(int timeout) {
     uint64_t poll_ns = uint64_t(cfg_.busy_poll_us) * 1000;
-    for (uint64_t now = monotonic_ns(); !more_ && now - last_activity_ns_ < poll_ns && !cpu_.high(now);
-         now = monotonic_ns()) {
+    for (uint64_t now = monotonic_ns();
+         !more_ && now - last_activity_ns_ < poll_ns && !cpu_.high(now); now = monotonic_ns()) {
         int n = epoll_wait(ep_, events_, kMaxEvents, 0);
         if (n != 0 || rings_ready()) return n;
         if (!poll_yield()) break;
