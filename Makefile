@@ -44,6 +44,11 @@ san_objs = $(patsubst %.cc,$(BUILD)/san/%.o,$(1))
 
 ASYNCD := $(BUILD)/asyncd
 ASYNCD_SAN := $(BUILD)/san/asyncd
+# The same with the test hooks compiled in (a corrupt-record trigger in conn); only tests
+# start these.
+ASYNCD_HOOKS := $(BUILD)/asyncd-hooks
+ASYNCD_HOOKS_SAN := $(BUILD)/san/asyncd-hooks
+HOOK_SRCS := conn/conn_server.cc
 TEST_BIN := $(BUILD)/asyncd-test
 TEST_BIN_SAN := $(BUILD)/asyncd-test-san
 SHMQ_BENCH := $(BUILD)/shmq-bench
@@ -85,6 +90,20 @@ $(ASYNCD): $(call rel_objs,main/main.cc $(CORE_SRCS)) $(BUILD)/rel/libshmq.a
 $(ASYNCD_SAN): $(call san_objs,main/main.cc $(CORE_SRCS)) $(BUILD)/san/libshmq.a
 	$(CXX) $(SANFLAGS) -rdynamic $^ -o $@ -ldl $(LDLIBS)
 
+$(BUILD)/rel-hooks/%.o: %.cc $(BUILD)/rel/.flags
+	@mkdir -p $(dir $@)
+	$(CXX) $(RELFLAGS) -DASYNCD_TEST_HOOKS -c $< -o $@
+
+$(BUILD)/san-hooks/%.o: %.cc $(BUILD)/san/.flags
+	@mkdir -p $(dir $@)
+	$(CXX) $(SANFLAGS) -DASYNCD_TEST_HOOKS -c $< -o $@
+
+$(ASYNCD_HOOKS): $(call rel_objs,main/main.cc $(filter-out $(HOOK_SRCS),$(CORE_SRCS))) $(patsubst %.cc,$(BUILD)/rel-hooks/%.o,$(HOOK_SRCS)) $(BUILD)/rel/libshmq.a
+	$(CXX) $(RELFLAGS) -rdynamic $^ -o $@ -ldl $(LDLIBS)
+
+$(ASYNCD_HOOKS_SAN): $(call san_objs,main/main.cc $(filter-out $(HOOK_SRCS),$(CORE_SRCS))) $(patsubst %.cc,$(BUILD)/san-hooks/%.o,$(HOOK_SRCS)) $(BUILD)/san/libshmq.a
+	$(CXX) $(SANFLAGS) -rdynamic $^ -o $@ -ldl $(LDLIBS)
+
 $(BUILD)/plugins/%.so: plugin_api/examples/%.c plugin_api/asyncd_plugin.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) $< -o $@
@@ -122,16 +141,17 @@ $(call rel_objs,$(TEST_SRCS)) $(call san_objs,$(TEST_SRCS)): | check-gtest
 # The black-box tests start the asyncd binary named by ASYNCD_BIN with plugins from
 # ASYNCD_PLUGIN_DIR; the sanitizer run starts the sanitizer build of asyncd.
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-TEST_DEPS := $(ASYNCD) $(ASYNCD_SAN) $(EXAMPLE_PLUGINS) $(TEST_PLUGINS) $(BENCH_TOOL)
+TEST_DEPS := $(ASYNCD) $(ASYNCD_SAN) $(ASYNCD_HOOKS) $(ASYNCD_HOOKS_SAN) $(EXAMPLE_PLUGINS) \
+	$(TEST_PLUGINS) $(BENCH_TOOL)
 
 test: check-gtest $(TEST_BIN) $(TEST_BIN_SAN) $(TEST_DEPS)
 	@echo "== release build =="
-	ASYNCD_BIN=$(ASYNCD) $(TEST_BIN)
+	ASYNCD_BIN=$(ASYNCD) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS) $(TEST_BIN)
 	@echo "== ASan+UBSan build =="
-	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) $(TEST_BIN_SAN)
+	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS_SAN) $(TEST_BIN_SAN)
 
 asan: check-gtest $(TEST_BIN_SAN) $(TEST_DEPS)
-	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) $(TEST_BIN_SAN)
+	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS_SAN) $(TEST_BIN_SAN)
 
 run: $(ASYNCD) $(EXAMPLE_PLUGINS)
 	@cat etc/talk.txt

@@ -455,9 +455,31 @@ bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *us
         p.dirty = true;
         c->packets++;
         packets_in_++;
+        test_hook_after_push(p, data + *used, n);
         *used += n;
     }
     return true;
+}
+
+// Test builds only (ASYNCD_TEST_HOOKS): a packet whose payload starts "!CORRUPT!" has a
+// bit of its ring record's header flipped after it is written and before it is published,
+// so that the tests can watch a worker meet a corrupt record (R19).
+void ConnServer::test_hook_after_push(Port &p, const uint8_t *pkg, size_t len) {
+#ifdef ASYNCD_TEST_HOOKS
+    static const char kMagic[] = "!CORRUPT!";
+    uint64_t index = p.to.last_record_index();
+    if (len < 4 + sizeof kMagic - 1 || memcmp(pkg + 4, kMagic, sizeof kMagic - 1) != 0 ||
+        index == UINT64_MAX) {
+        return;
+    }
+    p.in_ring->data()[(index & (p.in_ring->capacity() - 1)) + 12] ^= 0x40;
+    log_->write(LogLevel::kInfo, "test hook: corrupted the record at ring index %llu",
+                (unsigned long long)index);
+#else
+    (void)p;
+    (void)pkg;
+    (void)len;
+#endif
 }
 
 // Pushes whatever c still owes its worker: the LINK_UP, buffered packets, the LINK_DOWN.
@@ -577,22 +599,7 @@ void ConnServer::handle_reply(const shmq::Message &m) {
     }
     if (m.type == kRecReply) {
         replies_out_++;
-        size_t sent = 0;
-        if (c->out.empty() && !c->dirty) {
-            // Nothing else waits for this connection: send straight from the ring (the
-            // worker sends a connection's replies of one batch as one record), and keep
-            // only what the socket did not take.
-            ssize_t n = send(c->fd, m.data, m.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (n > 0) sent = size_t(n);
-            if (sent == m.len) return;
-            if (n < 0 && errno != EAGAIN && errno != EINTR) {
-                log_->write(LogLevel::kInfo, "write to %s: %s", c->peer_text, strerror(errno));
-                close_conn(c, errno == EPIPE || errno == ECONNRESET ? ASYNCD_DOWN_PEER_CLOSED
-                                                                    : ASYNCD_DOWN_ERROR);
-                return;
-            }
-        }
-        if (!c->out.append(m.data + sent, m.len - sent)) {
+        if (!c->out.append(m.data, m.len)) {
             log_->write(LogLevel::kCrit, "out of memory buffering output of %s", c->peer_text);
             close_conn(c, ASYNCD_DOWN_LIMIT);
             return;

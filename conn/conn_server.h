@@ -58,7 +58,8 @@ class ConnServer {
     struct Port {
         Port(shmq::Ring *in, shmq::Ring *out, const shmq::Waker *worker_wake,
              const shmq::Waker *conn_wake)
-            : to(in, worker_wake), from(out, conn_wake, worker_wake) {}
+            : in_ring(in), to(in, worker_wake), from(out, conn_wake, worker_wake) {}
+        shmq::Ring *in_ring;
         shmq::Producer to;
         shmq::Consumer from;
         std::deque<Connection *> waiting;
@@ -81,6 +82,7 @@ class ConnServer {
     bool push_up(Connection *c);
     bool push_down(Connection *c);
     bool must_wait(Port &p, Connection *c);
+    void test_hook_after_push(Port &p, const uint8_t *pkg, size_t len);
     void enqueue(Port &p, Connection *c);
     bool drive(Connection *c);
     void serve_waiting(Port &p);

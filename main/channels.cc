@@ -77,6 +77,28 @@ void Channels::note(char kind, int index) const {
     (void)unused;
 }
 
+const char *callback_name(Callback cb) {
+    switch (cb) {
+        case Callback::kNone:
+            return "no callback";
+        case Callback::kInit:
+            return "init_service";
+        case Callback::kPacket:
+            return "proc_pkg_cli";
+        case Callback::kLinkUp:
+            return "link_up_cli";
+        case Callback::kLinkDown:
+            return "link_down_cli";
+        case Callback::kEvents:
+            return "proc_events";
+        case Callback::kTimer:
+            return "a timer";
+        case Callback::kFini:
+            return "fini_service";
+    }
+    return "?";
+}
+
 bool read_peer(const Channels &ch, uint64_t conn_id, asyncd_peer_t *peer_out) {
     uint32_t slot = conn_slot(conn_id);
     if (slot >= ch.npeers) return false;

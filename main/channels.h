@@ -45,10 +45,51 @@ inline uint32_t conn_slot(uint64_t id) {
     return uint32_t(id & kConnSlotMask);
 }
 
+// Exit codes of children beyond 0 and 1.
+inline constexpr int kExitFatal = 2;    // never restart (plugin will not load, init refused)
+inline constexpr int kExitRecycle = 3;  // a worker over worker_max_rss: restart at once
+
+// Which plugin callback a worker is in, for the hang detector's log line.
+enum class Callback : uint32_t {
+    kNone = 0,
+    kInit,
+    kPacket,
+    kLinkUp,
+    kLinkDown,
+    kEvents,
+    kTimer,
+    kFini
+};
+const char *callback_name(Callback cb);
+
+// One per worker slot. busy_since_ms: the worker stores the time before each plugin
+// callback and 0 after it (relaxed: the supervisor only needs it within a tick); the
+// supervisor kills a worker whose callback has run longer than handler_timeout.
+//
+// progress: where the worker has got to, for its replacement. After each record it has
+// handed to the plugin it writes the request-ring index just past that record and the
+// reply-ring index just past the replies the plugin sent for it, into the slot that is not
+// current, then makes that slot current (release). A worker publishes replies and commits
+// requests once per batch; one that dies in mid-batch leaves whole replies unpublished and
+// answered requests uncommitted, and its replacement publishes the first and skips the
+// second, so that only the record in flight comes again.
+struct WorkerProgress {
+    std::atomic<uint64_t> in_next;
+    std::atomic<uint64_t> out_written;
+};
+
+struct WorkerState {
+    std::atomic<uint64_t> busy_since_ms;
+    std::atomic<uint32_t> callback;
+    std::atomic<uint32_t> progress_slot;
+    WorkerProgress progress[2];
+};
+
 struct SharedState {
     std::atomic<uint64_t> conn_serial;  // conn: fetch_add per accepted connection
     std::atomic<uint32_t> phase;        // supervisor: a Phase
     std::atomic<uint32_t> conn_epoch;   // supervisor: bumped before each conn start
+    WorkerState workers[kMaxWorkers];
 };
 
 // Written by conn at accept and cleared at close; read by a worker that meets a connection

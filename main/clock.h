@@ -14,6 +14,14 @@ inline uint64_t monotonic_ms() {
     return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
 
+// The same clock at the resolution of a scheduler tick (a few ms), and cheaper to read:
+// for stamps that are compared against seconds.
+inline uint64_t coarse_ms() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
 inline uint64_t monotonic_ns() {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -16,7 +16,6 @@ namespace {
 
 constexpr int kMaxIncludeDepth = 16;
 constexpr size_t kMaxPkgLen = size_t(1) << 30;
-constexpr int kMaxWorkers = 256;
 constexpr int kMaxConns = (1 << 24) - 1;  // connection ids keep the slot in 24 bits
 
 std::string trim(const std::string &s) {
@@ -157,6 +156,24 @@ class Parser {
                 return false;
             }
             (key == "idle_timeout" ? cfg_->idle_timeout : cfg_->shutdown_timeout) = int(n);
+        } else if (key == "handler_timeout") {
+            double secs = atof(value.c_str());
+            if (value.find_first_not_of("0123456789.") != std::string::npos || secs < 0 ||
+                secs > 3600) {
+                *why = "handler_timeout must be seconds from 0 (off) to 3600, got '" + value + "'";
+                return false;
+            }
+            cfg_->handler_timeout_ms = int(secs * 1000);
+        } else if (key == "worker_max_rss") {
+            size_t v;
+            if (value == "off" || value == "0") {
+                cfg_->worker_max_rss = 0;
+            } else if (!parse_size(value, &v) || v < (size_t(1) << 20)) {
+                *why = "worker_max_rss must be a size of at least 1M, or off, got '" + value + "'";
+                return false;
+            } else {
+                cfg_->worker_max_rss = v;
+            }
         } else if (key == "busy_poll_us") {
             if (!parse_int(value, 0, 100000, &n)) {
                 *why = "busy_poll_us must be 0 to 100000 microseconds, got '" + value + "'";

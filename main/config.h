@@ -16,6 +16,8 @@ namespace asyncd {
 
 enum class FrameMode { kLen32Be, kLen32Le, kPlugin };
 
+inline constexpr int kMaxWorkers = 256;
+
 const char *frame_mode_name(FrameMode mode);
 
 struct Config {
@@ -33,7 +35,9 @@ struct Config {
     int max_conns = 10000;
     int idle_timeout = 0;  // seconds; 0: off
     int shutdown_timeout = 10;
-    int busy_poll_us = 50;  // after work, poll this long before sleeping
+    int busy_poll_us = 50;          // after work, poll this long before sleeping
+    int handler_timeout_ms = 5000;  // a plugin callback running longer is a hang; 0: off
+    size_t worker_max_rss = 0;      // bytes; a worker above it is recycled; 0: off
     LogLevel log_level = LogLevel::kInfo;
     std::string log_file = "-";
 

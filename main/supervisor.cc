@@ -172,7 +172,12 @@ int Supervisor::run() {
 }
 
 bool Supervisor::spawn(Child &c) {
-    if (c.is_conn) ch_.state->conn_epoch.fetch_add(1);
+    if (c.is_conn) {
+        ch_.state->conn_epoch.fetch_add(1);
+    } else {
+        ch_.state->workers[c.index].busy_since_ms.store(0);  // the dead one's stamp
+    }
+    c.hang_killed = false;
     pid_t pid = fork();
     if (pid < 0) {
         log_->write(LogLevel::kCrit, "fork for %s: %s", name(c).c_str(), strerror(errno));
@@ -264,8 +269,9 @@ void Supervisor::on_exit(Child &c, int status) {
     uint64_t now = monotonic_ms();
     char how[96];
     if (WIFSIGNALED(status)) {
-        snprintf(how, sizeof how, "killed by signal %d (%s)%s", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
+        snprintf(how, sizeof how, "killed by signal %d (%s%s), %s", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)), c.hang_killed ? ", a hang" : "",
+                 WCOREDUMP(status) ? "core dumped" : "no core");
     } else {
         snprintf(how, sizeof how, "exited with code %d", WEXITSTATUS(status));
     }
@@ -274,7 +280,14 @@ void Supervisor::on_exit(Child &c, int status) {
         advance_stop();
         return;
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+    if (WIFEXITED(status) && WEXITSTATUS(status) == kExitRecycle && !c.is_conn) {
+        // Recycled on purpose (worker_max_rss), between two packets: no back-off.
+        c.restart_at_ms = now;
+        log_->write(LogLevel::kInfo, "%s (pid %d) recycled at worker_max_rss: restarting now",
+                    name(c).c_str(), int(pid));
+        return;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal) {
         c.fatal = true;
         log_->write(LogLevel::kError, "%s (pid %d) %s (fatal): not restarted", name(c).c_str(),
                     int(pid), how);
@@ -366,6 +379,7 @@ int Supervisor::next_timeout() {
     uint64_t now = monotonic_ms();
     uint64_t next = UINT64_MAX;
     if (stop_ != Stop::kNone) next = stop_deadline_ms_;
+    if (cfg_.handler_timeout_ms > 0) next = std::min(next, next_hang_check_ms_);
     if (conn_.restart_at_ms) next = std::min(next, conn_.restart_at_ms);
     for (const Child &w : workers_) {
         if (w.restart_at_ms) next = std::min(next, w.restart_at_ms);
@@ -374,8 +388,29 @@ int Supervisor::next_timeout() {
     return next <= now ? 0 : int(std::min<uint64_t>(next - now, 60000));
 }
 
+// A worker that has been inside one plugin callback for longer than handler_timeout is
+// hung: kill it (its record gets a strike, being in flight) and let it be restarted.
+void Supervisor::check_hangs(uint64_t now) {
+    if (cfg_.handler_timeout_ms <= 0 || now < next_hang_check_ms_) return;
+    // Checked 10 times per timeout (at most every 500 ms): a hang is caught within 1.1x.
+    next_hang_check_ms_ = now + std::min<uint64_t>(500, uint64_t(cfg_.handler_timeout_ms) / 10 + 1);
+    for (Child &w : workers_) {
+        if (!w.pid || w.hang_killed) continue;
+        const WorkerState &s = ch_.state->workers[w.index];
+        uint64_t since = s.busy_since_ms.load(std::memory_order_relaxed);
+        if (!since || now <= since || now - since < uint64_t(cfg_.handler_timeout_ms)) continue;
+        log_->write(LogLevel::kWarn,
+                    "worker %d (pid %d) stuck in %s for %llu ms (handler_timeout %d ms): killing",
+                    w.index, int(w.pid), callback_name(Callback(s.callback.load())),
+                    (unsigned long long)(now - since), cfg_.handler_timeout_ms);
+        w.hang_killed = true;
+        kill(w.pid, SIGKILL);
+    }
+}
+
 void Supervisor::run_timers() {
     uint64_t now = monotonic_ms();
+    check_hangs(now);
     if (stop_ != Stop::kNone) {
         if (now < stop_deadline_ms_ || done_) return;
         log_->write(LogLevel::kAlert, "shutdown_timeout (%d s) passed: killing what is left",

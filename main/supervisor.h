@@ -37,6 +37,7 @@ class Supervisor {
         int restarts = 0;
         bool fatal = false;
         bool ready = false;
+        bool hang_killed = false;
         Backoff backoff;
     };
 
@@ -56,6 +57,7 @@ class Supervisor {
     void kill_all(int sig);
     int next_timeout();
     void run_timers();
+    void check_hangs(uint64_t now);
     bool any_worker_running() const;
     std::string name(const Child &c) const;
 
@@ -74,6 +76,7 @@ class Supervisor {
     int exit_code_ = 0;
     bool done_ = false;
     bool ready_logged_ = false;
+    uint64_t next_hang_check_ms_ = 0;
 };
 
 }  // namespace asyncd

@@ -148,10 +148,30 @@ uint64_t Consumer::mark_in_flight() {
 }
 
 void Consumer::commit() {
+    advance();
+    commit_advanced();
+}
+
+void Consumer::advance() {
     if (!peeked_) return;
     peeked_ = false;
     tail_ = next_;
+}
+
+void Consumer::commit_advanced() {
+    if (control_->tail.load(std::memory_order_relaxed) != tail_) {
+        control_->tail.store(tail_, std::memory_order_release);
+    }
+}
+
+bool Consumer::skip_to(uint64_t index) {
+    uint64_t head = control_->head.load(std::memory_order_acquire);
+    if (peeked_ || index < tail_ || index > head) return false;
+    tail_ = index;
+    cached_head_ = head;
+    assembly_state_ = Assembly::kIdle;  // a dispatched message ended at a whole record
     control_->tail.store(tail_, std::memory_order_release);
+    return true;
 }
 
 uint64_t Consumer::discard_all() {

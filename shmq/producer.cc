@@ -44,6 +44,15 @@ bool Producer::has_room(size_t need) {
     return false;
 }
 
+bool Producer::adopt(uint64_t index) {
+    cached_tail_ = control_->tail.load(std::memory_order_acquire);
+    if (index <= head_ || index - cached_tail_ > capacity_ || stream_open_) return false;
+    head_ = index;
+    last_index_ = UINT64_MAX;
+    publish();
+    return true;
+}
+
 void Producer::publish() {
     if (head_ == published_) return;
     published_ = head_;

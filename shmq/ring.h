@@ -175,8 +175,20 @@ class Producer {
     // at the latest before this process waits for anything; a push that finds the ring full
     // flushes by itself. Returns true when it wrote a wakeup.
     bool flush();
+    // Publishes everything written so far (one release store of the head) without the
+    // wakeup check: the consumer sees it if it looks, and is woken at the next flush().
+    void publish();
 
     size_t free_bytes();
+    // The index of the record written last (UINT64_MAX after parts or before any record).
+    uint64_t last_record_index() const { return last_index_; }
+    // The index just past everything written, published or not.
+    uint64_t written() const { return head_; }
+    // A replacement producer adopts what its dead predecessor wrote completely but did not
+    // publish, up to index (which the predecessor recorded once those bytes were whole),
+    // and publishes it. False, and nothing changes, unless index lies beyond the published
+    // head and within the ring's capacity from the tail.
+    bool adopt(uint64_t index);
     // Whether a push of len payload bytes (for a stream: its next part) would fit now.
     bool can_push(size_t len) { return free_bytes() >= room_for(len); }
 
@@ -197,7 +209,6 @@ class Producer {
     Plan plan_part(uint64_t index, size_t remaining) const;
     size_t room_for(size_t len) const;
     bool has_room(size_t need);
-    void publish();
     void write_pad(uint64_t index, size_t bytes);
     void write_record(uint64_t index, const RecordMeta &meta, uint16_t ring_flags, const void *data,
                       size_t len, size_t offset);
@@ -254,6 +265,17 @@ class Consumer {
 
     // Consumes the peeked message: the producer may reuse its bytes.
     void commit();
+    // commit() in two steps, for a consumer that commits a batch at once: advance() moves
+    // past the peeked message (the next peek hands over the one after it) without giving
+    // its bytes back; commit_advanced() gives back everything advanced over.
+    void advance();
+    void commit_advanced();
+    // The index just past the messages advanced over.
+    uint64_t position() const { return tail_; }
+    // A replacement consumer that knows where its predecessor had got to (a record
+    // boundary between the committed tail and the head) starts there. False, and nothing
+    // changes, if index is out of that range.
+    bool skip_to(uint64_t index);
 
     // Why the last peek returned kCorrupt.
     const char *error() const { return error_; }

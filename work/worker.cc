@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -25,6 +26,25 @@ constexpr uint64_t kTagDeath = 3;
 
 Worker *g_worker = nullptr;
 
+// Marks the time a plugin callback started for the supervisor's hang detector, and clears
+// it when the callback returns.
+class InCallback {
+  public:
+    InCallback(WorkerState *s, Callback cb) : s_(s) {
+        s_->callback.store(uint32_t(cb), std::memory_order_relaxed);
+        s_->busy_since_ms.store(coarse_ms(), std::memory_order_relaxed);
+    }
+    ~InCallback() { s_->busy_since_ms.store(0, std::memory_order_relaxed); }
+    InCallback(const InCallback &) = delete;
+    InCallback &operator=(const InCallback &) = delete;
+
+  private:
+    WorkerState *s_;
+};
+
+// The strike rule: a record that two workers died on is not handed to a third.
+constexpr uint64_t kQuarantineAttempts = 3;
+
 }  // namespace
 
 Worker *current_worker() {
@@ -37,6 +57,7 @@ Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
       index_(index),
       log_(log),
       link_(ch->workers[size_t(index)].get()),
+      state_(&ch->state->workers[index]),
       in_(&link_->in, &link_->wake, &ch->conn_wake),
       out_(&link_->out, &ch->conn_wake) {}
 
@@ -65,8 +86,10 @@ int Worker::run() {
         log_->write(LogLevel::kError, "%s", err.c_str());
         return 2;
     }
+    resume_predecessor();
     const PluginExports &fns = plugin_.exports();
     if (fns.init_service) {
+        InCallback in(state_, Callback::kInit);
         int rc = fns.init_service(index_);
         if (rc != 0) {
             log_->write(LogLevel::kError, "init_service(%d) returned %d: worker not started",
@@ -78,14 +101,25 @@ int Worker::run() {
     unsigned busy_turns = 0;
     while (!orphaned_) {
         int done = drain(kBatch);
+        // Replies first, then the requests they answer: see WorkerState::progress.
         out_.flush();
         if (done) {
+            in_.commit_advanced();
             in_.notify_room();
             last_work_ns_ = monotonic_ns();
         }
-        timers_.run(monotonic_ms());
-        if (fns.proc_events) fns.proc_events();
+        {
+            InCallback in(state_, Callback::kTimer);
+            timers_.run(monotonic_ms());
+        }
+        if (fns.proc_events) {
+            InCallback in(state_, Callback::kEvents);
+            fns.proc_events();
+        }
         out_.flush();
+        in_.commit_advanced();
+        check_rss();
+        if (exit_code_) break;
         if (stopping_ && in_.empty()) break;
         if (done < kBatch) {
             sleep_until_work();
@@ -94,15 +128,21 @@ int Worker::run() {
         }
     }
     if (orphaned_) return 0;
-    // Every link_up gets its link_down: connections still open at the stop end here.
-    if (fns.link_down_cli) {
+    if (exit_code_ == 1) return 1;  // a corrupt ring: restart without trusting this process
+    // Every link_up gets its link_down: connections still open at the stop end here. A
+    // recycled worker's connections live on; its replacement takes them over.
+    if (fns.link_down_cli && exit_code_ != kExitRecycle) {
+        InCallback in(state_, Callback::kLinkDown);
         for (uint64_t conn : live_)
             fns.link_down_cli(conn, ASYNCD_DOWN_SHUTDOWN);
     }
     live_.clear();
-    if (fns.fini_service) fns.fini_service(index_);
+    if (fns.fini_service) {
+        InCallback in(state_, Callback::kFini);
+        fns.fini_service(index_);
+    }
     out_.flush();
-    return 0;
+    return exit_code_;
 }
 
 // Blocks until the ring has a record, a timer is due, a tick passes or a signal comes.
@@ -146,15 +186,82 @@ int Worker::drain(int budget) {
         shmq::PopStatus s = in_.peek(&m);
         if (s == shmq::PopStatus::kEmpty) break;
         if (s == shmq::PopStatus::kCorrupt) {
-            log_->write(LogLevel::kAlert, "worker %d: request ring corrupt: %s; dropped %llu bytes",
+            // Nothing in the ring past this point can be trusted: drop it, and restart so
+            // that nothing of this process's state is trusted either.
+            log_->write(LogLevel::kAlert,
+                        "worker %d: request ring corrupt (%s); dropped %llu bytes, restarting",
                         index_, in_.error(), (unsigned long long)in_.discard_all());
+            exit_code_ = 1;
             break;
         }
-        in_.mark_in_flight();
-        dispatch(m);
-        in_.commit();
+        uint64_t attempts = in_.mark_in_flight();
+        if (attempts >= kQuarantineAttempts) {
+            quarantine(m, attempts);
+        } else {
+            dispatch(m);
+        }
+        in_.advance();
+        note_progress();
     }
     return n;
+}
+
+// A record two workers died on: logged, skipped, and its connection closed, so that one
+// poisonous packet cannot keep a worker slot in a crash loop.
+void Worker::quarantine(const shmq::Message &m, uint64_t attempts) {
+    log_->write(LogLevel::kWarn,
+                "worker %d: quarantined record type %u seq %llu of connection %llx: %llu "
+                "workers started on it and %llu died; closing the connection",
+                index_, unsigned(m.type), (unsigned long long)m.seq, (unsigned long long)m.conn_id,
+                (unsigned long long)attempts, (unsigned long long)(attempts - 1));
+    quarantined_++;
+    if (m.type == kRecPacket || m.type == kRecLinkUp) close_conn(m.conn_id);
+    live_.erase(m.conn_id);
+}
+
+void Worker::note_progress() {
+    uint32_t slot = 1 - state_->progress_slot.load(std::memory_order_relaxed);
+    state_->progress[slot].in_next.store(in_.position(), std::memory_order_relaxed);
+    state_->progress[slot].out_written.store(out_.written(), std::memory_order_relaxed);
+    state_->progress_slot.store(slot, std::memory_order_release);
+}
+
+// A predecessor that died in mid-batch answered requests it did not commit and wrote
+// replies it did not publish: publish those replies and skip those requests, so that only
+// the record it was on when it died comes again.
+void Worker::resume_predecessor() {
+    const WorkerProgress &p =
+        state_->progress[state_->progress_slot.load(std::memory_order_acquire)];
+    uint64_t in_next = p.in_next.load(std::memory_order_relaxed);
+    uint64_t out_written = p.out_written.load(std::memory_order_relaxed);
+    uint64_t from = in_.position();
+    bool adopted = out_.adopt(out_written);
+    bool skipped = in_next > from && in_.skip_to(in_next);
+    if (adopted || skipped) {
+        log_->write(LogLevel::kInfo,
+                    "worker %d: took over from its predecessor: %s replies it had written, "
+                    "skipped %llu bytes of requests it had answered",
+                    index_, adopted ? "published" : "no",
+                    (unsigned long long)(skipped ? in_next - from : 0));
+    }
+    note_progress();
+}
+
+void Worker::check_rss() {
+    if (cfg_.worker_max_rss == 0) return;
+    uint64_t now = monotonic_ms();
+    if (now < next_rss_check_ms_) return;
+    next_rss_check_ms_ = now + 100;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f) return;
+    unsigned long size = 0, resident = 0;
+    int got = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    size_t rss = size_t(resident) * size_t(sysconf(_SC_PAGESIZE));
+    if (got != 2 || rss <= cfg_.worker_max_rss) return;
+    log_->write(LogLevel::kWarn, "worker %d: RSS %zu KiB above worker_max_rss %zu KiB: recycling",
+                index_, rss >> 10, cfg_.worker_max_rss >> 10);
+    exit_code_ = kExitRecycle;
 }
 
 void Worker::ensure_linked(uint64_t conn) {
@@ -165,32 +272,47 @@ void Worker::ensure_linked(uint64_t conn) {
     if (!plugin_.exports().link_up_cli) return;
     asyncd_peer_t peer;
     if (!read_peer(*ch_, conn, &peer)) memset(&peer, 0, sizeof peer);
+    InCallback in(state_, Callback::kLinkUp);
     plugin_.exports().link_up_cli(conn, &peer);
 }
 
 void Worker::dispatch(const shmq::Message &m) {
     const PluginExports &fns = plugin_.exports();
     switch (m.type) {
-        case kRecPacket:
+        case kRecPacket: {
             ensure_linked(m.conn_id);
-            if (fns.proc_pkg_cli(m.conn_id, m.data, m.len) != 0) close_conn(m.conn_id);
+            int rc;
+            {
+                InCallback in(state_, Callback::kPacket);
+                rc = fns.proc_pkg_cli(m.conn_id, m.data, m.len);
+            }
+            if (rc != 0) close_conn(m.conn_id);
             break;
+        }
         case kRecLinkUp: {
             if (live_.count(m.conn_id)) break;  // delivered again after a crash
             live_.insert(m.conn_id);
             asyncd_peer_t peer;
             memset(&peer, 0, sizeof peer);
             memcpy(&peer, m.data, m.len < sizeof peer ? m.len : sizeof peer);
-            if (fns.link_up_cli) fns.link_up_cli(m.conn_id, &peer);
+            if (fns.link_up_cli) {
+                InCallback in(state_, Callback::kLinkUp);
+                fns.link_up_cli(m.conn_id, &peer);
+            }
             break;
         }
         case kRecLinkDown:
             if (!live_.erase(m.conn_id)) break;
-            if (fns.link_down_cli) fns.link_down_cli(m.conn_id, int(m.seq));
+            if (fns.link_down_cli) {
+                InCallback in(state_, Callback::kLinkDown);
+                fns.link_down_cli(m.conn_id, int(m.seq));
+            }
             break;
         case kRecConnReset:
-            for (uint64_t conn : live_) {
-                if (fns.link_down_cli) fns.link_down_cli(conn, ASYNCD_DOWN_CONN_RESTART);
+            if (fns.link_down_cli) {
+                InCallback in(state_, Callback::kLinkDown);
+                for (uint64_t conn : live_)
+                    fns.link_down_cli(conn, ASYNCD_DOWN_CONN_RESTART);
             }
             live_.clear();
             break;

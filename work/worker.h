@@ -40,8 +40,12 @@ class Worker {
 
   private:
     bool setup(std::string *err);
+    void check_rss();
+    void note_progress();
+    void resume_predecessor();
     int drain(int budget);
     void dispatch(const shmq::Message &m);
+    void quarantine(const shmq::Message &m, uint64_t attempts);
     void ensure_linked(uint64_t conn);
     bool push_out(uint16_t type, uint64_t conn, const void *buf, size_t len);
     void wait_room(size_t len);
@@ -53,6 +57,7 @@ class Worker {
     int index_;
     Log *log_;
     WorkerLink *link_;
+    WorkerState *state_;  // this slot's hang-detector stamp in shared memory
     shmq::Consumer in_;
     shmq::Producer out_;
     Plugin plugin_;
@@ -61,6 +66,9 @@ class Worker {
     int ep_ = -1;
     int sig_fd_ = -1;
     uint64_t last_work_ns_ = 0;
+    uint64_t next_rss_check_ms_ = 0;
+    int exit_code_ = 0;  // 0, or why the loop ended early (corrupt ring, recycle)
+    uint64_t quarantined_ = 0;
     CpuContention cpu_;
     bool stopping_ = false;
     bool orphaned_ = false;

@@ -6,9 +6,12 @@
  *   "WHO"    answer "w<worker index>"
  *   "CLOSE"  answer "bye" and close
  *   "CRASH"  abort()
+ *   "HANG"   loop for ever
+ *   "SLOW N" sleep N ms, then echo
  * With plugin.event_log FILE it appends one line per callback:
  *   up CONN PEER / pkg CONN PAYLOAD-PREFIX / down CONN REASON
- * plugin.fail_init yes makes init_service refuse. */
+ * plugin.fail_init yes makes init_service refuse; plugin.crash_init yes makes it abort;
+ * plugin.leak_kib N leaks N KiB (touched) per packet. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdarg.h>
@@ -22,6 +25,7 @@
 static int g_log_fd = -1;
 static asyncd_conn_t g_held;
 static unsigned long g_downs;
+static long g_leak_kib;
 
 static void event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -54,6 +58,10 @@ static int reply(asyncd_conn_t conn, const char *text) {
 int init_service(int worker_index) {
     const char *path = asyncd_config("event_log");
     const char *fail = asyncd_config("fail_init");
+    const char *crash = asyncd_config("crash_init");
+    const char *leak = asyncd_config("leak_kib");
+    if (crash && strcmp(crash, "yes") == 0) abort();
+    if (leak) g_leak_kib = atol(leak);
     if (fail && strcmp(fail, "yes") == 0) {
         asyncd_log(ASYNCD_LOG_ERROR, "testplug: refusing to start (fail_init)");
         return 1;
@@ -110,6 +118,19 @@ int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
         return 1;
     }
     if (is(pkg, len, "CRASH")) abort();
+    if (is(pkg, len, "HANG")) {
+        for (;;) {
+            volatile int spin = 0;
+            (void)spin;
+        }
+    }
+    if (len > 9 && memcmp((const char *)pkg + 4, "SLOW ", 5) == 0) {
+        usleep((useconds_t)atoi(text + 5) * 1000);
+    }
+    if (g_leak_kib > 0) {
+        char *p = malloc((size_t)g_leak_kib << 10);
+        if (p) memset(p, 1, (size_t)g_leak_kib << 10); /* never freed: that is the point */
+    }
     return net_send_cli(conn, pkg, len) == 0 ? 0 : -1;
 }
 

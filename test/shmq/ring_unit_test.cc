@@ -151,6 +151,50 @@ TEST(Ring, AppendGrowsTheLastUnpublishedRecordOnly) {
     expect_pop(c, {'g', 'h', 'i', 'j'}, 1);
 }
 
+// A consumer that commits per batch, dies in mid-batch, and a replacement that knows how
+// far it got: only the record in flight comes again, and the replies the dead producer
+// wrote in full are published, not lost.
+TEST(Ring, BatchCommitAndTakeOverFromADeadPredecessor) {
+    Fixture requests(4096), replies(4096);
+    Producer req(&requests.ring, &requests.waker);
+    for (int i = 0; i < 5; i++)
+        ASSERT_EQ(req.try_push(meta_for(i), "q", 1), PushStatus::kOk);
+    req.flush();
+    uint64_t in_next = 0, out_written = 0;
+    {
+        Consumer dead_in(&requests.ring, &requests.waker);
+        Producer dead_out(&replies.ring, &replies.waker);
+        Message m;
+        for (int i = 0; i < 3; i++) {  // answers 0, 1, 2 ...
+            ASSERT_EQ(dead_in.peek(&m), PopStatus::kOk);
+            dead_in.mark_in_flight();
+            ASSERT_EQ(dead_out.try_push(meta_for(m.seq), "a", 1), PushStatus::kOk);
+            dead_in.advance();
+            in_next = dead_in.position();
+            out_written = dead_out.written();
+        }
+        ASSERT_EQ(dead_in.peek(&m), PopStatus::kOk);  // ... starts on 3 and dies: no flush,
+        dead_in.mark_in_flight();                     // no commit
+        ASSERT_EQ(dead_out.try_push(meta_for(m.seq), "partial", 7), PushStatus::kOk);
+    }
+    EXPECT_EQ(requests.ring.control()->tail.load(), 0u) << "nothing was committed";
+    Consumer in(&requests.ring, &requests.waker);
+    Producer out(&replies.ring, &replies.waker);
+    EXPECT_TRUE(out.adopt(out_written));
+    EXPECT_FALSE(out.adopt(out_written)) << "once";
+    EXPECT_TRUE(in.skip_to(in_next));
+    EXPECT_FALSE(in.skip_to(in_next - 8)) << "never backwards";
+    Message m;
+    ASSERT_EQ(in.peek(&m), PopStatus::kOk);
+    EXPECT_EQ(m.seq, 3u) << "only the record in flight comes again";
+    EXPECT_EQ(in.mark_in_flight(), 2u);
+    Consumer conn(&replies.ring, &replies.waker);
+    for (uint64_t i = 0; i < 3; i++)
+        expect_pop(conn, {'a'}, i);
+    Message r;
+    EXPECT_EQ(conn.peek(&r), PopStatus::kEmpty) << "the partial reply was not adopted";
+}
+
 TEST(Ring, ZeroLengthMessage) {
     Fixture f(4096);
     Producer p(&f.ring, &f.waker);
