@@ -101,6 +101,7 @@ int Worker::run() {
     unsigned busy_turns = 0;
     while (!orphaned_) {
         int done = drain(kBatch);
+        if (done) check_rss();
         // Replies first, then the requests they answer: see WorkerState::progress.
         out_.flush();
         if (done) {
@@ -251,7 +252,7 @@ void Worker::check_rss() {
     if (cfg_.worker_max_rss == 0) return;
     uint64_t now = monotonic_ms();
     if (now < next_rss_check_ms_) return;
-    next_rss_check_ms_ = now + 100;
+    next_rss_check_ms_ = now + 1;  // after each batch, at most once a millisecond
     FILE *f = fopen("/proc/self/statm", "re");
     if (!f) return;
     unsigned long size = 0, resident = 0;

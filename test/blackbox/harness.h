@@ -32,6 +32,8 @@ class Server {
 
     // Starts asyncd and waits for its "asyncd ready" line. False with the log on failure.
     bool start(std::string *why);
+    // Starts asyncd and returns at once (for a server that will never say it is ready).
+    void spawn() { launch(); }
     // Starts asyncd and waits for it to exit by itself (for configs that must not serve).
     // Returns the exit code, or -1 if it did not exit within the deadline.
     int run_to_exit(std::chrono::milliseconds deadline);
@@ -52,12 +54,18 @@ class Server {
     std::vector<pid_t> children() const;
     // Log lines at ALERT, and sanitizer reports, that no test expects.
     std::vector<std::string> unexpected_lines() const;
+    // An ALERT line containing needle is expected by this test.
+    void allow(const std::string &needle) { allowed_.push_back(needle); }
+    // Start this binary instead of asyncd_bin().
+    void use_binary(const std::string &path) { binary_ = path; }
 
   private:
     void launch();
 
     std::string dir_;
     std::string config_body_;
+    std::string binary_;
+    std::vector<std::string> allowed_;
     pid_t pid_ = 0;
     uint16_t port_ = 0;
 };

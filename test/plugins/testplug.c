@@ -26,6 +26,7 @@ static int g_log_fd = -1;
 static asyncd_conn_t g_held;
 static unsigned long g_downs;
 static long g_leak_kib;
+static void *volatile g_leaked; /* keeps the compiler from dropping the leak */
 
 static void event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -130,6 +131,7 @@ int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
     if (g_leak_kib > 0) {
         char *p = malloc((size_t)g_leak_kib << 10);
         if (p) memset(p, 1, (size_t)g_leak_kib << 10); /* never freed: that is the point */
+        g_leaked = p;
     }
     return net_send_cli(conn, pkg, len) == 0 ? 0 : -1;
 }
