@@ -56,7 +56,7 @@ BENCH_TOOL := $(BUILD)/asyncd-bench
 REF_ECHO := $(BUILD)/ref_echo
 BENCH_LIB_SRCS := bench/histogram.cc bench/protocol.cc bench/loadgen.cc bench/report.cc
 
-.PHONY: all test asan run bench clean format format-check check-gtest FORCE
+.PHONY: all test asan run bench reliability clean format format-check check-gtest FORCE
 
 all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO)
 
@@ -152,6 +152,17 @@ test: check-gtest $(TEST_BIN) $(TEST_BIN_SAN) $(TEST_DEPS)
 
 asan: check-gtest $(TEST_BIN_SAN) $(TEST_DEPS)
 	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS_SAN) $(TEST_BIN_SAN)
+
+# The long versions of the reliability scenarios (RELIABILITY.md), then their figures as a
+# table. RELIABILITY_SCALE (default 100) scales the loops; the scenarios run long at 10+.
+RELIABILITY_SCALE ?= 100
+RELIABILITY_TESTS := Reliability*:Wakers/TwoProcess*:GatewayTest.InitService*:GatewayTest.PluginWithAnotherAbi*
+reliability: check-gtest $(TEST_BIN) $(TEST_DEPS)
+	@mkdir -p $(BUILD)
+	ASYNCD_TEST_SCALE=$(RELIABILITY_SCALE) ASYNCD_BIN=$(ASYNCD) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS) \
+	  $(TEST_BIN) --gtest_filter='$(RELIABILITY_TESTS)' | tee $(BUILD)/reliability.log
+	@echo; echo "== reliability figures =="
+	@grep '^FIGURE' $(BUILD)/reliability.log | sed 's/^FIGURE //' | sort -V | tee $(BUILD)/reliability-figures.txt
 
 run: $(ASYNCD) $(EXAMPLE_PLUGINS)
 	@cat etc/talk.txt

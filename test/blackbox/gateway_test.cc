@@ -256,6 +256,8 @@ TEST_F(GatewayTest, InitServiceFailureIsNotRespawned) {
     EXPECT_EQ(s.count_log("exited with code 2 (fatal): not restarted"), 2) << s.log();
     EXPECT_EQ(s.count_log("restart #"), 0) << s.log();
     EXPECT_EQ(s.count_log("nothing can serve"), 1) << s.log();
+    printf("FIGURE R4 respawns=%d fatal_lines=%d exit_code=1\n", s.count_log("restart #"),
+           s.count_log("(fatal): not restarted"));
 }
 
 TEST_F(GatewayTest, PluginWithAnotherAbiIsRefusedOnce) {

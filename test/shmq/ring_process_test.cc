@@ -165,11 +165,11 @@ TEST_P(TwoProcess, RandomSizesAndPausesLoseNothingAndNeverStall) {
     Consumer c(&ring, &waker);
     EXPECT_EQ(c.peek(&m), PopStatus::kEmpty) << "nothing duplicated after the last";
     printf(
-        "twoproc waker=%s msgs=%llu secs=%.2f max_residency_us=%.0f sleeps=%llu wakeups=%llu "
-        "wakeups_per_msg=%.4f\n",
-        waker_kind_name(GetParam()), (unsigned long long)n, secs, double(r.max_residency_ns) / 1e3,
-        (unsigned long long)ring.sleeps(), (unsigned long long)ring.wakeups(),
-        double(ring.wakeups()) / double(n));
+        "FIGURE R20 waker=%s msgs=%llu secs=%.2f stalls=%llu max_residency_us=%.0f sleeps=%llu "
+        "wakeups=%llu wakeups_per_msg=%.4f\n",
+        waker_kind_name(GetParam()), (unsigned long long)n, secs, (unsigned long long)r.stalls,
+        double(r.max_residency_ns) / 1e3, (unsigned long long)ring.sleeps(),
+        (unsigned long long)ring.wakeups(), double(ring.wakeups()) / double(n));
 }
 
 INSTANTIATE_TEST_SUITE_P(Wakers, TwoProcess,
