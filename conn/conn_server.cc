@@ -678,6 +678,9 @@ void ConnServer::check_phase() {
         for (Connection *c : slots_) {
             if (c && !c->closed) update_events(c);
         }
+        // Packets pushed this turn are accepted: publish them before saying input has
+        // stopped, or a worker told to drain could find its ring empty and leave them.
+        flush_ports();
         ch_->note('I', 0);
     }
     if (phase == Phase::kDrainOutput) draining_ = true;
