@@ -25,26 +25,13 @@ std::string base_config(const std::string &plugin, int workers, const std::strin
     return "workers " + std::to_string(workers) + "\nplugin " + plugin_path(plugin) + "\n" + extra;
 }
 
-// Starts a server or fails the test; checks its log for unexpected lines at the end.
-class GatewayTest : public ::testing::Test {
+class GatewayTest : public ServerTest {
   protected:
-    void start(const std::string &config) {
-        server_ = std::make_unique<Server>(config);
-        std::string why;
-        ASSERT_TRUE(server_->start(&why)) << why;
-    }
-    void TearDown() override {
-        if (!server_) return;
-        for (const auto &line : server_->unexpected_lines())
-            ADD_FAILURE() << line;
-    }
     Client connect() {
         Client c;
         EXPECT_TRUE(c.connect(server_->port()));
         return c;
     }
-
-    std::unique_ptr<Server> server_;
 };
 
 // Many connections at once, each with packets of many sizes in flight (written without

@@ -5,9 +5,12 @@
 
 #include <sys/types.h>
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -101,5 +104,28 @@ class Client {
 };
 
 std::string frame(const std::string &payload);
+
+// A test that starts one server (start()) and, when it ends, fails on any ALERT line or
+// sanitizer report the test did not allow.
+class ServerTest : public ::testing::Test {
+  protected:
+    void start(const std::string &config) {
+        server_ = std::make_unique<Server>(config);
+        if (!binary_.empty()) server_->use_binary(binary_);
+        for (const auto &a : allowed_)
+            server_->allow(a);
+        std::string why;
+        ASSERT_TRUE(server_->start(&why)) << why;
+    }
+    void TearDown() override {
+        if (!server_) return;
+        for (const auto &line : server_->unexpected_lines())
+            ADD_FAILURE() << line;
+    }
+
+    std::unique_ptr<Server> server_;
+    std::string binary_;                // another asyncd binary to start, if set
+    std::vector<std::string> allowed_;  // ALERT lines this test expects
+};
 
 }  // namespace asyncd::test

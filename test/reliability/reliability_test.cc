@@ -131,20 +131,18 @@ long rss_kib(pid_t pid) {
     return status_kib(pid, "VmRSS");
 }
 
-class Reliability : public ::testing::Test {
+class Reliability : public ServerTest {
   protected:
-    void start(const std::string &config) {
-        server_ = std::make_unique<Server>(config);
-        if (!binary_.empty()) server_->use_binary(binary_);
-        for (const auto &a : allowed_)
-            server_->allow(a);
-        std::string why;
-        ASSERT_TRUE(server_->start(&why)) << why;
-    }
-    void TearDown() override {
-        if (!server_) return;
-        for (const auto &line : server_->unexpected_lines())
-            ADD_FAILURE() << line;
+    // Sequence-tagged traffic until `answers` have come back, then every one sent answered.
+    SeqStats burst(int conns, int window, uint64_t answers) {
+        SeqLoad load(server_->port(), conns, window);
+        EXPECT_TRUE(load.connect_all());
+        load.start();
+        EXPECT_TRUE(eventually([&] { return load.answered() > answers; }));
+        load.stop_sending();
+        EXPECT_TRUE(load.wait_answered(seconds(20)));
+        load.stop();
+        return load.stats();
     }
     // Waits for worker `w` to be replaced after pid died; returns the new pid or 0.
     pid_t wait_replaced(int w, pid_t old, milliseconds deadline = seconds(20)) {
@@ -153,10 +151,6 @@ class Reliability : public ::testing::Test {
         eventually([&] { return (now = server_->child(comm)) != 0 && now != old; }, deadline);
         return now != old ? now : 0;
     }
-
-    std::unique_ptr<Server> server_;
-    std::string binary_;
-    std::vector<std::string> allowed_;
 };
 
 // R1: kill -9 workers again and again under load: nothing lost, at most one duplicate per
@@ -303,14 +297,7 @@ TEST_F(Reliability, R5_KilledConnComesBack) {
         return n;
     };
     EXPECT_TRUE(eventually([&] { return downs() >= conns; })) << downs();
-    SeqLoad fresh(server_->port(), 20, 4);
-    ASSERT_TRUE(fresh.connect_all());
-    fresh.start();
-    ASSERT_TRUE(eventually([&] { return fresh.answered() > 2000; }));
-    fresh.stop_sending();
-    EXPECT_TRUE(fresh.wait_answered(seconds(20)));
-    fresh.stop();
-    SeqStats st = fresh.stats();
+    SeqStats st = burst(20, 4, 2000);
     EXPECT_EQ(st.wrong + st.lost + st.duplicates + st.unanswered, 0u) << "no stale replies";
     int link_downs = downs();
     EXPECT_EQ(server_->stop(), 0);
@@ -514,14 +501,7 @@ TEST_F(Reliability, R19_CorruptRecordIsCaught) {
         ASSERT_TRUE(server_->wait_log("serving again", k + 1)) << server_->log();
     }
     int detected = server_->count_log("request ring corrupt");
-    SeqLoad load(server_->port(), 20, 4);
-    ASSERT_TRUE(load.connect_all());
-    load.start();
-    ASSERT_TRUE(eventually([&] { return load.answered() > 2000; }));
-    load.stop_sending();
-    EXPECT_TRUE(load.wait_answered(seconds(20)));
-    load.stop();
-    SeqStats st = load.stats();
+    SeqStats st = burst(20, 4, 2000);
     EXPECT_EQ(st.lost + st.unanswered + st.wrong, 0u) << "both workers serve afterwards";
     EXPECT_EQ(detected, corruptions);
     EXPECT_EQ(server_->stop(), 0);
