@@ -133,16 +133,20 @@ long rss_kib(pid_t pid) {
 
 class Reliability : public ServerTest {
   protected:
+    // Stops sending, waits for every answer still due, stops the load.
+    static SeqStats drain_and_stop(SeqLoad &load) {
+        load.stop_sending();
+        EXPECT_TRUE(load.wait_answered(seconds(30)));
+        load.stop();
+        return load.stats();
+    }
     // Sequence-tagged traffic until `answers` have come back, then every one sent answered.
     SeqStats burst(int conns, int window, uint64_t answers) {
         SeqLoad load(server_->port(), conns, window);
         EXPECT_TRUE(load.connect_all());
         load.start();
         EXPECT_TRUE(eventually([&] { return load.answered() > answers; }));
-        load.stop_sending();
-        EXPECT_TRUE(load.wait_answered(seconds(20)));
-        load.stop();
-        return load.stats();
+        return drain_and_stop(load);
     }
     // Waits for worker `w` to be replaced after pid died; returns the new pid or 0.
     pid_t wait_replaced(int w, pid_t old, milliseconds deadline = seconds(20)) {
@@ -178,10 +182,7 @@ TEST_F(Reliability, R1_KilledWorkersLoseNothing) {
         ASSERT_TRUE(eventually([&] { return load.answered() > before + 500; }));
         samples.push_back(load.answered() - before);
     }
-    load.stop_sending();
-    EXPECT_TRUE(load.wait_answered(seconds(30)));
-    load.stop();
-    SeqStats st = load.stats();
+    SeqStats st = drain_and_stop(load);
     EXPECT_EQ(st.lost, 0u);
     EXPECT_EQ(st.unanswered, 0u);
     EXPECT_EQ(st.wrong, 0u);
@@ -218,10 +219,7 @@ TEST_F(Reliability, R2_PoisonPacketIsQuarantined) {
     EXPECT_TRUE(isxdigit(log[q + strlen("quarantined record type 1 seq 0 of connection ")]));
     uint64_t before = load.answered();
     EXPECT_TRUE(eventually([&] { return load.answered() > before + 1000; }));
-    load.stop_sending();
-    EXPECT_TRUE(load.wait_answered(seconds(30)));
-    load.stop();
-    SeqStats st = load.stats();
+    SeqStats st = drain_and_stop(load);
     EXPECT_EQ(st.lost + st.unanswered + st.wrong + st.closed, 0u);
     EXPECT_EQ(server_->stop(), 0);
     figure("R2", "crashes_before_quarantine=" + std::to_string(crashes) +
@@ -325,10 +323,7 @@ TEST_F(Reliability, R12_HungPluginIsKilled) {
     EXPECT_TRUE(server_->wait_log("quarantined record", 1, seconds(20))) << server_->log();
     EXPECT_TRUE(hang.wait_closed());
     EXPECT_EQ(server_->count_log("stuck in proc_pkg_cli"), 2);
-    load.stop_sending();
-    EXPECT_TRUE(load.wait_answered(seconds(30)));
-    load.stop();
-    SeqStats st = load.stats();
+    SeqStats st = drain_and_stop(load);
     EXPECT_EQ(st.lost + st.unanswered + st.wrong + st.closed, 0u);
     EXPECT_EQ(server_->stop(), 0);
     char buf[120];
@@ -354,10 +349,7 @@ TEST_F(Reliability, R13_LeakingPluginIsRecycled) {
     load.start();
     EXPECT_TRUE(server_->wait_log("recycled at worker_max_rss", recycles, seconds(60)))
         << server_->log();
-    load.stop_sending();
-    EXPECT_TRUE(load.wait_answered(seconds(30)));
-    load.stop();
-    SeqStats st = load.stats();
+    SeqStats st = drain_and_stop(load);
     EXPECT_EQ(st.lost + st.unanswered + st.wrong + st.closed + st.duplicates, 0u);
     EXPECT_EQ(server_->count_log("restart #"), 0) << "a recycle is not a crash";
     std::string log = server_->log();
