@@ -215,7 +215,6 @@ void Worker::quarantine(const shmq::Message &m, uint64_t attempts) {
                 "workers started on it and %llu died; closing the connection",
                 index_, unsigned(m.type), (unsigned long long)m.seq, (unsigned long long)m.conn_id,
                 (unsigned long long)attempts, (unsigned long long)(attempts - 1));
-    quarantined_++;
     if (m.type == kRecPacket || m.type == kRecLinkUp) close_conn(m.conn_id);
     live_.erase(m.conn_id);
 }

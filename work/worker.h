@@ -68,7 +68,6 @@ class Worker {
     uint64_t last_work_ns_ = 0;
     uint64_t next_rss_check_ms_ = 0;
     int exit_code_ = 0;  // 0, or why the loop ended early (corrupt ring, recycle)
-    uint64_t quarantined_ = 0;
     CpuContention cpu_;
     bool stopping_ = false;
     bool orphaned_ = false;
