@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -114,6 +115,10 @@ void Server::launch() {
         // asyncd starts with stdin, stdout and stderr only, so that any other fd its
         // processes hold is one they opened (R17 checks those are close-on-exec).
         close_range(3, ~0u, 0);
+        if (nofile_) {
+            struct rlimit rl = {nofile_, nofile_};
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
         execl(bin.c_str(), bin.c_str(), "-c", conf.c_str(), static_cast<char *>(nullptr));
         _exit(127);
     }

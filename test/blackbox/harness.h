@@ -61,6 +61,8 @@ class Server {
     void allow(const std::string &needle) { allowed_.push_back(needle); }
     // Start this binary instead of asyncd_bin().
     void use_binary(const std::string &path) { binary_ = path; }
+    // Start asyncd with this RLIMIT_NOFILE (soft and hard); 0 leaves the test's own.
+    void set_nofile(unsigned long limit) { nofile_ = limit; }
 
   private:
     void launch();
@@ -71,6 +73,7 @@ class Server {
     std::vector<std::string> allowed_;
     pid_t pid_ = 0;
     uint16_t port_ = 0;
+    unsigned long nofile_ = 0;
 };
 
 // A blocking loopback client with deadlines on every call.
