@@ -45,6 +45,7 @@ PopStatus Consumer::peek(Message *out) {
                 if (index != tail_) {  // only padding was passed: give it back now
                     tail_ = index;
                     control_->tail.store(tail_, std::memory_order_release);
+                    notify_room();
                 }
                 return PopStatus::kEmpty;
             }
@@ -88,9 +89,11 @@ PopStatus Consumer::peek(Message *out) {
         index += footprint;
         if (!done) {
             // A part now copied into the shared assembly buffer: give its space back so a
-            // message larger than the ring can keep coming.
+            // message larger than the ring can keep coming, and wake a producer waiting for
+            // it (no commit will: the message is not whole yet).
             tail_ = index;
             control_->tail.store(tail_, std::memory_order_release);
+            notify_room();
             continue;
         }
         message_.type = h.type;

@@ -647,6 +647,35 @@ TEST(RingSleep, ProducerWaitingForRoomIsWokenByCommits) {
     EXPECT_FALSE(p.prepare_wait_room(a.size()));
 }
 
+// A message larger than the ring goes in parts, and the consumer takes each part before the
+// message is whole: taking it must wake a producer waiting for the room (no commit will
+// come until the last part is in, so waking only on commits would stall the stream).
+TEST(RingSleep, ProducerStreamingAMessageLargerThanTheRingIsWokenByEachPart) {
+    Fixture f(4096, 512, 1 << 16);
+    Waker producer_waker;
+    std::string err;
+    ASSERT_TRUE(producer_waker.open(WakerKind::kEventfd, &err)) << err;
+    Producer p(&f.ring, &f.waker);
+    Consumer c(&f.ring, &f.waker, &producer_waker);
+    auto big = pattern(1 << 16, 16);
+    size_t done = 0;
+    Message m;
+    int waits = 0;
+    PushStatus s;
+    while ((s = p.try_push_stream(meta_for(3), big.data(), big.size(), &done)) ==
+           PushStatus::kFull) {
+        ASSERT_LT(++waits, 10000);
+        ASSERT_TRUE(p.prepare_wait_room(big.size() - done));
+        ASSERT_EQ(c.peek(&m), PopStatus::kEmpty);  // takes the parts there are
+        ASSERT_TRUE(producer_waker.wait(0)) << "no wakeup after " << done << " bytes";
+        p.finish_wait_room();
+    }
+    ASSERT_EQ(s, PushStatus::kOk);
+    EXPECT_GT(waits, 10);
+    EXPECT_EQ(f.ring.control()->room_wakeups.load(), uint64_t(waits));
+    expect_pop(c, big, 3);
+}
+
 TEST(Waker, ParsesKindsAndSurvivesManySignals) {
     WakerKind k;
     EXPECT_TRUE(parse_waker_kind("pipe", &k));
