@@ -46,23 +46,20 @@ class Buffer {
   private:
     bool make_room(size_t n) {
         size_t used = end_ - start_;
-        if (start_ && used + n <= cap_) {  // slide down instead of growing
+        if (start_) {  // slide down first: often that is room enough
             memmove(buf_, buf_ + start_, used);
             start_ = 0;
             end_ = used;
-            return true;
+            if (used + n <= cap_) return true;
         }
         size_t cap = cap_ ? cap_ : 1024;
         while (cap < used + n)
             cap *= 2;
-        uint8_t *p = static_cast<uint8_t *>(malloc(cap));
+        // realloc: a big (mapped) buffer grows by remapping instead of copying.
+        auto *p = static_cast<uint8_t *>(realloc(buf_, cap));
         if (!p) return false;
-        if (used) memcpy(p, buf_ + start_, used);
-        free(buf_);
         buf_ = p;
         cap_ = cap;
-        start_ = 0;
-        end_ = used;
         return true;
     }
 

@@ -1,17 +1,23 @@
 #include "conn/conn_server.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include "main/clock.h"
 #include "main/loop_fds.h"
@@ -24,7 +30,11 @@ constexpr size_t kScratch = 64 << 10;  // one read per readable connection per t
 constexpr int kMaxEvents = 512;
 constexpr int kAcceptsPerTurn = 128;
 constexpr int kRepliesPerTurn = 4096;  // per worker, so one busy worker cannot starve
-constexpr uint64_t kIdleCheckMs = 1000;
+constexpr int kAcceptPauseMs = 100;    // accepting rests this long after fds ran out
+constexpr int kFdSpare = 16;           // fds conn keeps for itself beyond those open at start
+// Buffers above this are mapped on their own and unmapped when freed, so that what a slow
+// reader made conn take goes back to the system (glibc's sliding threshold would keep them).
+constexpr int kMmapThreshold = 128 << 10;
 
 // epoll data: a connection pointer, or one of these small tags.
 constexpr uint64_t kTagListen = 1;
@@ -55,6 +65,16 @@ void peer_of(int fd, asyncd_peer_t *peer) {
             peer->local_port = ntohs(reinterpret_cast<sockaddr_in6 *>(&ss)->sin6_port);
         }
     }
+}
+
+int count_open_fds() {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return 64;
+    int n = 0;
+    while (struct dirent *e = readdir(d))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1;  // the directory's own fd
 }
 
 const char *reason_name(int reason) {
@@ -92,6 +112,7 @@ ConnServer::~ConnServer() {
     }
     if (ep_ >= 0) close(ep_);
     if (sig_fd_ >= 0) close(sig_fd_);
+    if (reserve_fd_ >= 0) close(reserve_fd_);
 }
 
 bool ConnServer::setup(std::string *err) {
@@ -108,6 +129,7 @@ bool ConnServer::setup(std::string *err) {
         ports_.push_back(
             std::make_unique<Port>(&link->in, &link->out, &link->wake, &ch_->conn_wake));
         ports_.back()->reset_pending = restarted;
+        ports_.back()->index = int(ports_.size() - 1);
     }
     // A restarted conn knows nothing of its predecessor's connections: clear their peers.
     for (size_t i = 0; i < ch_->npeers; i++)
@@ -120,7 +142,38 @@ bool ConnServer::setup(std::string *err) {
         &fds, err);
     ep_ = fds.ep;
     sig_fd_ = fds.sig;
-    return ok;
+    if (!ok) return false;
+    reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    clamp_max_conns();
+    mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
+    // The timeouts are looked at ten times per the shortest of them, at most once a second.
+    uint64_t shortest = UINT64_MAX;
+    if (cfg_.idle_timeout > 0) shortest = uint64_t(cfg_.idle_timeout) * 1000;
+    if (cfg_.pkg_timeout_ms > 0) shortest = std::min(shortest, uint64_t(cfg_.pkg_timeout_ms));
+    if (cfg_.out_buf_soft) shortest = std::min(shortest, uint64_t(cfg_.out_buf_soft_ms));
+    if (shortest != UINT64_MAX) check_every_ms_ = std::clamp<uint64_t>(shortest / 10, 50, 1000);
+    return true;
+}
+
+// Every connection costs conn one fd. Make the fd limit fit max_conns, raising the soft limit
+// toward the hard one if need be; where even that falls short, lower max_conns and say so.
+void ConnServer::clamp_max_conns() {
+    max_conns_ = cfg_.max_conns;
+    int own = count_open_fds() + kFdSpare;
+    rlim_t need = rlim_t(max_conns_) + rlim_t(own);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return;
+    struct rlimit up = rl;
+    up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+    if (rl.rlim_cur >= need) return;
+    long fit = long(rl.rlim_cur) - own;
+    max_conns_ = fit < 1 ? 1 : int(fit);
+    log_->write(LogLevel::kWarn,
+                "max_conns %d lowered to %d: the fd limit (RLIMIT_NOFILE) is %llu and conn "
+                "keeps %d for itself; raise it (ulimit -n, LimitNOFILE=) to serve %d",
+                cfg_.max_conns, max_conns_, (unsigned long long)rl.rlim_cur, own, cfg_.max_conns);
 }
 
 int ConnServer::run() {
@@ -133,7 +186,7 @@ int ConnServer::run() {
     log_->write(LogLevel::kDebug, "conn serving %s, %zu workers", cfg_.listen.c_str(),
                 ports_.size());
     while (!quit_) {
-        int n = wait_events(cfg_.idle_timeout > 0 ? int(kIdleCheckMs) : -1);
+        int n = wait_events(next_timeout());
         if (n < 0 && errno != EINTR) {
             log_->write(LogLevel::kAlert, "epoll_wait: %s", strerror(errno));
             return 1;
@@ -151,7 +204,8 @@ int ConnServer::run() {
         if (packets_in_ + replies_out_ != moved) last_activity_ns_ = monotonic_ns();
         flush_ports();
         flush_writes();
-        check_idle();
+        check_timeouts();
+        if (accept_resume_ms_ && now_ms_ >= accept_resume_ms_) resume_accepting();
         reap();
         if (draining_ && drained()) break;
     }
@@ -163,13 +217,17 @@ int ConnServer::run() {
         }
     }
     log_->write(LogLevel::kInfo,
-                "conn exiting: accepted=%llu refused=%llu bad_frames=%llu "
+                "conn exiting: accepted=%llu refused=%llu fd_exhausted=%llu bad_frames=%llu "
+                "idle_closed=%llu pkg_timeouts=%llu out_buf_closed=%llu out_buf_peak=%llu "
                 "stale_replies_dropped=%llu ring_full_pauses=%llu packets_in=%llu "
                 "reply_records=%llu wakeup_writes=%llu",
                 (unsigned long long)accepted_, (unsigned long long)refused_,
-                (unsigned long long)bad_frames_, (unsigned long long)stale_replies_,
-                (unsigned long long)ring_full_pauses_, (unsigned long long)packets_in_,
-                (unsigned long long)replies_out_, (unsigned long long)wakeups);
+                (unsigned long long)fd_exhausted_, (unsigned long long)bad_frames_,
+                (unsigned long long)idle_closed_, (unsigned long long)pkg_timeouts_,
+                (unsigned long long)out_buf_closed_, (unsigned long long)out_buf_peak_,
+                (unsigned long long)stale_replies_, (unsigned long long)ring_full_pauses_,
+                (unsigned long long)packets_in_, (unsigned long long)replies_out_,
+                (unsigned long long)wakeups);
     return 0;
 }
 
@@ -256,18 +314,14 @@ void ConnServer::on_accept() {
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EAGAIN) return;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_->write(LogLevel::kCrit, "accept4: %s", strerror(errno));
-            } else {
-                log_->write(LogLevel::kError, "accept4: %s", strerror(errno));
-            }
+            shed_connection(errno);
             return;
         }
-        if (live_ >= size_t(cfg_.max_conns)) {
+        if (live_ >= size_t(max_conns_)) {
             close(fd);
             refused_++;
-            log_->write(LogLevel::kWarn, "max_conns (%d) reached: connection refused",
-                        cfg_.max_conns);
+            log_->write_limited(&refuse_log_, now_ms_, LogLevel::kWarn,
+                                "max_conns (%d) reached: refusing new connections", max_conns_);
             continue;
         }
         uint32_t slot;
@@ -301,6 +355,7 @@ void ConnServer::on_accept() {
         }
         live_++;
         accepted_++;
+        if (cfg_.idle_timeout > 0) arm_check();
         struct epoll_event ev = {};
         ev.events = EPOLLIN;
         ev.data.u64 = reinterpret_cast<uint64_t>(c);
@@ -319,6 +374,39 @@ void ConnServer::on_accept() {
     }
 }
 
+// accept failed for want of something. With the fds gone the listen socket stays readable
+// and epoll would wake us for ever: give up the reserve fd to accept one waiting connection
+// and close it (its client hears at once instead of waiting), stop watching the listen
+// socket for a moment, and say so at most once a second.
+void ConnServer::shed_connection(int err) {
+    bool no_fds = err == EMFILE || err == ENFILE;
+    if (no_fds) {
+        fd_exhausted_++;
+        if (reserve_fd_ >= 0) {
+            close(reserve_fd_);
+            int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd >= 0) close(fd);
+            reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        }
+    }
+    bool scarce = no_fds || err == ENOBUFS || err == ENOMEM;
+    log_->write_limited(&fd_log_, now_ms_, scarce ? LogLevel::kCrit : LogLevel::kError,
+                        "accept: %s; %saccepting again in %d ms", strerror(err),
+                        no_fds ? "closed one waiting connection, " : "", kAcceptPauseMs);
+    epoll_ctl(ep_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+    accept_resume_ms_ = now_ms_ + kAcceptPauseMs;
+}
+
+void ConnServer::resume_accepting() {
+    accept_resume_ms_ = 0;
+    if (reserve_fd_ < 0) reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (input_stopped_) return;
+    struct epoll_event ev = {};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTagListen;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, listen_fd_, &ev);
+}
+
 void ConnServer::on_readable(Connection *c) {
     if (c->queued || input_stopped_) return;
     ssize_t n = read(c->fd, scratch_.get(), kScratch);
@@ -328,11 +416,13 @@ void ConnServer::on_readable(Connection *c) {
     }
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) return;
-        log_->write(LogLevel::kInfo, "read from %s: %s", c->peer_text, strerror(errno));
+        log_->write_limited(&close_log_, now_ms_, LogLevel::kInfo, "read from %s: %s", c->peer_text,
+                            strerror(errno));
         close_conn(c, errno == ECONNRESET ? ASYNCD_DOWN_PEER_CLOSED : ASYNCD_DOWN_ERROR);
         return;
     }
     c->last_active_ms = now_ms_;
+    uint64_t packets = c->packets;
     size_t used = 0;
     bool stored = true;
     if (c->in.empty()) {
@@ -352,7 +442,23 @@ void ConnServer::on_readable(Connection *c) {
         close_conn(c, ASYNCD_DOWN_LIMIT);
         return;
     }
-    if (!c->closed) update_events(c);
+    if (c->closed) return;
+    note_partial(c, c->packets != packets);
+    update_events(c);
+}
+
+// Runs the whole-packet clock of c while it holds part of a packet that it is still sending
+// (not while it waits for room in a ring: that is our doing). `fresh`: a packet completed,
+// so what is left began with this read.
+void ConnServer::note_partial(Connection *c, bool fresh) {
+    if (c->in.empty() || c->queued || cfg_.pkg_timeout_ms <= 0) {
+        c->pkg_start_ms = 0;
+        return;
+    }
+    if (fresh || !c->pkg_start_ms) {
+        c->pkg_start_ms = now_ms_;
+        arm_check();
+    }
 }
 
 int ConnServer::bind_worker(Connection *c, const uint8_t *pkg, size_t len) {
@@ -373,9 +479,15 @@ bool ConnServer::must_wait(Port &p, Connection *c) {
 
 void ConnServer::enqueue(Port &p, Connection *c) {
     if (c->queued) return;
+    if (p.waiting.empty() && !p.reset_pending) {
+        ring_full_pauses_++;
+        log_->write_limited(&ring_log_, now_ms_, LogLevel::kInfo,
+                            "worker %d's ring is full: reading paused for its connections",
+                            p.index);
+    }
     c->queued = true;
+    c->pkg_start_ms = 0;
     p.waiting.push_back(c);
-    ring_full_pauses_++;
 }
 
 bool ConnServer::push_up(Connection *c) {
@@ -424,7 +536,8 @@ bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *us
         if (f == Frame::kNeedMore) return true;
         if (f == Frame::kError) {
             bad_frames_++;
-            log_->write(LogLevel::kInfo, "closing %s: %s", c->peer_text, why);
+            log_->write_limited(&close_log_, now_ms_, LogLevel::kInfo, "closing %s: %s",
+                                c->peer_text, why);
             close_conn(c, ASYNCD_DOWN_BAD_FRAME);
             return false;
         }
@@ -515,7 +628,9 @@ void ConnServer::serve_waiting(Port &p) {
         if (!drive(c)) return;
         p.waiting.pop_front();
         c->queued = false;
-        if (!c->closed) update_events(c);  // its buffer is through: read again
+        if (c->closed) continue;
+        note_partial(c, true);
+        update_events(c);  // its buffer is through: read again
     }
 }
 
@@ -599,10 +714,17 @@ void ConnServer::handle_reply(const shmq::Message &m) {
     }
     if (m.type == kRecReply) {
         replies_out_++;
+        if (!output_fits(c, m.len)) return;
         if (!c->out.append(m.data, m.len)) {
             log_->write(LogLevel::kCrit, "out of memory buffering output of %s", c->peer_text);
             close_conn(c, ASYNCD_DOWN_LIMIT);
             return;
+        }
+        size_t size = c->out.size();
+        out_buf_peak_ = std::max<uint64_t>(out_buf_peak_, size);
+        if (cfg_.out_buf_soft && size > cfg_.out_buf_soft && !c->soft_since_ms) {
+            c->soft_since_ms = now_ms_;
+            arm_check();
         }
     } else if (m.type == kRecClose) {
         c->close_after_flush = true;
@@ -612,6 +734,24 @@ void ConnServer::handle_reply(const shmq::Message &m) {
         return;
     }
     mark_dirty(c);
+}
+
+// The hard output limit (redis's client-output-buffer-limit): a client that does not read
+// its replies may leave out_buf_hard bytes waiting and no more. A record bigger than that
+// still goes into an empty buffer, so the buffer stays within the limit or one record.
+bool ConnServer::output_fits(Connection *c, size_t len) {
+    size_t hard = cfg_.out_buf_hard;
+    if (!hard || c->out.empty() || c->out.size() + len <= hard) return true;
+    write_out(c);  // what the socket takes now does not count against it
+    if (c->closed) return false;
+    if (c->out.empty() || c->out.size() + len <= hard) return true;
+    out_buf_closed_++;
+    log_->write_limited(&out_log_, now_ms_, LogLevel::kWarn,
+                        "closing %s: output buffer would reach %zu bytes, over out_buf_hard "
+                        "(%zu)",
+                        c->peer_text, c->out.size() + len, hard);
+    close_conn(c, ASYNCD_DOWN_LIMIT);
+    return false;
 }
 
 void ConnServer::mark_dirty(Connection *c) {
@@ -637,11 +777,13 @@ void ConnServer::write_out(Connection *c) {
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) break;
-        log_->write(LogLevel::kInfo, "write to %s: %s", c->peer_text, strerror(errno));
+        log_->write_limited(&close_log_, now_ms_, LogLevel::kInfo, "write to %s: %s", c->peer_text,
+                            strerror(errno));
         close_conn(
             c, errno == EPIPE || errno == ECONNRESET ? ASYNCD_DOWN_PEER_CLOSED : ASYNCD_DOWN_ERROR);
         return;
     }
+    if (c->soft_since_ms && c->out.size() <= cfg_.out_buf_soft) c->soft_since_ms = 0;
     if (c->out.empty() && c->close_after_flush) {
         close_conn(c, ASYNCD_DOWN_PLUGIN_CLOSE);
         return;
@@ -657,15 +799,55 @@ void ConnServer::flush_ports() {
     }
 }
 
-void ConnServer::check_idle() {
-    if (cfg_.idle_timeout <= 0 || now_ms_ < next_idle_check_ms_) return;
-    next_idle_check_ms_ = now_ms_ + kIdleCheckMs;
-    uint64_t limit = uint64_t(cfg_.idle_timeout) * 1000;
+void ConnServer::arm_check() {
+    if (check_every_ms_ && !next_check_ms_) next_check_ms_ = now_ms_ + check_every_ms_;
+}
+
+// idle_timeout, pkg_timeout and out_buf_soft_seconds. Looks only while some connection
+// could trip one of them, so an idle conn sleeps.
+void ConnServer::check_timeouts() {
+    if (!next_check_ms_ || now_ms_ < next_check_ms_) return;
+    next_check_ms_ = 0;
+    uint64_t idle = cfg_.idle_timeout > 0 ? uint64_t(cfg_.idle_timeout) * 1000 : 0;
+    uint64_t pkg = uint64_t(std::max(cfg_.pkg_timeout_ms, 0));
+    bool again = false;
     for (Connection *c : slots_) {
-        if (!c || c->closed || now_ms_ - c->last_active_ms < limit) continue;
-        log_->write(LogLevel::kInfo, "closing %s: idle for %d s", c->peer_text, cfg_.idle_timeout);
-        close_conn(c, ASYNCD_DOWN_IDLE);
+        if (!c || c->closed) continue;
+        if (idle && now_ms_ - c->last_active_ms >= idle) {
+            idle_closed_++;
+            log_->write_limited(&close_log_, now_ms_, LogLevel::kInfo, "closing %s: idle for %d s",
+                                c->peer_text, cfg_.idle_timeout);
+            close_conn(c, ASYNCD_DOWN_IDLE);
+        } else if (pkg && c->pkg_start_ms && now_ms_ - c->pkg_start_ms >= pkg) {
+            pkg_timeouts_++;
+            log_->write_limited(&close_log_, now_ms_, LogLevel::kInfo,
+                                "closing %s: no whole packet within pkg_timeout (%.3g s; %zu "
+                                "bytes of it came)",
+                                c->peer_text, double(pkg) / 1000, c->in.size());
+            close_conn(c, ASYNCD_DOWN_LIMIT);
+        } else if (c->soft_since_ms &&
+                   now_ms_ - c->soft_since_ms >= uint64_t(cfg_.out_buf_soft_ms)) {
+            out_buf_closed_++;
+            log_->write_limited(&out_log_, now_ms_, LogLevel::kWarn,
+                                "closing %s: output buffer over out_buf_soft (%zu) for %.3g s "
+                                "(%zu bytes)",
+                                c->peer_text, cfg_.out_buf_soft,
+                                double(now_ms_ - c->soft_since_ms) / 1000, c->out.size());
+            close_conn(c, ASYNCD_DOWN_LIMIT);
+        } else if (idle || c->pkg_start_ms || c->soft_since_ms) {
+            again = true;
+        }
     }
+    if (again) arm_check();
+}
+
+// epoll_wait's timeout: until the next timeout check or the end of an accept pause.
+int ConnServer::next_timeout() {
+    uint64_t next = next_check_ms_;
+    if (accept_resume_ms_ && (!next || accept_resume_ms_ < next)) next = accept_resume_ms_;
+    if (!next) return -1;
+    uint64_t now = monotonic_ms();
+    return next <= now ? 0 : int(std::min<uint64_t>(next - now, 60000));
 }
 
 void ConnServer::check_phase() {

@@ -41,11 +41,13 @@ class ConnServer {
         Buffer out;       // replies not yet written
         uint64_t packets = 0;
         uint64_t last_active_ms = 0;
-        uint32_t events = 0;      // what epoll watches now
-        bool up_pending = false;  // its LINK_UP is not in the ring yet
-        bool linked = false;      // its LINK_UP is in the ring: a LINK_DOWN must follow
-        bool queued = false;      // waiting for room in its worker's ring; not reading
-        bool dirty = false;       // in dirty_: has output to write this turn
+        uint64_t pkg_start_ms = 0;   // when the first byte of a partial packet came; 0: none
+        uint64_t soft_since_ms = 0;  // when out went over out_buf_soft; 0: it is not
+        uint32_t events = 0;         // what epoll watches now
+        bool up_pending = false;     // its LINK_UP is not in the ring yet
+        bool linked = false;         // its LINK_UP is in the ring: a LINK_DOWN must follow
+        bool queued = false;         // waiting for room in its worker's ring; not reading
+        bool dirty = false;          // in dirty_: has output to write this turn
         bool close_after_flush = false;
         bool closed = false;  // socket closed; the slot lives on until its LINK_DOWN is in
         bool reaped = false;
@@ -65,6 +67,7 @@ class ConnServer {
         std::deque<Connection *> waiting;
         size_t stream_done = 0;  // progress of the head's packet when it goes in parts
         size_t need = 0;         // payload of the push that found the ring full
+        int index = 0;
         bool reset_pending = false;
         bool dirty = false;  // pushed since the last flush
     };
@@ -72,6 +75,9 @@ class ConnServer {
     bool setup(std::string *err);
     void turn_events(int n);
     void on_accept();
+    void clamp_max_conns();
+    void shed_connection(int err);
+    void resume_accepting();
     void on_readable(Connection *c);
     void write_out(Connection *c);
     void update_events(Connection *c);
@@ -94,10 +100,14 @@ class ConnServer {
 
     bool drain_replies();
     void handle_reply(const shmq::Message &m);
+    bool output_fits(Connection *c, size_t len);
     void mark_dirty(Connection *c);
     void flush_writes();
     void flush_ports();
-    void check_idle();
+    void note_partial(Connection *c, bool fresh);
+    void arm_check();
+    void check_timeouts();
+    int next_timeout();
     void check_phase();
     bool drained();
     int sleep_timeout(int wanted);
@@ -113,7 +123,11 @@ class ConnServer {
     int ep_ = -1;
     int sig_fd_ = -1;
     uint64_t now_ms_ = 0;
-    uint64_t next_idle_check_ms_ = 0;
+    uint64_t check_every_ms_ = 0;    // how often check_timeouts() looks; 0: no timeout is on
+    uint64_t next_check_ms_ = 0;     // when it looks next; 0: nothing to look for
+    int max_conns_ = 0;              // cfg_.max_conns, or less if the fd limit says so
+    int reserve_fd_ = -1;            // given up to accept-and-close when fds run out
+    uint64_t accept_resume_ms_ = 0;  // accepting paused until then; 0: not paused
     std::vector<Connection *> slots_;
     std::vector<uint32_t> free_slots_;
     std::vector<std::unique_ptr<Port>> ports_;
@@ -130,11 +144,23 @@ class ConnServer {
     bool draining_ = false;
     bool quit_ = false;
 
+    // At most this many lines a second of each kind.
+    LogLimit refuse_log_{1};
+    LogLimit fd_log_{1};
+    LogLimit ring_log_{1};
+    LogLimit close_log_{10};
+    LogLimit out_log_{10};
+
     uint64_t accepted_ = 0;
-    uint64_t refused_ = 0;
+    uint64_t refused_ = 0;  // beyond max_conns
     uint64_t bad_frames_ = 0;
+    uint64_t idle_closed_ = 0;
+    uint64_t pkg_timeouts_ = 0;
+    uint64_t out_buf_closed_ = 0;
+    uint64_t out_buf_peak_ = 0;  // the largest output buffer any connection had
+    uint64_t fd_exhausted_ = 0;  // accepts that failed for want of fds
     uint64_t stale_replies_ = 0;
-    uint64_t ring_full_pauses_ = 0;
+    uint64_t ring_full_pauses_ = 0;  // times a worker's ring filled and reading paused
     uint64_t packets_in_ = 0;
     uint64_t replies_out_ = 0;
 };

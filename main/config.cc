@@ -156,14 +156,25 @@ class Parser {
                 return false;
             }
             (key == "idle_timeout" ? cfg_->idle_timeout : cfg_->shutdown_timeout) = int(n);
-        } else if (key == "handler_timeout") {
+        } else if (key == "handler_timeout" || key == "pkg_timeout" ||
+                   key == "out_buf_soft_seconds") {
             double secs = atof(value.c_str());
-            if (value.find_first_not_of("0123456789.") != std::string::npos || secs < 0 ||
-                secs > 3600) {
-                *why = "handler_timeout must be seconds from 0 (off) to 3600, got '" + value + "'";
+            if (value.empty() || value.find_first_not_of("0123456789.") != std::string::npos ||
+                secs < 0 || secs > 3600) {
+                *why = key + " must be seconds from 0 (off) to 3600, got '" + value + "'";
                 return false;
             }
-            cfg_->handler_timeout_ms = int(secs * 1000);
+            int ms = int(secs * 1000);
+            if (key == "handler_timeout") cfg_->handler_timeout_ms = ms;
+            if (key == "pkg_timeout") cfg_->pkg_timeout_ms = ms;
+            if (key == "out_buf_soft_seconds") cfg_->out_buf_soft_ms = ms;
+        } else if (key == "out_buf_soft" || key == "out_buf_hard") {
+            size_t v;
+            if (!parse_size(value, &v) || (v != 0 && v < 1024)) {
+                *why = key + " must be a size of at least 1K, or 0 (off), got '" + value + "'";
+                return false;
+            }
+            (key == "out_buf_soft" ? cfg_->out_buf_soft : cfg_->out_buf_hard) = v;
         } else if (key == "worker_max_rss") {
             size_t v;
             if (value == "off" || value == "0") {
@@ -275,6 +286,11 @@ bool load_config(const std::string &path, Config *out, std::string *err) {
     struct stat st;
     if (stat(cfg.plugin.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
         *err = parser.plugin_where() + "plugin '" + cfg.plugin + "' not found";
+        return false;
+    }
+    if (cfg.out_buf_soft && cfg.out_buf_hard && cfg.out_buf_soft > cfg.out_buf_hard) {
+        *err = path + ": out_buf_soft (" + std::to_string(cfg.out_buf_soft) +
+               ") is above out_buf_hard (" + std::to_string(cfg.out_buf_hard) + ")";
         return false;
     }
     char real[PATH_MAX];

@@ -35,9 +35,13 @@ struct Config {
     int max_conns = 10000;
     int idle_timeout = 0;  // seconds; 0: off
     int shutdown_timeout = 10;
-    int busy_poll_us = 50;          // after work, poll this long before sleeping
-    int handler_timeout_ms = 5000;  // a plugin callback running longer is a hang; 0: off
-    size_t worker_max_rss = 0;      // bytes; a worker above it is recycled; 0: off
+    int busy_poll_us = 50;                  // after work, poll this long before sleeping
+    int handler_timeout_ms = 5000;          // a plugin callback running longer is a hang; 0: off
+    int pkg_timeout_ms = 30000;             // a packet must be whole this long after its first byte
+    size_t out_buf_soft = size_t(8) << 20;  // replies a client may leave unread for a while,
+    int out_buf_soft_ms = 10000;            // this long,
+    size_t out_buf_hard = size_t(64) << 20;  // and at most; 0 turns each off
+    size_t worker_max_rss = 0;               // bytes; a worker above it is recycled; 0: off
     LogLevel log_level = LogLevel::kInfo;
     std::string log_file = "-";
 

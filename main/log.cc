@@ -72,6 +72,21 @@ void Log::write(LogLevel level, const char *fmt, ...) {
     va_end(ap);
 }
 
+void Log::write_limited(LogLimit *limit, uint64_t now_ms, LogLevel level, const char *fmt, ...) {
+    uint64_t suppressed = 0;
+    if (!enabled(level) || !limit->allow(now_ms, &suppressed)) return;
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (suppressed) {
+        write(level, "%s (%llu similar lines suppressed)", text, (unsigned long long)suppressed);
+    } else {
+        write(level, "%s", text);
+    }
+}
+
 void Log::vwrite(LogLevel level, const char *fmt, va_list ap) {
     if (!enabled(level)) return;
     char line[2048];

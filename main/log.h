@@ -5,6 +5,8 @@
 
 #include <stdarg.h>
 
+#include <cstdint>
+
 #include <string>
 
 namespace asyncd {
@@ -13,6 +15,34 @@ enum class LogLevel { kDebug = 0, kInfo, kWarn, kError, kCrit, kAlert };
 
 [[nodiscard]] bool parse_log_level(const std::string &name, LogLevel *out);
 const char *log_level_name(LogLevel level);
+
+// Lets one kind of log line through at most `per_second` times a second and counts the
+// rest, so that a flood of bad clients cannot become a flood of log lines.
+class LogLimit {
+  public:
+    explicit LogLimit(int per_second) : per_second_(per_second) {}
+    // True if a line may go out now; *suppressed is how many were held back before it.
+    bool allow(uint64_t now_ms, uint64_t *suppressed) {
+        if (now_ms - window_ms_ >= 1000) {
+            window_ms_ = now_ms;
+            used_ = 0;
+        }
+        if (used_ >= per_second_) {
+            suppressed_++;
+            return false;
+        }
+        used_++;
+        *suppressed = suppressed_;
+        suppressed_ = 0;
+        return true;
+    }
+
+  private:
+    int per_second_;
+    int used_ = 0;
+    uint64_t window_ms_ = 0;
+    uint64_t suppressed_ = 0;
+};
 
 class Log {
   public:
@@ -33,6 +63,9 @@ class Log {
     bool enabled(LogLevel level) const { return level >= level_; }
     void write(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
     void vwrite(LogLevel level, const char *fmt, va_list ap);
+    // write() through a LogLimit: a line that gets through says how many like it did not.
+    void write_limited(LogLimit *limit, uint64_t now_ms, LogLevel level, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
 
   private:
     int fd_ = 2;
