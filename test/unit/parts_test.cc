@@ -54,9 +54,40 @@ TEST_F(ConfigFiles, DefaultsIncludesAndPluginValues) {
     EXPECT_EQ(cfg.frame, FrameMode::kLen32Le);
     EXPECT_EQ(cfg.idle_timeout, 30);
     EXPECT_EQ(cfg.max_conns, 10000);  // a default
+    EXPECT_EQ(cfg.pkg_timeout_ms, 30000);
+    EXPECT_EQ(cfg.out_buf_soft, size_t(8) << 20);
+    EXPECT_EQ(cfg.out_buf_soft_ms, 10000);
+    EXPECT_EQ(cfg.out_buf_hard, size_t(64) << 20);
     ASSERT_NE(cfg.plugin_value("greeting"), nullptr);
     EXPECT_STREQ(cfg.plugin_value("greeting"), "hi there");
     EXPECT_EQ(cfg.plugin_value("absent"), nullptr);
+}
+
+TEST_F(ConfigFiles, ClientLimits) {
+    std::string path = write("limits.conf",
+                             "plugin plugin.so\npkg_timeout 2.5\nout_buf_soft 1M\n"
+                             "out_buf_soft_seconds 0.5\nout_buf_hard 0\n");
+    Config cfg;
+    std::string err;
+    ASSERT_TRUE(load_config(path, &cfg, &err)) << err;
+    EXPECT_EQ(cfg.pkg_timeout_ms, 2500);
+    EXPECT_EQ(cfg.out_buf_soft, size_t(1) << 20);
+    EXPECT_EQ(cfg.out_buf_soft_ms, 500);
+    EXPECT_EQ(cfg.out_buf_hard, 0u);  // off: the soft limit alone applies
+}
+
+TEST(LogLimit, SomeLinesASecondThenACountOfTheRest) {
+    LogLimit limit(2);
+    uint64_t suppressed = 99;
+    ASSERT_TRUE(limit.allow(5000, &suppressed));
+    EXPECT_EQ(suppressed, 0u);
+    ASSERT_TRUE(limit.allow(5100, &suppressed));
+    EXPECT_FALSE(limit.allow(5200, &suppressed));
+    EXPECT_FALSE(limit.allow(5999, &suppressed));
+    ASSERT_TRUE(limit.allow(6000, &suppressed));  // a new second
+    EXPECT_EQ(suppressed, 2u);
+    ASSERT_TRUE(limit.allow(6001, &suppressed));
+    EXPECT_EQ(suppressed, 0u);
 }
 
 TEST_F(ConfigFiles, ErrorsNameFileAndLine) {
@@ -69,6 +100,10 @@ TEST_F(ConfigFiles, ErrorsNameFileAndLine) {
         {"plugin plugin.so\nframe len16\n", "bad.conf:2: frame must be len32be"},
         {"plugin plugin.so\nlisten 7000\n", "bad.conf:2: listen wants HOST:PORT"},
         {"plugin plugin.so\nlog_level loud\n", "bad.conf:2: log_level must be"},
+        {"plugin plugin.so\npkg_timeout soon\n", "bad.conf:2: pkg_timeout must be seconds"},
+        {"plugin plugin.so\nout_buf_hard 10\n", "bad.conf:2: out_buf_hard must be a size"},
+        {"plugin plugin.so\nout_buf_soft 2M\nout_buf_hard 1M\n",
+         "bad.conf: out_buf_soft (2097152) is above out_buf_hard (1048576)"},
         {"plugin plugin.so\nworkers\n", "bad.conf:2: 'workers' needs a value"},
         {"plugin plugin.so\nworkers 2 3\n", "bad.conf:2: 'workers' takes one value"},
         {"plugin plugin.so\ninclude missing.conf\n", "missing.conf: cannot open"},
