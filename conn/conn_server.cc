@@ -216,18 +216,19 @@ int ConnServer::run() {
             wakeups += r->wakeups() + r->control()->room_wakeups.load(std::memory_order_relaxed);
         }
     }
-    log_->write(LogLevel::kInfo,
-                "conn exiting: accepted=%llu refused=%llu fd_exhausted=%llu bad_frames=%llu "
-                "idle_closed=%llu pkg_timeouts=%llu out_buf_closed=%llu out_buf_peak=%llu "
-                "stale_replies_dropped=%llu ring_full_pauses=%llu packets_in=%llu "
-                "reply_records=%llu wakeup_writes=%llu",
-                (unsigned long long)accepted_, (unsigned long long)refused_,
-                (unsigned long long)fd_exhausted_, (unsigned long long)bad_frames_,
-                (unsigned long long)idle_closed_, (unsigned long long)pkg_timeouts_,
-                (unsigned long long)out_buf_closed_, (unsigned long long)out_buf_peak_,
-                (unsigned long long)stale_replies_, (unsigned long long)ring_full_pauses_,
-                (unsigned long long)packets_in_, (unsigned long long)replies_out_,
-                (unsigned long long)wakeups);
+    log_->write(
+        LogLevel::kInfo,
+        "conn exiting: accepted=%llu refused=%llu fd_exhausted=%llu bad_frames=%llu "
+        "idle_closed=%llu pkg_timeouts=%llu out_buf_closed=%llu out_buf_peak=%llu "
+        "stale_replies_dropped=%llu ring_full_pauses=%llu ring_high_water=%zu packets_in=%llu "
+        "reply_records=%llu wakeup_writes=%llu",
+        (unsigned long long)accepted_, (unsigned long long)refused_,
+        (unsigned long long)fd_exhausted_, (unsigned long long)bad_frames_,
+        (unsigned long long)idle_closed_, (unsigned long long)pkg_timeouts_,
+        (unsigned long long)out_buf_closed_, (unsigned long long)out_buf_peak_,
+        (unsigned long long)stale_replies_, (unsigned long long)ring_full_pauses_, ring_high_water_,
+        (unsigned long long)packets_in_, (unsigned long long)replies_out_,
+        (unsigned long long)wakeups);
     return 0;
 }
 
@@ -796,6 +797,7 @@ void ConnServer::flush_ports() {
         if (!p->dirty) continue;
         p->dirty = false;
         p->to.flush();
+        ring_high_water_ = std::max(ring_high_water_, p->in_ring->capacity() - p->to.free_bytes());
     }
 }
 

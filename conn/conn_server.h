@@ -161,6 +161,7 @@ class ConnServer {
     uint64_t fd_exhausted_ = 0;  // accepts that failed for want of fds
     uint64_t stale_replies_ = 0;
     uint64_t ring_full_pauses_ = 0;  // times a worker's ring filled and reading paused
+    size_t ring_high_water_ = 0;     // the most bytes any ring to a worker held at a flush
     uint64_t packets_in_ = 0;
     uint64_t replies_out_ = 0;
 };
