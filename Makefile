@@ -5,6 +5,7 @@
 #   make asan       the ASan+UBSan flavour alone
 #   make run        start asyncd on etc/asyncd.conf with the echo plugin
 #   make bench      run the benchmarks and print their figures
+#   make fuzz       build the frame decoder's libFuzzer target (needs clang++) and run it a while
 #   make format     clang-format every source file; make format-check only checks
 #
 # Warnings are errors when CI is set in the environment (CI=true make test).
@@ -56,7 +57,18 @@ BENCH_TOOL := $(BUILD)/asyncd-bench
 REF_ECHO := $(BUILD)/ref_echo
 BENCH_LIB_SRCS := bench/histogram.cc bench/protocol.cc bench/loadgen.cc bench/report.cc
 
-.PHONY: all test asan run bench reliability clean format format-check check-gtest FORCE
+# The frame decoder's libFuzzer target (R7): conn/frame.cc alone, under ASan+UBSan. g++ has
+# no libFuzzer, so it is built only where clang++ is installed. `make fuzz` runs it for
+# FUZZ_SECONDS, `make reliability` for RELIABILITY_FUZZ_SECONDS.
+CLANGXX := $(shell command -v clang++ 2>/dev/null)
+FRAME_FUZZER := $(BUILD)/fuzz/frame-fuzzer
+FUZZ_FLAGS := -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	$(WARN) -I.
+FUZZ_SECONDS ?= 20
+RELIABILITY_FUZZ_SECONDS ?= 60
+FUZZ_SKIPPED := R7 libFuzzer: clang++ not found; skipped (apt-get install clang to run it)
+
+.PHONY: all test asan run bench reliability fuzz clean format format-check check-gtest FORCE
 
 all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO)
 
@@ -156,13 +168,61 @@ asan: check-gtest $(TEST_BIN_SAN) $(TEST_DEPS)
 # The long versions of the reliability scenarios (RELIABILITY.md), then their figures as a
 # table. RELIABILITY_SCALE (default 100) scales the loops; the scenarios run long at 10+.
 RELIABILITY_SCALE ?= 100
-RELIABILITY_TESTS := Reliability*:Wakers/TwoProcess*:GatewayTest.InitService*:GatewayTest.PluginWithAnotherAbi*
-reliability: check-gtest $(TEST_BIN) $(TEST_DEPS)
+# R7 is there twice: the FrameFuzz tests, and the libFuzzer target for
+# RELIABILITY_FUZZ_SECONDS (when clang++ is installed), whose figure line joins the log.
+RELIABILITY_TESTS := Reliability*:Wakers/TwoProcess*:GatewayTest.InitService*:GatewayTest.PluginWithAnotherAbi*:FrameFuzz*
+reliability: check-gtest $(TEST_BIN) $(TEST_DEPS) $(if $(CLANGXX),$(FRAME_FUZZER))
 	@mkdir -p $(BUILD)
 	ASYNCD_TEST_SCALE=$(RELIABILITY_SCALE) ASYNCD_BIN=$(ASYNCD) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS) \
 	  $(TEST_BIN) --gtest_filter='$(RELIABILITY_TESTS)' | tee $(BUILD)/reliability.log
+ifneq ($(CLANGXX),)
+	$(call run_frame_fuzzer,$(RELIABILITY_FUZZ_SECONDS),| tee -a $(BUILD)/reliability.log)
+else
+	@echo "$(FUZZ_SKIPPED)"
+endif
 	@echo; echo "== reliability figures =="
 	@grep '^FIGURE' $(BUILD)/reliability.log | sed 's/^FIGURE //' | sort -V | tee $(BUILD)/reliability-figures.txt
+
+# The fuzzer's flags are kept like a flavour's (above), so that CI's -Werror rebuilds it.
+$(BUILD)/fuzz/.flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(FUZZ_FLAGS)' | cmp -s - $@ || echo '$(FUZZ_FLAGS)' > $@
+
+# One command, two sources: the fuzzer must not drag in the rest of asyncd.
+ifneq ($(CLANGXX),)
+$(FRAME_FUZZER): fuzz/frame_fuzzer.cc fuzz/frame_model.h conn/frame.cc conn/frame.h \
+		main/config.h main/log.h $(BUILD)/fuzz/.flags
+	@mkdir -p $(dir $@)
+	$(CLANGXX) $(FUZZ_FLAGS) fuzz/frame_fuzzer.cc conn/frame.cc -o $@
+endif
+
+# Runs the frame fuzzer for $(1) seconds and prints its figure line through $(2) (a pipe, or
+# nothing). It works on a fresh copy of fuzz/corpus in build/fuzz/corpus, so that what it
+# finds stays out of the checked-in seeds; its output goes to build/fuzz/frame-fuzzer.log,
+# and an input that breaks the decoder to build/fuzz/crash-*, whose log tail is shown
+# before make stops.
+define run_frame_fuzzer
+@rm -rf $(BUILD)/fuzz/corpus && mkdir -p $(BUILD)/fuzz/corpus && cp fuzz/corpus/* $(BUILD)/fuzz/corpus/
+@echo "R7 libFuzzer: $(FRAME_FUZZER) for $(1) s, log in $(BUILD)/fuzz/frame-fuzzer.log"
+@$(FRAME_FUZZER) -max_total_time=$(1) -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/ \
+  $(BUILD)/fuzz/corpus > $(BUILD)/fuzz/frame-fuzzer.log 2>&1 || \
+  { tail -n 40 $(BUILD)/fuzz/frame-fuzzer.log; \
+    echo "R7 libFuzzer: the frame decoder failed; the input is in $(BUILD)/fuzz/"; exit 1; }
+@awk '/^stat::number_of_executed_units:/ { n = $$2 } /^stat::average_exec_per_sec:/ { e = $$2 } \
+  /^Done [0-9]+ runs in/ { t = $$5 } \
+  END { printf "FIGURE R7 libfuzzer_runs=%s execs_per_s=%s seconds=%s\n", n, e, t }' \
+  $(BUILD)/fuzz/frame-fuzzer.log $(2)
+endef
+
+# A short fuzzing pass over the frame decoder (FUZZ_SECONDS); the longer one is part of
+# `make reliability`.
+ifneq ($(CLANGXX),)
+fuzz: $(FRAME_FUZZER)
+	$(call run_frame_fuzzer,$(FUZZ_SECONDS),)
+else
+fuzz:
+	@echo "$(FUZZ_SKIPPED)"
+endif
 
 run: $(ASYNCD) $(EXAMPLE_PLUGINS)
 	@cat etc/talk.txt

@@ -25,7 +25,8 @@ struct FrameDecoder {
 
     // Every answer is kNeedMore, kPacket with 4 <= *len <= min(avail, max_pkg_len) (any
     // length >= 1 for plugin framing), or kError. On kNeedMore *len is the whole packet's
-    // length when it is already known, else 0.
+    // length when it is already known, else 0. With plugin framing, get_pkg_len still
+    // saying "need more" at max_pkg_len buffered bytes is an error: the buffer is bounded.
     Frame decode(uint64_t conn, const uint8_t *data, size_t avail, size_t *len,
                  const char **why) const;
 };
