@@ -506,6 +506,10 @@ bool ConnServer::push_up(Connection *c) {
         enqueue(p, c);
         return false;
     }
+    if (s != shmq::PushStatus::kOk) {
+        log_->write(LogLevel::kAlert, "push of LINK_UP to worker %d failed (%d)", c->worker,
+                    int(s));
+    }
     c->up_pending = false;
     c->linked = true;
     p.dirty = true;
@@ -519,10 +523,15 @@ bool ConnServer::push_down(Connection *c) {
     meta.type = kRecLinkDown;
     meta.conn_id = c->id;
     meta.seq = uint64_t(c->down_reason);
-    if (p.to.try_push(meta, nullptr, 0) == shmq::PushStatus::kFull) {
+    shmq::PushStatus s = p.to.try_push(meta, nullptr, 0);
+    if (s == shmq::PushStatus::kFull) {
         p.need = 0;
         enqueue(p, c);
         return false;
+    }
+    if (s != shmq::PushStatus::kOk) {
+        log_->write(LogLevel::kAlert, "push of LINK_DOWN to worker %d failed (%d)", c->worker,
+                    int(s));
     }
     c->linked = false;
     p.dirty = true;
@@ -610,6 +619,13 @@ bool ConnServer::drive(Connection *c) {
     }
     if (c->closed) {
         c->in.release();
+        // It went away with a packet half streamed into the ring: that packet was never
+        // accepted, and the ring must take other records again.
+        Port *p = c->worker >= 0 ? ports_[size_t(c->worker)].get() : nullptr;
+        if (p && p->stream_done && !p->waiting.empty() && p->waiting.front() == c) {
+            p->to.abort_stream();
+            p->stream_done = 0;
+        }
         if (c->linked && !push_down(c)) return false;
         schedule_reap(c);
     }

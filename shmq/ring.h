@@ -161,6 +161,13 @@ class Producer {
     // with the same arguments once there is room; kOk when *done == len. Until then any
     // other push returns kBusy.
     PushStatus try_push_stream(const RecordMeta &meta, const void *data, size_t len, size_t *done);
+    // Gives up the message being streamed (its sender went away): other pushes work again,
+    // and the consumer drops the parts it has, counted as abandoned, at the next record.
+    void abort_stream() {
+        stream_open_ = false;
+        stream_done_ = 0;
+    }
+    bool stream_open() const { return stream_open_; }
 
     // Appends len bytes to the payload of the record written last, if that record is not
     // yet published, is a whole (unparted) record with the same type, flags and conn_id, and

@@ -11,7 +11,8 @@
  * With plugin.event_log FILE it appends one line per callback:
  *   up CONN PEER / pkg CONN PAYLOAD-PREFIX / down CONN REASON
  * plugin.fail_init yes makes init_service refuse; plugin.crash_init yes makes it abort;
- * plugin.leak_kib N leaks N KiB (touched) per packet. */
+ * plugin.leak_kib N leaks N KiB (touched) per packet; plugin.delay_us N sleeps N microseconds
+ * in every packet's callback before it does anything else (a slow handler). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdarg.h>
@@ -26,6 +27,7 @@ static int g_log_fd = -1;
 static asyncd_conn_t g_held;
 static unsigned long g_downs;
 static long g_leak_kib;
+static long g_delay_us;
 static void *volatile g_leaked; /* keeps the compiler from dropping the leak */
 
 static void event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -61,8 +63,10 @@ int init_service(int worker_index) {
     const char *fail = asyncd_config("fail_init");
     const char *crash = asyncd_config("crash_init");
     const char *leak = asyncd_config("leak_kib");
+    const char *delay = asyncd_config("delay_us");
     if (crash && strcmp(crash, "yes") == 0) abort();
     if (leak) g_leak_kib = atol(leak);
+    if (delay) g_delay_us = atol(delay);
     if (fail && strcmp(fail, "yes") == 0) {
         asyncd_log(ASYNCD_LOG_ERROR, "testplug: refusing to start (fail_init)");
         return 1;
@@ -92,6 +96,7 @@ static int is(const void *pkg, size_t len, const char *word) {
 int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
     char text[64];
     size_t body = len - 4 < 32 ? len - 4 : 32;
+    if (g_delay_us > 0) usleep((useconds_t)g_delay_us);
     memcpy(text, (const char *)pkg + 4, body);
     text[body] = 0;
     for (size_t i = 0; i < body; i++) {

@@ -361,6 +361,26 @@ TEST(Ring, StreamCarriesMessagesLargerThanTheRing) {
     expect_pop(c, small, 12);
 }
 
+TEST(Ring, AbortedStreamIsDroppedAndTheRingGoesOn) {
+    Fixture f(4096, 512, 1 << 16);
+    Producer p(&f.ring, &f.waker);
+    Consumer c(&f.ring, &f.waker);
+    auto big = pattern(1 << 16, 17);
+    size_t done = 0;
+    ASSERT_EQ(p.try_push_stream(meta_for(1), big.data(), big.size(), &done), PushStatus::kFull);
+    ASSERT_TRUE(p.stream_open());
+    Message m;
+    ASSERT_EQ(c.peek(&m), PopStatus::kEmpty);  // took the parts there were
+    EXPECT_EQ(p.try_push(meta_for(2), "x", 1), PushStatus::kBusy);
+    p.abort_stream();  // its sender went away
+    EXPECT_FALSE(p.stream_open());
+    auto small = pattern(10, 18);
+    ASSERT_EQ(p.try_push(meta_for(3), small.data(), small.size()), PushStatus::kOk);
+    p.flush();
+    expect_pop(c, small, 3);
+    EXPECT_EQ(f.ring.abandoned(), 1u);
+}
+
 TEST(Ring, ConsumerResumesAtInFlightMessage) {
     Fixture f(4096);
     Producer p(&f.ring, &f.waker);
