@@ -32,11 +32,6 @@ using std::chrono::seconds;
 
 // ---- small socket helpers (non-blocking fds, every wait with a deadline) -----------------
 
-int ms_left(Clock::time_point end) {
-    auto left = std::chrono::duration_cast<milliseconds>(end - Clock::now()).count();
-    return left < 0 ? 0 : int(left);
-}
-
 uint16_t local_port(int fd) {
     struct sockaddr_in a = {};
     socklen_t len = sizeof a;

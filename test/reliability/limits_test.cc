@@ -34,11 +34,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-int ms_until(Clock::time_point t) {
-    auto left = std::chrono::duration_cast<milliseconds>(t - Clock::now()).count();
-    return left < 0 ? 0 : int(left);
-}
-
 // A loopback TCP socket to port, non-blocking once it is made. wait: the connect completes
 // first (with a 5 s limit); otherwise it may still be in progress. rcvbuf > 0 sets SO_RCVBUF
 // before the connect, so that the window the server sees is small from the start.
@@ -300,7 +295,7 @@ TEST_F(ReliabilityLimits, R9_SlowlorisIsClosedAtThePacketDeadline) {
             pfds.push_back({slow[i].fd, POLLIN, 0});
             which.push_back(i);
         }
-        int n = poll(pfds.data(), pfds.size(), ms_until(next_tick));
+        int n = poll(pfds.data(), pfds.size(), ms_left(next_tick));
         auto now = Clock::now();
         for (size_t k = 0; n > 0 && k < pfds.size(); k++) {
             if (!pfds[k].revents) continue;
@@ -420,7 +415,7 @@ bool closed_by_server(int fd, milliseconds deadline) {
     if (send(fd, "\0", 1, MSG_NOSIGNAL) < 0 && gone(errno)) return true;
     for (int turn = 0; turn < 100000 && Clock::now() < end; turn++) {
         pollfd p = {fd, 0, 0};
-        if (poll(&p, 1, std::min(ms_until(end), 50)) > 0 && (p.revents & (POLLERR | POLLHUP))) {
+        if (poll(&p, 1, std::min(ms_left(end), 50)) > 0 && (p.revents & (POLLERR | POLLHUP))) {
             return true;
         }
     }
@@ -778,7 +773,7 @@ TEST_F(ReliabilityLimits, R16_FdExhaustionDoesNotSpin) {
                 which.push_back(i);
             }
             if (pfds.empty()) break;
-            if (poll(pfds.data(), pfds.size(), std::min(ms_until(end), 50)) <= 0) continue;
+            if (poll(pfds.data(), pfds.size(), std::min(ms_left(end), 50)) <= 0) continue;
             for (size_t k = 0; k < pfds.size(); k++) {
                 if (!pfds[k].revents) continue;
                 size_t i = size_t(which[k]);

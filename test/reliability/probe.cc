@@ -42,6 +42,11 @@ double ms_since(Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
+int ms_left(Clock::time_point end) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count();
+    return left < 0 ? 0 : int(left);
+}
+
 std::string base(const std::string &plugin, int workers, const std::string &extra) {
     return "workers " + std::to_string(workers) + "\nplugin " + plugin_path(plugin) + "\n" + extra;
 }

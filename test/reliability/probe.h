@@ -24,6 +24,8 @@ void figure(const char *scenario, const std::string &text);
 std::vector<uint64_t> numbers_after(const std::string &text, const std::string &before);
 
 double ms_since(Clock::time_point t);
+// Milliseconds from now until end (0 once it has passed), for poll().
+int ms_left(Clock::time_point end);
 
 // Config lines for `workers` workers running the named plugin, then `extra`.
 std::string base(const std::string &plugin, int workers, const std::string &extra = "");
