@@ -116,7 +116,7 @@ $(ASYNCD_HOOKS): $(call rel_objs,main/main.cc $(filter-out $(HOOK_SRCS),$(CORE_S
 $(ASYNCD_HOOKS_SAN): $(call san_objs,main/main.cc $(filter-out $(HOOK_SRCS),$(CORE_SRCS))) $(patsubst %.cc,$(BUILD)/san-hooks/%.o,$(HOOK_SRCS)) $(BUILD)/san/libshmq.a
 	$(CXX) $(SANFLAGS) -rdynamic $^ -o $@ -ldl $(LDLIBS)
 
-$(BUILD)/plugins/%.so: plugin_api/examples/%.c plugin_api/asyncd_plugin.h
+$(BUILD)/plugins/%.so: plugin_api/examples/%.c plugin_api/asyncd_plugin.h $(wildcard plugin_api/examples/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) $< -o $@
 
