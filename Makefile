@@ -68,7 +68,7 @@ FUZZ_SECONDS ?= 20
 RELIABILITY_FUZZ_SECONDS ?= 60
 FUZZ_SKIPPED := R7 libFuzzer: clang++ not found; skipped (apt-get install clang to run it)
 
-.PHONY: all test asan run bench reliability fuzz clean format format-check check-gtest FORCE
+.PHONY: all test test-tools asan run bench reliability fuzz clean format format-check check-gtest FORCE
 
 all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO)
 
@@ -156,13 +156,18 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stac
 TEST_DEPS := $(ASYNCD) $(ASYNCD_SAN) $(ASYNCD_HOOKS) $(ASYNCD_HOOKS_SAN) $(EXAMPLE_PLUGINS) \
 	$(TEST_PLUGINS) $(BENCH_TOOL)
 
-test: check-gtest $(TEST_BIN) $(TEST_BIN_SAN) $(TEST_DEPS)
+# Clients the black-box tests drive the example plugins with (redis-cli, curl); installed
+# with apt-get when missing, and the tests that need one say so if it could not be.
+test-tools:
+	@sh scripts/ensure-packages.sh redis-tools curl
+
+test: check-gtest test-tools $(TEST_BIN) $(TEST_BIN_SAN) $(TEST_DEPS)
 	@echo "== release build =="
 	ASYNCD_BIN=$(ASYNCD) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS) $(TEST_BIN)
 	@echo "== ASan+UBSan build =="
 	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS_SAN) $(TEST_BIN_SAN)
 
-asan: check-gtest $(TEST_BIN_SAN) $(TEST_DEPS)
+asan: check-gtest test-tools $(TEST_BIN_SAN) $(TEST_DEPS)
 	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS_SAN) $(TEST_BIN_SAN)
 
 # The long versions of the reliability scenarios (RELIABILITY.md), then their figures as a

@@ -318,6 +318,10 @@ bool Client::recv_frame(std::string *payload, std::chrono::milliseconds deadline
 }
 
 bool Client::wait_closed(std::chrono::milliseconds deadline) {
+    return read_to_close(nullptr, deadline);
+}
+
+bool Client::read_to_close(std::string *out, std::chrono::milliseconds deadline) {
     auto end = Clock::now() + deadline;
     char buf[4096];
     for (;;) {
@@ -326,6 +330,7 @@ bool Client::wait_closed(std::chrono::milliseconds deadline) {
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) return false;
         ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+        if (n > 0 && out) out->append(buf, size_t(n));
         if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
         if (n < 0 && errno != EINTR) return true;
     }

@@ -99,6 +99,9 @@ class Client {
     // True once the server closed the connection (EOF or reset) within the deadline;
     // bytes that arrive before are skipped.
     bool wait_closed(std::chrono::milliseconds deadline = std::chrono::seconds(10));
+    // Like wait_closed, keeping the bytes that came before the close in *out.
+    bool read_to_close(std::string *out,
+                       std::chrono::milliseconds deadline = std::chrono::seconds(10));
     // A frame round trip: send payload, read one frame.
     std::string call(const std::string &payload);
 
