@@ -234,9 +234,12 @@ run: $(ASYNCD) $(EXAMPLE_PLUGINS)
 	$(ASYNCD) -c etc/asyncd.conf
 
 # asyncd against ref_echo side by side (bench/run_bench.py; BENCH_ARGS="--quick" for a
-# short pass, "--cpu 0" to pin the load generator), then the ring on its own.
+# short pass, "--cpu 0" to pin the load generator), the resp and http plugins against
+# redis-server and nginx (bench/run_proto_bench.py, PROTO_BENCH_ARGS likewise), then the
+# ring on its own.
 bench: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL) $(REF_ECHO) $(SHMQ_BENCH)
 	python3 bench/run_bench.py $(BENCH_ARGS)
+	python3 bench/run_proto_bench.py $(PROTO_BENCH_ARGS)
 	$(SHMQ_BENCH) -r 3
 
 FORMAT_SRCS = $(shell git ls-files '*.cc' '*.h' '*.c')
