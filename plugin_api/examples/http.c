@@ -86,6 +86,26 @@ static int fail(asyncd_conn_t c, int status) {
     return 1; /* close once it has gone out */
 }
 
+/* The answer to a keep-alive `GET /`, the request a load test repeats: built once a second
+ * (its Date changes) rather than formatted each time. */
+static char g_ok[512];
+static size_t g_ok_len;
+static time_t g_ok_at = -1;
+
+static int send_ok(asyncd_conn_t c) {
+    const char *date = date_header();
+    if (g_ok_at != g_date_at) {
+        int n = snprintf(g_ok, sizeof g_ok,
+                         "HTTP/1.1 200 OK\r\nServer: asyncd\r\n%sContent-Type: text/plain\r\n"
+                         "Content-Length: %zu\r\n\r\n%s",
+                         date, sizeof kBody - 1, kBody);
+        if (n < 0 || (size_t)n >= sizeof g_ok) return -1;
+        g_ok_len = (size_t)n;
+        g_ok_at = g_date_at;
+    }
+    return net_send_cli(c, g_ok, g_ok_len);
+}
+
 int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
     const char *d = (const char *)pkg;
     http_req r;
@@ -102,6 +122,7 @@ int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
     if (!head && !(r.method_len == 3 && memcmp(r.method, "GET", 3) == 0)) {
         respond(conn, 405, "Method Not Allowed\n", 19, 0, close, r.minor == 0 && !close);
     } else if (r.target_len == 1 && r.target[0] == '/') {
+        if (!head && !close && r.minor >= 1) return send_ok(conn) == 0 ? 0 : 1;
         respond(conn, 200, kBody, sizeof kBody - 1, head, close, r.minor == 0 && !close);
     } else {
         respond(conn, 404, "Not Found\n", 10, head, close, r.minor == 0 && !close);
