@@ -156,10 +156,10 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stac
 TEST_DEPS := $(ASYNCD) $(ASYNCD_SAN) $(ASYNCD_HOOKS) $(ASYNCD_HOOKS_SAN) $(EXAMPLE_PLUGINS) \
 	$(TEST_PLUGINS) $(BENCH_TOOL)
 
-# Clients the black-box tests drive the example plugins with (redis-cli, curl); installed
+# Clients the black-box tests drive asyncd with (redis-cli, curl, headless chromium); installed
 # with apt-get when missing, and the tests that need one say so if it could not be.
 test-tools:
-	@sh scripts/ensure-packages.sh redis-tools curl
+	@sh scripts/ensure-packages.sh redis-tools curl chromium
 
 test: check-gtest test-tools $(TEST_BIN) $(TEST_BIN_SAN) $(TEST_DEPS)
 	@echo "== release build =="
