@@ -137,7 +137,7 @@ bool ConnServer::setup(std::string *err) {
 
     LoopFds fds;
     bool ok = open_loop_fds(
-        {SIGTERM}, kTagSignal,
+        {SIGTERM, SIGUSR1, SIGUSR2}, kTagSignal,
         {{listen_fd_, kTagListen}, {ch_->conn_wake.fd(), kTagWake}, {ch_->death_rd, kTagDeath}},
         &fds, err);
     ep_ = fds.ep;
@@ -146,20 +146,57 @@ bool ConnServer::setup(std::string *err) {
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     clamp_max_conns();
     mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
-    // The timeouts are looked at ten times per the shortest of them, at most once a second.
+    set_check_interval();
+    return true;
+}
+
+// The timeouts are looked at ten times per the shortest of them, at most once a second.
+void ConnServer::set_check_interval() {
     uint64_t shortest = UINT64_MAX;
     if (cfg_.idle_timeout > 0) shortest = uint64_t(cfg_.idle_timeout) * 1000;
     if (cfg_.pkg_timeout_ms > 0) shortest = std::min(shortest, uint64_t(cfg_.pkg_timeout_ms));
     if (cfg_.out_buf_soft) shortest = std::min(shortest, uint64_t(cfg_.out_buf_soft_ms));
-    if (shortest != UINT64_MAX) check_every_ms_ = std::clamp<uint64_t>(shortest / 10, 50, 1000);
-    return true;
+    check_every_ms_ = shortest == UINT64_MAX ? 0 : std::clamp<uint64_t>(shortest / 10, 50, 1000);
+    next_check_ms_ = 0;
+    if (check_every_ms_ && live_) {
+        // Connections already open may be due: look soon.
+        next_check_ms_ = now_ms_ + check_every_ms_;
+    }
+}
+
+// A reload (the supervisor has checked the file): the client limits change live. The
+// plugin conn loaded for get_pkg_len and select_worker stays until conn restarts.
+void ConnServer::reload_limits() {
+    Config next;
+    std::string err;
+    if (!load_config(cfg_.path, &next, &err)) {
+        log_->write(LogLevel::kError, "reload: %s; keeping the running limits", err.c_str());
+        return;
+    }
+    cfg_.max_conns = next.max_conns;
+    cfg_.idle_timeout = next.idle_timeout;
+    cfg_.pkg_timeout_ms = next.pkg_timeout_ms;
+    cfg_.out_buf_soft = next.out_buf_soft;
+    cfg_.out_buf_soft_ms = next.out_buf_soft_ms;
+    cfg_.out_buf_hard = next.out_buf_hard;
+    cfg_.busy_poll_us = next.busy_poll_us;
+    cfg_.log_level = next.log_level;
+    log_->set_level(cfg_.log_level);
+    clamp_max_conns();
+    set_check_interval();
+    log_->write(LogLevel::kInfo,
+                "reload: limits now max_conns %d, idle_timeout %d s, pkg_timeout %.3g s, "
+                "out_buf_soft %zu for %.3g s, out_buf_hard %zu",
+                max_conns_, cfg_.idle_timeout, cfg_.pkg_timeout_ms / 1000.0, cfg_.out_buf_soft,
+                cfg_.out_buf_soft_ms / 1000.0, cfg_.out_buf_hard);
 }
 
 // Every connection costs conn one fd. Make the fd limit fit max_conns, raising the soft limit
 // toward the hard one if need be; where even that falls short, lower max_conns and say so.
 void ConnServer::clamp_max_conns() {
     max_conns_ = cfg_.max_conns;
-    int own = count_open_fds() + kFdSpare;
+    if (!own_fds_) own_fds_ = count_open_fds() + kFdSpare;  // at start, before any client
+    int own = own_fds_;
     rlim_t need = rlim_t(max_conns_) + rlim_t(own);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
@@ -290,6 +327,13 @@ void ConnServer::turn_events(int n) {
             struct signalfd_siginfo si;
             while (read(sig_fd_, &si, sizeof si) == sizeof si) {
                 if (si.ssi_signo == SIGTERM) quit_ = true;
+                if (si.ssi_signo == SIGUSR1) {
+                    std::string err;
+                    if (!log_->reopen(&err)) {
+                        log_->write(LogLevel::kError, "reopening the log: %s", err.c_str());
+                    }
+                }
+                if (si.ssi_signo == SIGUSR2) reload_limits();
             }
         } else if (tag == kTagDeath) {
             log_->write(LogLevel::kWarn, "conn: the supervisor is gone; exiting");

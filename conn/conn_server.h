@@ -76,6 +76,8 @@ class ConnServer {
     void turn_events(int n);
     void on_accept();
     void clamp_max_conns();
+    void set_check_interval();
+    void reload_limits();
     void shed_connection(int err);
     void resume_accepting();
     void on_readable(Connection *c);
@@ -114,7 +116,7 @@ class ConnServer {
     int wait_events(int timeout);
     bool rings_ready();
 
-    const Config &cfg_;
+    Config cfg_;  // a copy: a reload changes the client limits in it
     Channels *ch_;
     int listen_fd_;
     Log *log_;
@@ -126,6 +128,7 @@ class ConnServer {
     uint64_t check_every_ms_ = 0;    // how often check_timeouts() looks; 0: no timeout is on
     uint64_t next_check_ms_ = 0;     // when it looks next; 0: nothing to look for
     int max_conns_ = 0;              // cfg_.max_conns, or less if the fd limit says so
+    int own_fds_ = 0;                // fds conn needs besides its clients
     int reserve_fd_ = -1;            // given up to accept-and-close when fds run out
     uint64_t accept_resume_ms_ = 0;  // accepting paused until then; 0: not paused
     std::vector<Connection *> slots_;

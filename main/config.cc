@@ -199,6 +199,14 @@ class Parser {
             }
         } else if (key == "log_file") {
             cfg_->log_file = value == "-" ? value : resolve(dir, value);
+        } else if (key == "pid_file") {
+            cfg_->pid_file = value == "-" ? "" : resolve(dir, value);
+        } else if (key == "daemon") {
+            if (value != "yes" && value != "no") {
+                *why = "daemon must be yes or no, got '" + value + "'";
+                return false;
+            }
+            cfg_->daemon = value == "yes";
         } else {
             *why = "unknown key '" + key + "'";
             return false;
@@ -286,6 +294,10 @@ bool load_config(const std::string &path, Config *out, std::string *err) {
     struct stat st;
     if (stat(cfg.plugin.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
         *err = parser.plugin_where() + "plugin '" + cfg.plugin + "' not found";
+        return false;
+    }
+    if (cfg.daemon && cfg.log_file == "-") {
+        *err = path + ": daemon yes needs a log_file (a daemon has no stderr)";
         return false;
     }
     if (cfg.out_buf_soft && cfg.out_buf_hard && cfg.out_buf_soft > cfg.out_buf_hard) {

@@ -44,6 +44,8 @@ struct Config {
     size_t worker_max_rss = 0;               // bytes; a worker above it is recycled; 0: off
     LogLevel log_level = LogLevel::kInfo;
     std::string log_file = "-";
+    bool daemon = false;        // detach from the terminal after the checks
+    std::string pid_file = "";  // written and locked while running; "" (or "-"): none
 
     std::vector<std::pair<std::string, std::string>> plugin_values;
 

@@ -1,13 +1,21 @@
 // asyncd: the command line.
+#include <dirent.h>
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "main/config.h"
 #include "main/log.h"
+#include "main/pidfile.h"
 #include "main/proctitle.h"
 #include "main/supervisor.h"
 #include "work/plugin.h"
@@ -19,15 +27,122 @@ constexpr const char *kVersion = "0.1.0";
 
 void usage(FILE *out) {
     fprintf(out,
-            "usage: asyncd [-c FILE] [-t] [-h] [-v]\n"
-            "  -c FILE   the config file (default %s)\n"
-            "  -t        check the config (and that the plugin loads), then exit 0 or 1\n"
-            "  -h        this help\n"
-            "  -v        the version and plugin ABI\n"
-            "asyncd runs in the foreground and logs to stderr unless log_file says otherwise.\n"
-            "SIGTERM or SIGINT stops it cleanly: conn stops taking input, workers answer what\n"
-            "is in their rings and call fini_service, conn writes the answers, all exit.\n",
+            "usage: asyncd [-c FILE] [-t] [-s SIGNAL] [-h] [-v]\n"
+            "  -c FILE     the config file (default %s)\n"
+            "  -t          check the config (and that the plugin loads), then exit 0 or 1\n"
+            "  -s SIGNAL   tell the asyncd running with FILE's pid_file:\n"
+            "                stop    stop now, answering what is in the rings (SIGTERM)\n"
+            "                quit    stop accepting, let clients finish (SIGQUIT)\n"
+            "                reload  re-read the config and apply it (SIGHUP)\n"
+            "                reopen  reopen the log file, after logrotate (SIGUSR1)\n"
+            "                status  say whether it runs, and its processes\n"
+            "  -h          this help\n"
+            "  -v          the version and plugin ABI\n"
+            "asyncd runs in the foreground and logs to stderr unless the config says `daemon\n"
+            "yes` (which needs a log_file) or log_file says otherwise. SIGTERM or SIGINT stops\n"
+            "it: conn stops taking input, workers answer what is in their rings and call\n"
+            "fini_service, conn writes the answers, all exit.\n",
             kDefaultConfig);
+}
+
+std::string read_text(const std::string &path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// Fields of /proc/PID/stat after the command name (field 3 is the state).
+std::vector<std::string> stat_fields(pid_t pid) {
+    std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
+    std::vector<std::string> out;
+    size_t rp = stat.rfind(')');
+    if (rp == std::string::npos) return out;
+    std::istringstream rest(stat.substr(rp + 2));
+    std::string f;
+    while (rest >> f)
+        out.push_back(f);
+    return out;
+}
+
+long rss_kib(pid_t pid) {
+    std::string s = read_text("/proc/" + std::to_string(pid) + "/status");
+    size_t at = s.find("VmRSS:");
+    return at == std::string::npos ? 0 : atol(s.c_str() + at + 6);
+}
+
+std::string comm_of(pid_t pid) {
+    std::string c = read_text("/proc/" + std::to_string(pid) + "/comm");
+    while (!c.empty() && c.back() == '\n')
+        c.pop_back();
+    return c;
+}
+
+// -s status: the running instance's processes, from /proc.
+int print_status(pid_t pid, const std::string &config) {
+    std::vector<std::string> f = stat_fields(pid);
+    double up = 0;
+    if (f.size() > 19) {
+        double boot_s = atof(read_text("/proc/uptime").c_str());
+        up = boot_s - atof(f[19].c_str()) / double(sysconf(_SC_CLK_TCK));
+    }
+    long secs = long(up);
+    printf("asyncd is running: pid %d, up %ldd %02ld:%02ld:%02ld, config %s\n", int(pid),
+           secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60, config.c_str());
+    printf("%-16s %8s %10s\n", "process", "pid", "rss");
+    std::vector<pid_t> procs = {pid};
+    if (DIR *d = opendir("/proc")) {
+        while (struct dirent *e = readdir(d)) {
+            pid_t p = pid_t(atoi(e->d_name));
+            if (p <= 0) continue;
+            std::vector<std::string> pf = stat_fields(p);
+            if (pf.size() > 1 && atoi(pf[1].c_str()) == pid) procs.push_back(p);
+        }
+        closedir(d);
+    }
+    for (pid_t p : procs) {
+        printf("%-16s %8d %7.1f MiB\n", comm_of(p).c_str(), int(p), double(rss_kib(p)) / 1024);
+    }
+    return 0;
+}
+
+// -s SIGNAL: finds the running asyncd by the config's pid_file and signals it.
+int send_signal(const asyncd::Config &cfg, const std::string &what) {
+    struct Verb {
+        const char *name;
+        int sig;
+    } verbs[] = {{"stop", SIGTERM},
+                 {"quit", SIGQUIT},
+                 {"reload", SIGHUP},
+                 {"reopen", SIGUSR1},
+                 {"status", 0}};
+    const Verb *verb = nullptr;
+    for (const Verb &v : verbs) {
+        if (what == v.name) verb = &v;
+    }
+    if (!verb) {
+        fprintf(stderr, "asyncd: -s wants stop, quit, reload, reopen or status, got '%s'\n",
+                what.c_str());
+        return 1;
+    }
+    if (cfg.pid_file.empty()) {
+        fprintf(stderr, "asyncd: %s has no pid_file, so -s cannot find the running asyncd\n",
+                cfg.path.c_str());
+        return 1;
+    }
+    std::string why;
+    pid_t pid = asyncd::running_pid(cfg.pid_file, &why);
+    if (pid == 0) {
+        fprintf(stderr, "asyncd: %s\n", why.c_str());
+        return what == "status" ? 3 : 1;  // 3: "not running", as init scripts expect
+    }
+    if (!verb->sig) return print_status(pid, cfg.path);
+    if (kill(pid, verb->sig) != 0) {
+        fprintf(stderr, "asyncd: kill(%d, %s): %s\n", int(pid), strsignal(verb->sig),
+                strerror(errno));
+        return 1;
+    }
+    return 0;
 }
 
 // -t: everything a start would check before forking, plus loading the plugin.
@@ -53,14 +168,18 @@ int test_config(const asyncd::Config &cfg) {
 int main(int argc, char **argv) {
     std::string config_path = kDefaultConfig;
     bool test_only = false;
+    std::string signal_name;
     int opt;
-    while ((opt = getopt(argc, argv, "c:thv")) != -1) {
+    while ((opt = getopt(argc, argv, "c:ts:hv")) != -1) {
         switch (opt) {
             case 'c':
                 config_path = optarg;
                 break;
             case 't':
                 test_only = true;
+                break;
+            case 's':
+                signal_name = optarg;
                 break;
             case 'h':
                 usage(stdout);
@@ -84,6 +203,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "asyncd: %s\n", err.c_str());
         return 1;
     }
+    if (!signal_name.empty()) return send_signal(cfg, signal_name);
     if (test_only) return test_config(cfg);
 
     signal(SIGPIPE, SIG_IGN);
@@ -93,9 +213,27 @@ int main(int argc, char **argv) {
         return 1;
     }
     log.set_role("sup", -1);
+    // The pid file is locked before detaching, so that "already running" reaches the
+    // terminal; the lock goes with the open file into the daemon.
+    asyncd::PidFile pid_file;
+    if (!cfg.pid_file.empty() && !pid_file.lock(cfg.pid_file, &err)) {
+        fprintf(stderr, "asyncd: %s\n", err.c_str());
+        return 1;
+    }
+    if (cfg.daemon && daemon(1, 0) != 0) {
+        fprintf(stderr, "asyncd: daemon: %s\n", strerror(errno));
+        return 1;
+    }
+    if (pid_file.fd() >= 0 && !pid_file.write_pid(&err)) {
+        log.write(asyncd::LogLevel::kError, "%s", err.c_str());
+        return 1;
+    }
     asyncd::proctitle_init(argc, argv);
     std::string title = "asyncd: supervisor -c " + config_path;
     asyncd::proctitle_set(title.c_str(), "asyncd-sup");
     asyncd::Supervisor supervisor(cfg, &log);
-    return supervisor.run();
+    supervisor.set_pid_fd(pid_file.fd());
+    int rc = supervisor.run();
+    pid_file.release();
+    return rc;
 }

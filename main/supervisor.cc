@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -91,7 +92,7 @@ bool Supervisor::bind_listen(std::string *err) {
 
 bool Supervisor::setup_events(std::string *err) {
     LoopFds fds;
-    bool ok = open_loop_fds({SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP}, kTagSignal,
+    bool ok = open_loop_fds({SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1}, kTagSignal,
                             {{ch_.event_rd, kTagNotes}}, &fds, err);
     ep_ = fds.ep;
     sig_fd_ = fds.sig;
@@ -102,7 +103,7 @@ bool Supervisor::setup_events(std::string *err) {
 // that cannot load (wrong ABI, missing symbols, no proc_pkg_cli) is one clear line and a
 // refusal to start, instead of every child failing on it. The child keeps plugin code and
 // its constructors out of the supervisor.
-bool Supervisor::check_plugin() {
+bool Supervisor::check_plugin(const Config &cfg) {
     pid_t pid = fork();
     if (pid < 0) {
         log_->write(LogLevel::kCrit, "fork for the plugin check: %s", strerror(errno));
@@ -112,13 +113,13 @@ bool Supervisor::check_plugin() {
         log_->set_role("check", -1);
         Plugin plugin;
         std::string err;
-        if (!plugin.load(cfg_.plugin, &err)) {
+        if (!plugin.load(cfg.plugin, &err)) {
             log_->write(LogLevel::kError, "%s", err.c_str());
             _exit(2);
         }
-        if (cfg_.frame == FrameMode::kPlugin && !plugin.exports().get_pkg_len) {
+        if (cfg.frame == FrameMode::kPlugin && !plugin.exports().get_pkg_len) {
             log_->write(LogLevel::kError, "frame plugin needs get_pkg_len; %s does not export it",
-                        cfg_.plugin.c_str());
+                        cfg.plugin.c_str());
             _exit(2);
         }
         _exit(0);
@@ -127,14 +128,17 @@ bool Supervisor::check_plugin() {
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
-    log_->write(LogLevel::kError, "the plugin check failed: not starting");
     return false;
 }
 
 int Supervisor::run() {
     self_ = getpid();
     std::string err;
-    if (!check_plugin()) return 1;
+    if (!check_plugin(cfg_)) {
+        log_->write(LogLevel::kError, "the plugin check failed: not starting");
+        return 1;
+    }
+    plugin_id_ = file_id(cfg_.plugin);
     if (!bind_listen(&err) || !ch_.create(cfg_, &err) || !setup_events(&err)) {
         log_->write(LogLevel::kError, "cannot start: %s", err.c_str());
         return 1;
@@ -197,8 +201,13 @@ void Supervisor::child_main(Child &c) {
     // the supervisor alone decides what happens, so children ignore SIGINT.
     close(sig_fd_);
     close(ep_);
+    if (pid_fd_ >= 0) close(pid_fd_);
+    // USR1 (reopen the log) and USR2 (reload) stay blocked until the child's own signalfd
+    // takes them: one that came before would otherwise kill it.
     sigset_t set;
     sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     sigprocmask(SIG_SETMASK, &set, nullptr);
     signal(SIGINT, SIG_IGN);
     signal(SIGQUIT, SIG_IGN);
@@ -242,8 +251,101 @@ void Supervisor::on_signal(int signo) {
             begin_stop(0);
             break;
         case SIGHUP:
-            log_->write(LogLevel::kWarn, "SIGHUP: reload is not supported yet; ignored");
+            if (stop_ == Stop::kNone) reload();
             break;
+        case SIGUSR1: {
+            std::string err;
+            if (!log_->reopen(&err)) {
+                log_->write(LogLevel::kError, "reopening the log: %s", err.c_str());
+            } else {
+                log_->write(LogLevel::kInfo, "reopened the log file");
+            }
+            if (conn_.pid) kill(conn_.pid, SIGUSR1);
+            for (Child &w : workers_) {
+                if (w.pid) kill(w.pid, SIGUSR1);
+            }
+            break;
+        }
+    }
+}
+
+// The identity of a file: a plugin rebuilt in place is a changed plugin.
+std::string Supervisor::file_id(const std::string &path) {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) return "";
+    return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+           std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+           std::to_string(st.st_mtim.tv_nsec);
+}
+
+// SIGHUP: re-read and check the whole config first; a bad one changes nothing. Then what
+// can change live changes, what cannot is named, and a changed plugin restarts the workers
+// one at a time, each after it has drained (no client connection is dropped).
+void Supervisor::reload() {
+    Config next;
+    std::string err;
+    if (!load_config(cfg_.path, &next, &err)) {
+        log_->write(LogLevel::kError, "reload: %s; keeping the running config", err.c_str());
+        return;
+    }
+    if (!check_plugin(next)) {
+        log_->write(LogLevel::kError,
+                    "reload: the plugin check failed; keeping the running config");
+        return;
+    }
+    // What the rings, the listen socket and the process layout were made from needs a
+    // restart: keep the running values and say so.
+    std::string kept;
+    auto keep = [&](bool changed, const char *key, auto &field, const auto &running) {
+        if (!changed) return;
+        kept += kept.empty() ? key : std::string(", ") + key;
+        field = running;
+    };
+    keep(next.listen != cfg_.listen, "listen", next.listen, cfg_.listen);
+    next.listen_host = cfg_.listen_host;
+    next.listen_port = cfg_.listen_port;
+    keep(next.workers != cfg_.workers, "workers", next.workers, cfg_.workers);
+    keep(next.ring_size != cfg_.ring_size, "ring_size", next.ring_size, cfg_.ring_size);
+    keep(next.frame != cfg_.frame, "frame", next.frame, cfg_.frame);
+    keep(next.max_pkg_len != cfg_.max_pkg_len, "max_pkg_len", next.max_pkg_len, cfg_.max_pkg_len);
+    keep(next.max_reply_len != cfg_.max_reply_len, "max_reply_len", next.max_reply_len,
+         cfg_.max_reply_len);
+    keep(next.log_file != cfg_.log_file, "log_file", next.log_file, cfg_.log_file);
+    keep(next.pid_file != cfg_.pid_file, "pid_file", next.pid_file, cfg_.pid_file);
+    keep(next.daemon != cfg_.daemon, "daemon", next.daemon, cfg_.daemon);
+    if (!kept.empty()) {
+        log_->write(LogLevel::kWarn, "reload: %s changed, which needs a restart: kept as running",
+                    kept.c_str());
+    }
+    std::string id = file_id(next.plugin);
+    bool plugin_changed = next.plugin != cfg_.plugin || id != plugin_id_;
+    prev_cfg_ = cfg_;
+    cfg_ = next;
+    plugin_id_ = id;
+    log_->set_level(cfg_.log_level);
+    if (conn_.pid) kill(conn_.pid, SIGUSR2);  // conn re-reads its limits
+    log_->write(LogLevel::kInfo, "reload: %s applied%s", cfg_.path.c_str(),
+                plugin_changed ? "; restarting the workers one at a time for the new plugin" : "");
+    if (plugin_changed) {
+        roll_index_ = 0;
+        roll_next();
+    }
+}
+
+// Asks the next worker of a reload to finish its batch and exit; its replacement starts
+// with the new config, and its ready note moves the roll on.
+void Supervisor::roll_next() {
+    for (; roll_index_ < workers_.size(); roll_index_++) {
+        Child &w = workers_[roll_index_];
+        if (w.pid && !w.fatal && stop_ == Stop::kNone) {
+            w.rolling = true;
+            kill(w.pid, SIGUSR2);
+            return;
+        }
+    }
+    if (roll_index_ == workers_.size()) {
+        log_->write(LogLevel::kInfo, "reload: every worker runs plugin %s", cfg_.plugin.c_str());
+        roll_index_ = workers_.size() + 1;
     }
 }
 
@@ -281,10 +383,25 @@ void Supervisor::on_exit(Child &c, int status) {
         return;
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == kExitRecycle && !c.is_conn) {
-        // Recycled on purpose (worker_max_rss), between two packets: no back-off.
+        // Recycled on purpose (worker_max_rss, or a reload), between two packets: no
+        // back-off.
         c.restart_at_ms = now;
-        log_->write(LogLevel::kInfo, "%s (pid %d) recycled at worker_max_rss: restarting now",
-                    name(c).c_str(), int(pid));
+        log_->write(LogLevel::kInfo, "%s (pid %d) recycled%s: restarting now", name(c).c_str(),
+                    int(pid), c.rolling ? " for the reload" : " at worker_max_rss");
+        return;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal && c.rolling) {
+        // The new plugin will not start: this worker goes back to the old one, and so does
+        // the reload.
+        log_->write(LogLevel::kError,
+                    "reload: %s (pid %d) %s with the new plugin; going back to the old "
+                    "config",
+                    name(c).c_str(), int(pid), how);
+        cfg_ = prev_cfg_;
+        plugin_id_ = file_id(cfg_.plugin);
+        roll_index_ = workers_.size() + 1;
+        c.rolling = false;
+        c.restart_at_ms = now;
         return;
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal) {
@@ -312,6 +429,11 @@ void Supervisor::on_note(const ChildNote &n) {
         conn_.ready = true;
     } else if (n.kind == 'W' && n.index < workers_.size()) {
         workers_[n.index].ready = true;
+        if (workers_[n.index].rolling) {
+            workers_[n.index].rolling = false;
+            roll_index_ = n.index + 1;
+            roll_next();
+        }
         if (workers_[n.index].restarts) {
             log_->write(LogLevel::kInfo, "worker %u (pid %d) serving again", unsigned(n.index),
                         int(n.pid));

@@ -25,6 +25,8 @@ class Supervisor {
     // Runs until stopped. Returns the process exit code: 0 after a clean stop, 1 when it
     // could not start or nothing could serve.
     int run();
+    // The locked pid file: children close it, so that its lock is the supervisor's alone.
+    void set_pid_fd(int fd) { pid_fd_ = fd; }
 
   private:
     // One child slot: the conn process, or worker `index`.
@@ -38,12 +40,16 @@ class Supervisor {
         bool fatal = false;
         bool ready = false;
         bool hang_killed = false;
+        bool rolling = false;  // asked to exit for a reload; its replacement moves it on
         Backoff backoff;
     };
 
     enum class Stop { kNone, kInput, kWorkers, kOutput };
 
-    bool check_plugin();
+    bool check_plugin(const Config &cfg);
+    static std::string file_id(const std::string &path);
+    void reload();
+    void roll_next();
     bool bind_listen(std::string *err);
     bool setup_events(std::string *err);
     bool spawn(Child &c);
@@ -62,12 +68,16 @@ class Supervisor {
     std::string name(const Child &c) const;
 
     Config cfg_;
+    Config prev_cfg_;          // the config before the last reload, to go back to
+    std::string plugin_id_;    // file_id() of the plugin the workers were started with
+    size_t roll_index_ = 257;  // the worker a reload restarts next; past the end: none
     Log *log_;
     Channels ch_;
     int listen_fd_ = -1;
     std::string bound_;  // the address the listen socket got
     int ep_ = -1;
     int sig_fd_ = -1;
+    int pid_fd_ = -1;
     pid_t self_ = 0;
     Child conn_;
     std::vector<Child> workers_;

@@ -68,7 +68,7 @@ Worker::~Worker() {
 
 bool Worker::setup(std::string *err) {
     LoopFds fds;
-    bool ok = open_loop_fds({SIGTERM}, kTagSignal,
+    bool ok = open_loop_fds({SIGTERM, SIGUSR1, SIGUSR2}, kTagSignal,
                             {{link_->wake.fd(), kTagWake}, {ch_->death_rd, kTagDeath}}, &fds, err);
     ep_ = fds.ep;
     sig_fd_ = fds.sig;
@@ -173,6 +173,12 @@ void Worker::poll_events(int timeout) {
             struct signalfd_siginfo si;
             while (read(sig_fd_, &si, sizeof si) == sizeof si) {
                 if (si.ssi_signo == SIGTERM) stopping_ = true;
+                if (si.ssi_signo == SIGUSR1) reopen_log();
+                if (si.ssi_signo == SIGUSR2 && !exit_code_) {
+                    // A reload with a new plugin: finish this batch, hand over, restart.
+                    log_->write(LogLevel::kInfo, "worker %d: restarting for a reload", index_);
+                    exit_code_ = kExitRecycle;
+                }
             }
         } else if (events[i].data.u64 == kTagDeath) {
             orphaned_ = true;
@@ -245,6 +251,11 @@ void Worker::resume_predecessor() {
                     (unsigned long long)(skipped ? in_next - from : 0));
     }
     note_progress();
+}
+
+void Worker::reopen_log() {
+    std::string err;
+    if (!log_->reopen(&err)) log_->write(LogLevel::kError, "reopening the log: %s", err.c_str());
 }
 
 void Worker::check_rss() {

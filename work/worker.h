@@ -41,6 +41,7 @@ class Worker {
   private:
     bool setup(std::string *err);
     void check_rss();
+    void reopen_log();
     void note_progress();
     void resume_predecessor();
     int drain(int budget);

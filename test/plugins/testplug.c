@@ -4,6 +4,7 @@
  *   "FIRE"   send "late" to the held connection (which may be gone), answer "fired"
  *   "DOWNS"  answer the number of link_down_cli calls this worker has had
  *   "WHO"    answer "w<worker index>"
+ *   "WHERE"  answer the file this plugin was loaded from (which build is answering)
  *   "CLOSE"  answer "bye" and close
  *   "CRASH"  abort()
  *   "HANG"   loop for ever
@@ -14,6 +15,7 @@
  * plugin.leak_kib N leaks N KiB (touched) per packet; plugin.delay_us N sleeps N microseconds
  * in every packet's callback before it does anything else (a slow handler). */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -47,8 +49,9 @@ static void event(const char *fmt, ...) {
 }
 
 static int reply(asyncd_conn_t conn, const char *text) {
-    char buf[128];
+    char buf[4 + 4096];
     size_t n = strlen(text);
+    if (n > sizeof buf - 4) n = sizeof buf - 4;
     uint32_t total = (uint32_t)(n + 4);
     buf[0] = (char)(total >> 24);
     buf[1] = (char)(total >> 16);
@@ -118,6 +121,11 @@ int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
     if (is(pkg, len, "WHO")) {
         snprintf(text, sizeof text, "w%d", asyncd_worker_index());
         return reply(conn, text);
+    }
+    if (is(pkg, len, "WHERE")) {
+        Dl_info info;
+        if (!dladdr((void *)proc_pkg_cli, &info) || !info.dli_fname) return reply(conn, "?");
+        return reply(conn, info.dli_fname);
     }
     if (is(pkg, len, "CLOSE")) {
         reply(conn, "bye");

@@ -1,0 +1,251 @@
+// Operating asyncd: the pid file and its lock, daemon mode and `asyncd -s`, reload (a new
+// plugin under load, a broken config, keys that need a restart), and reopening the log.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "test/blackbox/harness.h"
+#include "test/reliability/seqload.h"
+
+namespace asyncd::test {
+namespace {
+
+using std::chrono::seconds;
+
+std::string slurp(const std::string &path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+void spit(const std::string &path, const std::string &text) {
+    std::ofstream out(path + ".tmp");
+    out << text;
+    out.close();
+    rename((path + ".tmp").c_str(), path.c_str());  // a reload never reads half a file
+}
+
+bool ends_with(const std::string &s, const std::string &tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// Runs `asyncd ARGS` (bounded) and returns its exit code; its stdout goes to *out.
+int asyncd(const std::string &args, std::string *out = nullptr) {
+    std::string cmd = "timeout 30 " + asyncd_bin() + " " + args + " 2>&1";
+    FILE *p = popen(cmd.c_str(), "r");
+    if (!p) return -1;
+    std::string text;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+        text.append(buf, n);
+    int st = pclose(p);
+    if (out) *out = text;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+bool alive(pid_t pid) {
+    return pid > 0 && kill(pid, 0) == 0;
+}
+
+TEST(Ops, PidFileLockRefusesASecondInstance) {
+    Server first("workers 1\nplugin " + plugin_path("testplug.so") + "\n");
+    std::string pid_file = first.dir() + "/asyncd.pid";
+    Server a("workers 1\nplugin " + plugin_path("testplug.so") + "\npid_file " + pid_file + "\n");
+    std::string why;
+    ASSERT_TRUE(a.start(&why)) << why;
+    EXPECT_EQ(atoi(slurp(pid_file).c_str()), a.pid());
+
+    Server b("workers 1\nplugin " + plugin_path("testplug.so") + "\npid_file " + pid_file + "\n");
+    EXPECT_EQ(b.run_to_exit(seconds(20)), 1);
+    std::string err = slurp(b.dir() + "/stderr.log");
+    EXPECT_NE(err.find("already running (pid " + std::to_string(a.pid())), std::string::npos)
+        << err;
+    EXPECT_EQ(atoi(slurp(pid_file).c_str()), a.pid());  // the second one left it alone
+
+    EXPECT_EQ(a.stop(), 0);
+    EXPECT_NE(access(pid_file.c_str(), F_OK), 0) << "a clean stop removes the pid file";
+}
+
+class Daemon : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        // A scratch Server only lends its folder: the daemon is started by hand.
+        scratch_ = std::make_unique<Server>("");
+        dir_ = scratch_->dir();
+        conf_ = dir_ + "/daemon.conf";
+        spit(conf_, "listen 127.0.0.1:0\nworkers 2\nplugin " + plugin_path("testplug.so") +
+                        "\ndaemon yes\npid_file " + dir_ + "/asyncd.pid\nlog_file " + dir_ +
+                        "/asyncd.log\n");
+    }
+    void TearDown() override {
+        if (alive(pid_)) kill(pid_, SIGKILL);  // its children follow it
+    }
+    std::string log() const { return slurp(dir_ + "/asyncd.log"); }
+    uint16_t ready_port() {
+        uint16_t port = 0;
+        eventually(
+            [&] {
+                std::string l = log();
+                size_t at = l.find("listening on 127.0.0.1:");
+                if (at == std::string::npos) return false;
+                port = uint16_t(atoi(l.c_str() + at + strlen("listening on 127.0.0.1:")));
+                return port != 0;
+            },
+            seconds(20));
+        return port;
+    }
+
+    std::unique_ptr<Server> scratch_;
+    std::string dir_, conf_;
+    pid_t pid_ = 0;
+};
+
+TEST_F(Daemon, DetachesAndAnswersDashS) {
+    std::string out;
+    ASSERT_EQ(asyncd("-c " + conf_, &out), 0) << out;  // returns once detached
+    uint16_t port = ready_port();
+    ASSERT_NE(port, 0) << log();
+    pid_ = atoi(slurp(dir_ + "/asyncd.pid").c_str());
+    ASSERT_TRUE(alive(pid_));
+    EXPECT_NE(getsid(pid_), getsid(0)) << "a daemon runs in a session of its own";
+    Client c;
+    ASSERT_TRUE(c.connect(port));
+    EXPECT_EQ(c.call("hello"), "hello");
+
+    ASSERT_EQ(asyncd("-s status -c " + conf_, &out), 0) << out;
+    EXPECT_NE(out.find("asyncd is running: pid " + std::to_string(pid_)), std::string::npos) << out;
+    EXPECT_NE(out.find("asyncd-conn"), std::string::npos) << out;
+    EXPECT_NE(out.find("asyncd-work1"), std::string::npos) << out;
+
+    // A second start with the same pid_file is refused, on the terminal.
+    EXPECT_EQ(asyncd("-c " + conf_, &out), 1);
+    EXPECT_NE(out.find("already running"), std::string::npos) << out;
+
+    // reopen: the log moved away (logrotate) comes back, and gets the next lines.
+    ASSERT_EQ(rename((dir_ + "/asyncd.log").c_str(), (dir_ + "/asyncd.log.1").c_str()), 0);
+    ASSERT_EQ(asyncd("-s reopen -c " + conf_, &out), 0) << out;
+    EXPECT_TRUE(eventually([&] {
+        return log().find("reopened the log file") != std::string::npos;
+    })) << log();
+    Client bad;  // conn's next line lands in the new file too
+    ASSERT_TRUE(bad.connect(port));
+    ASSERT_TRUE(bad.send_all("\0\0\0\0", 4));
+    EXPECT_TRUE(bad.wait_closed());
+    EXPECT_TRUE(eventually([&] { return log().find("[INFO] conn") != std::string::npos; }))
+        << log();
+    EXPECT_EQ(slurp(dir_ + "/asyncd.log.1").find("reopened"), std::string::npos);
+
+    // reload with a broken config: one line, the old one keeps serving.
+    std::string good = slurp(conf_);
+    spit(dir_ + "/good.conf", good);  // -s reads a config too, to find the pid_file
+    spit(conf_, good + "workers none\n");
+    ASSERT_EQ(asyncd("-s reload -c " + dir_ + "/good.conf", &out), 0) << out;
+    EXPECT_TRUE(eventually([&] {
+        return log().find("keeping the running config") != std::string::npos;
+    })) << log();
+    EXPECT_EQ(c.call("still"), "still");
+    spit(conf_, good);
+
+    ASSERT_EQ(asyncd("-s stop -c " + conf_, &out), 0) << out;
+    EXPECT_TRUE(eventually([&] { return !alive(pid_); }, seconds(20)));
+    EXPECT_NE(access((dir_ + "/asyncd.pid").c_str(), F_OK), 0);
+    EXPECT_EQ(asyncd("-s status -c " + conf_, &out), 3) << out;
+    EXPECT_NE(out.find("not running"), std::string::npos) << out;
+}
+
+void copy_file(const std::string &from, const std::string &to) {
+    std::ifstream in(from, std::ios::binary);
+    std::ofstream out(to, std::ios::binary);
+    out << in.rdbuf();
+}
+
+std::string replaced(std::string text, const std::string &from, const std::string &to) {
+    size_t at = text.find(from);
+    if (at != std::string::npos) text.replace(at, from.size(), to);
+    return text;
+}
+
+using Reload = ServerTest;
+
+// R15: a new plugin under load. Each worker finishes its batch, hands over and restarts with
+// the new plugin, one at a time; conn keeps every client connection.
+TEST_F(Reload, NewPluginUnderLoadDropsNoConnection) {
+    Server scratch("");  // lends its folder to the two builds of the plugin
+    std::string a = scratch.dir() + "/a.so", b = scratch.dir() + "/b.so";
+    copy_file(plugin_path("testplug.so"), a);
+    copy_file(plugin_path("testplug.so"), b);
+    start("workers 2\nplugin " + a + "\n");
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    EXPECT_TRUE(ends_with(c.call("WHERE"), "/a.so"));
+    SeqLoad load(server_->port(), 40, 4);
+    ASSERT_TRUE(load.connect_all());
+    load.start();
+    ASSERT_TRUE(eventually([&] { return load.answered() > 2000; }));
+
+    spit(server_->config_path(), replaced(slurp(server_->config_path()), a, b));
+    auto t0 = std::chrono::steady_clock::now();
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(server_->wait_log("reload: every worker runs plugin " + b, 1, seconds(30)))
+        << server_->log();
+    double roll_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_TRUE(ends_with(c.call("WHERE"), "/b.so")) << "the same connection, the new plugin";
+    uint64_t before = load.answered();
+    ASSERT_TRUE(eventually([&] { return load.answered() > before + 2000; }));
+    load.stop_sending();
+    EXPECT_TRUE(load.wait_answered(seconds(30)));
+    load.stop();
+    SeqStats st = load.stats();
+    EXPECT_EQ(st.closed, 0u) << "a client connection was dropped";
+    EXPECT_EQ(st.lost, 0u);
+    EXPECT_EQ(st.wrong, 0u);
+    EXPECT_EQ(st.duplicates, 0u) << "a worker restarted for a reload hands over cleanly";
+    EXPECT_EQ(server_->count_log("restarting for a reload"), 2);
+    printf("FIGURE R15 dropped_connections=%llu lost=%llu answered=%llu roll_ms=%.0f\n",
+           (unsigned long long)st.closed, (unsigned long long)st.lost,
+           (unsigned long long)st.answered, roll_ms);
+}
+
+TEST_F(Reload, BrokenConfigIsKeptOutAndRestartKeysAreNamed) {
+    start("workers 2\nplugin " + plugin_path("testplug.so") + "\npkg_timeout 30\n");
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    std::string good = slurp(server_->config_path());
+
+    spit(server_->config_path(), good + "frame sideways\n");
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(server_->wait_log("keeping the running config")) << server_->log();
+    EXPECT_EQ(server_->count_log("keeping the running config"), 1);
+    EXPECT_NE(
+        server_->log().find(":" + std::to_string(std::count(good.begin(), good.end(), '\n') + 1) +
+                            ": frame must be"),
+        std::string::npos)
+        << "the line names the file, the line and why: " << server_->log();
+    EXPECT_EQ(c.call("ping"), "ping");
+
+    // A limit changes live; `workers` needs a restart and is named.
+    spit(server_->config_path(),
+         replaced(replaced(good, "pkg_timeout 30", "pkg_timeout 7"), "workers 2", "workers 3"));
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(server_->wait_log("reload: limits now")) << server_->log();
+    EXPECT_NE(server_->log().find("pkg_timeout 7 s"), std::string::npos) << server_->log();
+    EXPECT_NE(server_->log().find("reload: workers changed, which needs a restart"),
+              std::string::npos)
+        << server_->log();
+    EXPECT_EQ(server_->child("asyncd-work2"), 0) << "no third worker without a restart";
+    EXPECT_EQ(c.call("pong"), "pong");
+}
+
+}  // namespace
+}  // namespace asyncd::test
