@@ -220,6 +220,7 @@ int ConnServer::run() {
         return 2;
     }
     ch_->note('C', 0);
+    check_phase();  // a conn restarted after SIGQUIT must not accept
     log_->write(LogLevel::kDebug, "conn serving %s, %zu workers", cfg_.listen.c_str(),
                 ports_.size());
     while (!quit_) {
@@ -445,7 +446,7 @@ void ConnServer::shed_connection(int err) {
 void ConnServer::resume_accepting() {
     accept_resume_ms_ = 0;
     if (reserve_fd_ < 0) reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (input_stopped_) return;
+    if (input_stopped_ || quiescing_) return;
     struct epoll_event ev = {};
     ev.events = EPOLLIN;
     ev.data.u64 = kTagListen;
@@ -928,6 +929,16 @@ void ConnServer::check_phase() {
         ch_->note('I', 0);
     }
     if (phase == Phase::kDrainOutput) draining_ = true;
+    if (!quiescing_ && ch_->state->quiesce.load(std::memory_order_acquire)) {
+        quiescing_ = true;  // SIGQUIT: serve who is here, take nobody new
+        epoll_ctl(ep_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+        // New clients are refused at once rather than left waiting in the backlog.
+        shutdown(listen_fd_, SHUT_RD);
+    }
+    if (quiescing_ && !quiet_noted_ && live_ == 0) {
+        quiet_noted_ = true;
+        ch_->note('Q', 0);
+    }
 }
 
 // The stop is through when no worker has a reply left and every connection has written

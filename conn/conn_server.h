@@ -145,6 +145,8 @@ class ConnServer {
     CpuContention cpu_;
     bool input_stopped_ = false;
     bool draining_ = false;
+    bool quiescing_ = false;   // after SIGQUIT: no new connections
+    bool quiet_noted_ = false;  // told the supervisor the last client left
     bool quit_ = false;
 
     // At most this many lines a second of each kind.

@@ -89,6 +89,7 @@ struct SharedState {
     std::atomic<uint64_t> conn_serial;  // conn: fetch_add per accepted connection
     std::atomic<uint32_t> phase;        // supervisor: a Phase
     std::atomic<uint32_t> conn_epoch;   // supervisor: bumped before each conn start
+    std::atomic<uint32_t> quiesce;      // supervisor: 1 after SIGQUIT; conn stops accepting
     WorkerState workers[kMaxWorkers];
 };
 
@@ -102,7 +103,8 @@ struct PeerSlot {
 
 // What one child tells the supervisor on the event pipe; one write, shorter than PIPE_BUF.
 struct ChildNote {
-    char kind;  // 'C' conn ready, 'W' worker ready, 'I' conn input stopped
+    char kind;  // 'C' conn ready, 'W' worker ready, 'I' conn input stopped, 'Q' conn has
+                // no client left after a SIGQUIT
     char pad;
     uint16_t index;
     int32_t pid;

@@ -238,9 +238,22 @@ void Supervisor::on_signal(int signo) {
         case SIGCHLD:
             reap_children();
             break;
+        case SIGQUIT:
+            if (stop_ == Stop::kNone && !quit_deadline_ms_) {
+                // Graceful: stop accepting, let the clients finish and leave (at most
+                // shutdown_timeout), then the stop in order.
+                log_->write(LogLevel::kInfo,
+                            "signal %d: not accepting; stopping once the clients have left "
+                            "(at most %d s)",
+                            signo, cfg_.shutdown_timeout);
+                quit_deadline_ms_ = monotonic_ms() + uint64_t(cfg_.shutdown_timeout) * 1000;
+                ch_.state->quiesce.store(1, std::memory_order_release);
+                ch_.conn_wake.signal();
+                break;
+            }
+            [[fallthrough]];
         case SIGTERM:
         case SIGINT:
-        case SIGQUIT:
             if (stop_ != Stop::kNone) {
                 log_->write(LogLevel::kWarn, "second stop signal: killing every child");
                 kill_all(SIGKILL);
@@ -441,6 +454,12 @@ void Supervisor::on_note(const ChildNote &n) {
     } else if (n.kind == 'I') {
         if (stop_ == Stop::kInput) advance_stop();
         return;
+    } else if (n.kind == 'Q') {
+        if (quit_deadline_ms_ && stop_ == Stop::kNone) {
+            log_->write(LogLevel::kInfo, "every client has left: stopping");
+            begin_stop(0);
+        }
+        return;
     }
     if (!ready_logged_ && conn_.ready) {
         for (const Child &w : workers_) {
@@ -501,6 +520,7 @@ int Supervisor::next_timeout() {
     uint64_t now = monotonic_ms();
     uint64_t next = UINT64_MAX;
     if (stop_ != Stop::kNone) next = stop_deadline_ms_;
+    if (quit_deadline_ms_ && stop_ == Stop::kNone) next = quit_deadline_ms_;
     if (cfg_.handler_timeout_ms > 0) next = std::min(next, next_hang_check_ms_);
     if (conn_.restart_at_ms) next = std::min(next, conn_.restart_at_ms);
     for (const Child &w : workers_) {
@@ -533,6 +553,11 @@ void Supervisor::check_hangs(uint64_t now) {
 void Supervisor::run_timers() {
     uint64_t now = monotonic_ms();
     check_hangs(now);
+    if (quit_deadline_ms_ && stop_ == Stop::kNone && now >= quit_deadline_ms_) {
+        log_->write(LogLevel::kWarn, "shutdown_timeout (%d s) passed with clients connected: "
+                    "stopping", cfg_.shutdown_timeout);
+        begin_stop(0);
+    }
     if (stop_ != Stop::kNone) {
         if (now < stop_deadline_ms_ || done_) return;
         log_->write(LogLevel::kAlert, "shutdown_timeout (%d s) passed: killing what is left",

@@ -83,6 +83,7 @@ class Supervisor {
     std::vector<Child> workers_;
     Stop stop_ = Stop::kNone;
     uint64_t stop_deadline_ms_ = 0;
+    uint64_t quit_deadline_ms_ = 0;  // after SIGQUIT: when to stop with clients still there
     int exit_code_ = 0;
     bool done_ = false;
     bool ready_logged_ = false;

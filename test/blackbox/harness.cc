@@ -158,6 +158,11 @@ int Server::run_to_exit(std::chrono::milliseconds deadline) {
 int Server::stop(std::chrono::milliseconds deadline) {
     if (pid_ <= 0) return -1;
     kill(pid_, SIGTERM);
+    return wait_exit(deadline);
+}
+
+int Server::wait_exit(std::chrono::milliseconds deadline) {
+    if (pid_ <= 0) return -1;
     int status = 0;
     bool exited = eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, deadline);
     if (!exited) return -1;

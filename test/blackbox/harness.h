@@ -42,6 +42,8 @@ class Server {
     int run_to_exit(std::chrono::milliseconds deadline);
     // SIGTERM, then waits. Returns the exit code (128+signal if killed), -1 on timeout.
     int stop(std::chrono::milliseconds deadline = std::chrono::seconds(20));
+    // Waits for asyncd to exit by itself. Returns the exit code, -1 on timeout.
+    int wait_exit(std::chrono::milliseconds deadline = std::chrono::seconds(20));
 
     pid_t pid() const { return pid_; }
     uint16_t port() const { return port_; }

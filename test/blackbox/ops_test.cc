@@ -175,6 +175,31 @@ std::string replaced(std::string text, const std::string &from, const std::strin
     return text;
 }
 
+using Quit = ServerTest;
+
+// SIGQUIT: nobody new is let in, the clients there are served until they leave, then
+// asyncd stops by itself.
+TEST_F(Quit, ServesWhoIsThereRefusesNewcomersAndStopsWhenTheyLeave) {
+    start("workers 2\nplugin " + plugin_path("testplug.so") + "\nshutdown_timeout 30\n");
+    Client a, b;
+    ASSERT_TRUE(a.connect(server_->port()));
+    ASSERT_TRUE(b.connect(server_->port()));
+    EXPECT_EQ(a.call("one"), "one");
+    ASSERT_EQ(kill(server_->pid(), SIGQUIT), 0);
+    ASSERT_TRUE(server_->wait_log("not accepting")) << server_->log();
+    EXPECT_TRUE(eventually([&] {
+        Client late;
+        return !late.connect(server_->port());
+    })) << "a newcomer is refused";
+    EXPECT_EQ(a.call("two"), "two");
+    EXPECT_EQ(b.call("three"), "three");
+    a.close();
+    EXPECT_EQ(b.call("four"), "four") << "still serving the last client";
+    b.close();
+    EXPECT_EQ(server_->wait_exit(seconds(20)), 0) << server_->log();
+    EXPECT_EQ(server_->count_log("every client has left: stopping"), 1);
+}
+
 using Reload = ServerTest;
 
 // R15: a new plugin under load. Each worker finishes its batch, hands over and restarts with
