@@ -1,0 +1,258 @@
+#include "main/stats.h"
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <new>
+
+namespace asyncd {
+
+namespace {
+
+constexpr const char *kMemfdName = "asyncd-stats";
+
+uint64_t now_unix_ms() {
+    struct timeval tv;
+    gettimeofday(&tv, nullptr);
+    return uint64_t(tv.tv_sec) * 1000 + uint64_t(tv.tv_usec) / 1000;
+}
+
+uint64_t get(const Counter &c) {
+    return c.load(std::memory_order_relaxed);
+}
+
+// One metric: name, kind, help, and its value (or values per label).
+struct Row {
+    const char *name;
+    const char *type;  // "counter" or "gauge"
+    const char *help;
+    const char *label;  // label name for per-worker or per-reason rows, or nullptr
+};
+
+void add(std::string *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void add(std::string *out, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n > 0) out->append(buf, size_t(n) < sizeof buf ? size_t(n) : sizeof buf - 1);
+}
+
+void head(std::string *out, const char *name, const char *type, const char *help) {
+    add(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+double uptime_s(const Stats &s) {
+    uint64_t start = get(s.start_unix_ms);
+    uint64_t now = now_unix_ms();
+    return now > start ? double(now - start) / 1000 : 0;
+}
+
+// The conn counters in one table, shared by every format.
+struct ConnField {
+    const char *metric;
+    const char *label;  // reason="..." or nullptr
+    const char *title;  // for the table and the page
+    const Counter ConnStats::*field;
+};
+
+const ConnField kConnFields[] = {
+    {"asyncd_connections_accepted_total", nullptr, "accepted", &ConnStats::accepted},
+    {"asyncd_connections_refused_total", "max_conns", "refused (max_conns)", &ConnStats::refused},
+    {"asyncd_connections_refused_total", "fd_exhausted", "refused (out of fds)",
+     &ConnStats::fd_exhausted},
+    {"asyncd_connections_closed_total", "bad_frame", "closed: bad frame", &ConnStats::bad_frames},
+    {"asyncd_connections_closed_total", "idle_timeout", "closed: idle", &ConnStats::idle_closed},
+    {"asyncd_connections_closed_total", "pkg_timeout", "closed: pkg_timeout",
+     &ConnStats::pkg_timeouts},
+    {"asyncd_connections_closed_total", "out_buf", "closed: output buffer",
+     &ConnStats::out_buf_closed},
+    {"asyncd_packets_in_total", nullptr, "packets in", &ConnStats::packets_in},
+    {"asyncd_bytes_in_total", nullptr, "bytes in", &ConnStats::bytes_in},
+    {"asyncd_bytes_out_total", nullptr, "bytes out", &ConnStats::bytes_out},
+    {"asyncd_reply_records_total", nullptr, "reply records", &ConnStats::reply_records},
+    {"asyncd_dropped_total", "stale_reply", "dropped: stale replies", &ConnStats::stale_replies},
+    {"asyncd_ring_full_pauses_total", nullptr, "ring-full pauses", &ConnStats::ring_full_pauses},
+};
+
+}  // namespace
+
+bool create_stats(int nworkers, Stats **out, int *fd, std::string *err) {
+    int f = memfd_create(kMemfdName, MFD_CLOEXEC);
+    if (f < 0) {
+        *err = std::string("memfd_create: ") + strerror(errno);
+        return false;
+    }
+    if (ftruncate(f, sizeof(Stats)) != 0) {
+        *err = std::string("ftruncate of the stats: ") + strerror(errno);
+        close(f);
+        return false;
+    }
+    void *p = mmap(nullptr, sizeof(Stats), PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+    if (p == MAP_FAILED) {
+        *err = std::string("mmap of the stats: ") + strerror(errno);
+        close(f);
+        return false;
+    }
+    Stats *s = new (p) Stats();
+    s->magic = Stats::kMagic;
+    s->size = sizeof(Stats);
+    s->nworkers = uint32_t(nworkers);
+    set(s->start_unix_ms, now_unix_ms());
+    *out = s;
+    *fd = f;
+    return true;
+}
+
+const Stats *map_stats(pid_t supervisor, std::string *err) {
+    std::string dir = "/proc/" + std::to_string(supervisor) + "/fd";
+    DIR *d = opendir(dir.c_str());
+    if (!d) {
+        *err = dir + ": " + strerror(errno);
+        return nullptr;
+    }
+    std::string found;
+    while (struct dirent *e = readdir(d)) {
+        char target[PATH_MAX];
+        std::string link = dir + "/" + e->d_name;
+        ssize_t n = readlink(link.c_str(), target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = '\0';
+        if (strstr(target, "memfd:asyncd-stats")) found = link;
+    }
+    closedir(d);
+    if (found.empty()) {
+        *err = "pid " + std::to_string(supervisor) + " has no stats (not asyncd, or an older one)";
+        return nullptr;
+    }
+    int f = open(found.c_str(), O_RDONLY | O_CLOEXEC);
+    if (f < 0) {
+        *err = found + ": " + strerror(errno);
+        return nullptr;
+    }
+    void *p = mmap(nullptr, sizeof(Stats), PROT_READ, MAP_SHARED, f, 0);
+    close(f);
+    if (p == MAP_FAILED) {
+        *err = std::string("mmap of the stats: ") + strerror(errno);
+        return nullptr;
+    }
+    const Stats *s = static_cast<const Stats *>(p);
+    if (s->magic != Stats::kMagic || s->size != sizeof(Stats)) {
+        *err = "the running asyncd's stats have another layout (another build)";
+        munmap(p, sizeof(Stats));
+        return nullptr;
+    }
+    return s;
+}
+
+std::string format_metrics(const Stats &s) {
+    std::string out;
+    head(&out, "asyncd_uptime_seconds", "gauge", "Seconds since asyncd started.");
+    add(&out, "asyncd_uptime_seconds %.3f\n", uptime_s(s));
+    head(&out, "asyncd_reloads_total", "counter", "Reloads applied.");
+    add(&out, "asyncd_reloads_total %llu\n", (unsigned long long)get(s.reloads));
+    head(&out, "asyncd_connections", "gauge", "Client connections open now.");
+    add(&out, "asyncd_connections %llu\n", (unsigned long long)get(s.conn.connections));
+    const char *last = "";
+    for (const ConnField &f : kConnFields) {
+        if (strcmp(last, f.metric) != 0) {
+            head(&out, f.metric, "counter", f.label ? "By reason." : "Since asyncd started.");
+            last = f.metric;
+        }
+        if (f.label) {
+            add(&out, "%s{reason=\"%s\"} %llu\n", f.metric, f.label,
+                (unsigned long long)get(s.conn.*f.field));
+        } else {
+            add(&out, "%s %llu\n", f.metric, (unsigned long long)get(s.conn.*f.field));
+        }
+    }
+    head(&out, "asyncd_out_buf_peak_bytes", "gauge", "The largest output buffer a client had.");
+    add(&out, "asyncd_out_buf_peak_bytes %llu\n", (unsigned long long)get(s.conn.out_buf_peak));
+    struct WorkerField {
+        const char *metric, *type, *help;
+        const Counter WorkerStats::*field;
+    } wf[] = {
+        {"asyncd_worker_packets_total", "counter", "Packets handed to the plugin.",
+         &WorkerStats::packets},
+        {"asyncd_worker_bytes_out_total", "counter", "Reply bytes the plugin sent.",
+         &WorkerStats::bytes_out},
+        {"asyncd_worker_restarts_total", "counter", "Restarts of the worker slot.",
+         &WorkerStats::restarts},
+        {"asyncd_ring_depth_bytes", "gauge", "Bytes waiting in the ring to the worker.",
+         &WorkerStats::ring_depth},
+        {"asyncd_ring_high_water_bytes", "gauge", "The most bytes the ring to the worker held.",
+         &WorkerStats::ring_high_water},
+    };
+    for (const WorkerField &f : wf) {
+        head(&out, f.metric, f.type, f.help);
+        for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
+            add(&out, "%s{worker=\"%u\"} %llu\n", f.metric, w,
+                (unsigned long long)get(s.workers[w].*f.field));
+        }
+    }
+    return out;
+}
+
+std::string format_status(const Stats &s) {
+    std::string out;
+    long up = long(uptime_s(s));
+    add(&out, "uptime %ldd %02ld:%02ld:%02ld, %llu reloads, %llu connections open\n",
+        up / 86400, up / 3600 % 24, up / 60 % 60, up % 60,
+        (unsigned long long)get(s.reloads), (unsigned long long)get(s.conn.connections));
+    for (const ConnField &f : kConnFields)
+        add(&out, "  %-24s %16llu\n", f.title, (unsigned long long)get(s.conn.*f.field));
+    add(&out, "  %-24s %16llu\n", "output buffer peak", (unsigned long long)get(s.conn.out_buf_peak));
+    add(&out, "%-8s %8s %14s %14s %9s %12s %12s\n", "worker", "pid", "packets", "bytes out",
+        "restarts", "ring depth", "ring peak");
+    for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
+        const WorkerStats &ws = s.workers[w];
+        add(&out, "%-8u %8llu %14llu %14llu %9llu %12llu %12llu\n", w,
+            (unsigned long long)get(ws.pid), (unsigned long long)get(ws.packets),
+            (unsigned long long)get(ws.bytes_out), (unsigned long long)get(ws.restarts),
+            (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.ring_high_water));
+    }
+    return out;
+}
+
+std::string format_html(const Stats &s) {
+    std::string out =
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" "
+        "content=\"1\"><title>asyncd status</title><style>body{font:14px system-ui,sans-serif;"
+        "margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{padding:4px "
+        "12px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{"
+        "text-align:left}h1{font-size:20px}</style></head><body><h1>asyncd</h1>";
+    add(&out, "<p>up <span id=\"uptime\">%.0f</span> s, <span id=\"connections\">%llu</span> "
+        "connections open, <span id=\"reloads\">%llu</span> reloads</p><table>",
+        uptime_s(s), (unsigned long long)get(s.conn.connections),
+        (unsigned long long)get(s.reloads));
+    int i = 0;
+    for (const ConnField &f : kConnFields) {
+        add(&out, "<tr><td>%s</td><td id=\"conn%d\" data-metric=\"%s%s%s%s\">%llu</td></tr>",
+            f.title, i++, f.metric, f.label ? "{reason=&quot;" : "", f.label ? f.label : "",
+            f.label ? "&quot;}" : "", (unsigned long long)get(s.conn.*f.field));
+    }
+    out += "</table><table><tr><th>worker</th><th>pid</th><th>packets</th><th>bytes out</th>"
+           "<th>restarts</th><th>ring depth</th><th>ring peak</th></tr>";
+    for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
+        const WorkerStats &ws = s.workers[w];
+        add(&out,
+            "<tr><td>%u</td><td>%llu</td><td id=\"w%u-packets\">%llu</td><td>%llu</td>"
+            "<td>%llu</td><td>%llu</td><td>%llu</td></tr>",
+            w, (unsigned long long)get(ws.pid), w, (unsigned long long)get(ws.packets),
+            (unsigned long long)get(ws.bytes_out), (unsigned long long)get(ws.restarts),
+            (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.ring_high_water));
+    }
+    out += "</table></body></html>\n";
+    return out;
+}
+
+}  // namespace asyncd

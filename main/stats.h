@@ -1,0 +1,68 @@
+// Counters that every process writes without locks and anyone may read: conn's, each
+// worker's, the supervisor's. They live in a memfd mapping made before the fork, so that
+// `asyncd -s status`, another process, can map it too (through /proc/PID/fd). One writer
+// per field: relaxed atomic stores, no read-modify-write.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "main/config.h"
+
+namespace asyncd {
+
+using Counter = std::atomic<uint64_t>;
+
+// Adds to a counter only this process writes.
+inline void bump(Counter &c, uint64_t n = 1) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+inline void set(Counter &c, uint64_t v) {
+    c.store(v, std::memory_order_relaxed);
+}
+
+struct ConnStats {  // written by conn
+    Counter pid;
+    Counter connections;  // open now
+    Counter accepted, refused, fd_exhausted;
+    Counter bad_frames, idle_closed, pkg_timeouts, out_buf_closed, stale_replies;
+    Counter out_buf_peak;
+    Counter packets_in, bytes_in, bytes_out, reply_records;
+    Counter ring_full_pauses;
+};
+
+struct WorkerStats {
+    Counter pid;                       // supervisor
+    Counter restarts;                  // supervisor
+    Counter packets, bytes_out;        // the worker: packets handed to the plugin, reply bytes
+    Counter ring_depth, ring_high_water;  // conn: bytes waiting in the ring to this worker
+};
+
+struct Stats {
+    static constexpr uint64_t kMagic = 0x6173796e63647331ull;  // "asyncds1"
+    uint64_t magic;
+    uint32_t nworkers;
+    uint32_t size;  // sizeof(Stats), to refuse a mapping of another build
+    Counter start_unix_ms;
+    Counter reloads;
+    ConnStats conn;
+    WorkerStats workers[kMaxWorkers];
+};
+
+// The supervisor's: makes the memfd and maps it. False with *err.
+bool create_stats(int nworkers, Stats **out, int *fd, std::string *err);
+
+// `asyncd -s status`: maps the running supervisor's stats read-only.
+const Stats *map_stats(pid_t supervisor, std::string *err);
+
+// The counters as Prometheus text (every line a comment or `name{labels} value`).
+std::string format_metrics(const Stats &s);
+// The same as a table for a terminal.
+std::string format_status(const Stats &s);
+// The same as a small HTML page that refreshes itself every second.
+std::string format_html(const Stats &s);
+
+}  // namespace asyncd
