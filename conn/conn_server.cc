@@ -144,6 +144,23 @@ bool ConnServer::setup(std::string *err) {
     sig_fd_ = fds.sig;
     if (!ok) return false;
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    // A restarted conn carries its predecessor's counts on.
+    const ConnStats &s = ch_->stats->conn;
+    auto load = [](const Counter &c) { return c.load(std::memory_order_relaxed); };
+    accepted_ = load(s.accepted);
+    refused_ = load(s.refused);
+    fd_exhausted_ = load(s.fd_exhausted);
+    bad_frames_ = load(s.bad_frames);
+    idle_closed_ = load(s.idle_closed);
+    pkg_timeouts_ = load(s.pkg_timeouts);
+    out_buf_closed_ = load(s.out_buf_closed);
+    stale_replies_ = load(s.stale_replies);
+    out_buf_peak_ = load(s.out_buf_peak);
+    packets_in_ = load(s.packets_in);
+    bytes_in_ = load(s.bytes_in);
+    bytes_out_ = load(s.bytes_out);
+    replies_out_ = load(s.reply_records);
+    ring_full_pauses_ = load(s.ring_full_pauses);
     clamp_max_conns();
     mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
     set_check_interval();
@@ -242,6 +259,7 @@ int ConnServer::run() {
         if (packets_in_ + replies_out_ != moved) last_activity_ns_ = monotonic_ns();
         flush_ports();
         flush_writes();
+        publish_stats();
         check_timeouts();
         if (accept_resume_ms_ && now_ms_ >= accept_resume_ms_) resume_accepting();
         reap();
@@ -468,6 +486,7 @@ void ConnServer::on_readable(Connection *c) {
         return;
     }
     c->last_active_ms = now_ms_;
+    bytes_in_ += uint64_t(n);
     uint64_t packets = c->packets;
     size_t used = 0;
     bool stored = true;
@@ -835,6 +854,7 @@ void ConnServer::write_out(Connection *c) {
         ssize_t n = send(c->fd, c->out.data(), c->out.size(), MSG_NOSIGNAL);
         if (n > 0) {
             c->out.consume(size_t(n));
+            bytes_out_ += uint64_t(n);
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -858,7 +878,12 @@ void ConnServer::flush_ports() {
         if (!p->dirty) continue;
         p->dirty = false;
         p->to.flush();
-        ring_high_water_ = std::max(ring_high_water_, p->in_ring->capacity() - p->to.free_bytes());
+        size_t used = p->in_ring->capacity() - p->to.free_bytes();
+        ring_high_water_ = std::max(ring_high_water_, used);
+        p->high_water = std::max(p->high_water, used);
+        WorkerStats &ws = ch_->stats->workers[p->index];
+        set(ws.ring_depth, used);
+        set(ws.ring_high_water, p->high_water);
     }
 }
 
@@ -911,6 +936,27 @@ int ConnServer::next_timeout() {
     if (!next) return -1;
     uint64_t now = monotonic_ms();
     return next <= now ? 0 : int(std::min<uint64_t>(next - now, 60000));
+}
+
+// The counters others read (asyncd -s status, /metrics): copied out once a loop turn.
+void ConnServer::publish_stats() {
+    ConnStats &s = ch_->stats->conn;
+    set(s.pid, uint64_t(getpid()));
+    set(s.connections, live_);
+    set(s.accepted, accepted_);
+    set(s.refused, refused_);
+    set(s.fd_exhausted, fd_exhausted_);
+    set(s.bad_frames, bad_frames_);
+    set(s.idle_closed, idle_closed_);
+    set(s.pkg_timeouts, pkg_timeouts_);
+    set(s.out_buf_closed, out_buf_closed_);
+    set(s.stale_replies, stale_replies_);
+    set(s.out_buf_peak, out_buf_peak_);
+    set(s.packets_in, packets_in_);
+    set(s.bytes_in, bytes_in_);
+    set(s.bytes_out, bytes_out_);
+    set(s.reply_records, replies_out_);
+    set(s.ring_full_pauses, ring_full_pauses_);
 }
 
 void ConnServer::check_phase() {

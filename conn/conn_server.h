@@ -68,6 +68,7 @@ class ConnServer {
         size_t stream_done = 0;  // progress of the head's packet when it goes in parts
         size_t need = 0;         // payload of the push that found the ring full
         int index = 0;
+        size_t high_water = 0;  // the most bytes this ring held at a flush
         bool reset_pending = false;
         bool dirty = false;  // pushed since the last flush
     };
@@ -111,6 +112,7 @@ class ConnServer {
     void check_timeouts();
     int next_timeout();
     void check_phase();
+    void publish_stats();
     bool drained();
     int sleep_timeout(int wanted);
     int wait_events(int timeout);
@@ -168,6 +170,8 @@ class ConnServer {
     uint64_t ring_full_pauses_ = 0;  // times a worker's ring filled and reading paused
     size_t ring_high_water_ = 0;     // the most bytes any ring to a worker held at a flush
     uint64_t packets_in_ = 0;
+    uint64_t bytes_in_ = 0;
+    uint64_t bytes_out_ = 0;
     uint64_t replies_out_ = 0;
 };
 

@@ -11,7 +11,7 @@
 namespace asyncd {
 
 Channels::~Channels() {
-    for (int fd : {event_rd, event_wr, death_rd, death_wr}) {
+    for (int fd : {event_rd, event_wr, death_rd, death_wr, stats_fd}) {
         if (fd >= 0) close(fd);
     }
     if (shared_) munmap(shared_, shared_size_);
@@ -31,6 +31,7 @@ bool Channels::create(const Config &cfg, std::string *err) {
     state = new (shared_) SharedState();
     peers = reinterpret_cast<PeerSlot *>(static_cast<char *>(shared_) + state_size);
     state->conn_serial.store(1);
+    if (!create_stats(cfg.workers, &stats, &stats_fd, err)) return false;
 
     shmq::RingParams in_params, out_params;
     in_params.capacity = out_params.capacity = cfg.ring_size;
@@ -62,6 +63,8 @@ bool Channels::create(const Config &cfg, std::string *err) {
 }
 
 void Channels::enter_child() {
+    close(stats_fd);  // the mapping stays; the fd is how others find it, the supervisor's
+    stats_fd = -1;
     close(death_wr);
     death_wr = -1;
     close(event_rd);

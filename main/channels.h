@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "main/config.h"
+#include "main/stats.h"
 #include "plugin_api/asyncd_plugin.h"
 #include "shmq/ring.h"
 #include "shmq/waker.h"
@@ -139,6 +140,8 @@ class Channels {
     shmq::Waker conn_wake;             // conn sleeps on it; workers and the supervisor signal it
     int event_rd = -1, event_wr = -1;  // children -> supervisor notes
     int death_rd = -1, death_wr = -1;  // EOF on death_rd: the supervisor is gone
+    Stats *stats = nullptr;            // counters for status and metrics (main/stats.h)
+    int stats_fd = -1;                 // the supervisor's: `asyncd -s status` maps it
 
   private:
     size_t shared_size_ = 0;

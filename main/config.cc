@@ -1,5 +1,7 @@
 #include "main/config.h"
 
+#include <arpa/inet.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -201,6 +203,21 @@ class Parser {
             cfg_->log_file = value == "-" ? value : resolve(dir, value);
         } else if (key == "pid_file") {
             cfg_->pid_file = value == "-" ? "" : resolve(dir, value);
+        } else if (key == "admin_listen") {
+            if (value == "off" || value == "-") {
+                cfg_->admin_listen.clear();
+            } else if (!parse_listen(value, &cfg_->admin_host, &cfg_->admin_port)) {
+                *why = "admin_listen wants HOST:PORT or off, got '" + value + "'";
+                return false;
+            } else {
+                cfg_->admin_listen = value;
+            }
+        } else if (key == "admin_allow_remote") {
+            if (value != "yes" && value != "no") {
+                *why = "admin_allow_remote must be yes or no, got '" + value + "'";
+                return false;
+            }
+            cfg_->admin_allow_remote = value == "yes";
         } else if (key == "daemon") {
             if (value != "yes" && value != "no") {
                 *why = "daemon must be yes or no, got '" + value + "'";
@@ -282,6 +299,13 @@ bool parse_listen(const std::string &text, std::string *host, uint16_t *port) {
     return true;
 }
 
+// 127.0.0.0/8, ::1 or localhost.
+static bool is_loopback(const std::string &host) {
+    struct in_addr v4;
+    if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+    return host == "::1" || host == "localhost";
+}
+
 bool load_config(const std::string &path, Config *out, std::string *err) {
     Config cfg;
     cfg.path = path;
@@ -294,6 +318,12 @@ bool load_config(const std::string &path, Config *out, std::string *err) {
     struct stat st;
     if (stat(cfg.plugin.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
         *err = parser.plugin_where() + "plugin '" + cfg.plugin + "' not found";
+        return false;
+    }
+    if (!cfg.admin_listen.empty() && !cfg.admin_allow_remote && !is_loopback(cfg.admin_host)) {
+        *err = path + ": admin_listen " + cfg.admin_listen +
+               " is not a loopback address; the status page and /metrics are for this machine "
+               "unless admin_allow_remote yes";
         return false;
     }
     if (cfg.daemon && cfg.log_file == "-") {

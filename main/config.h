@@ -44,8 +44,12 @@ struct Config {
     size_t worker_max_rss = 0;               // bytes; a worker above it is recycled; 0: off
     LogLevel log_level = LogLevel::kInfo;
     std::string log_file = "-";
-    bool daemon = false;        // detach from the terminal after the checks
-    std::string pid_file = "";  // written and locked while running; "" (or "-"): none
+    bool daemon = false;       // detach from the terminal after the checks
+    std::string admin_listen;  // HOST:PORT of the status page and /metrics; "": off
+    std::string admin_host;
+    uint16_t admin_port = 0;
+    bool admin_allow_remote = false;  // admin_listen may be a non-loopback address
+    std::string pid_file = "";        // written and locked while running; "" (or "-"): none
 
     std::vector<std::pair<std::string, std::string>> plugin_values;
 

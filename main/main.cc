@@ -17,6 +17,7 @@
 #include "main/log.h"
 #include "main/pidfile.h"
 #include "main/proctitle.h"
+#include "main/stats.h"
 #include "main/supervisor.h"
 #include "work/plugin.h"
 
@@ -103,6 +104,13 @@ int print_status(pid_t pid, const std::string &config) {
     for (pid_t p : procs) {
         printf("%-16s %8d %7.1f MiB\n", comm_of(p).c_str(), int(p), double(rss_kib(p)) / 1024);
     }
+    std::string err;
+    const asyncd::Stats *stats = asyncd::map_stats(pid, &err);
+    if (!stats) {
+        fprintf(stderr, "asyncd: no counters: %s\n", err.c_str());
+        return 0;
+    }
+    fputs(asyncd::format_status(*stats).c_str(), stdout);
     return 0;
 }
 

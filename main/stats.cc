@@ -1,10 +1,10 @@
 #include "main/stats.h"
 
 #include <dirent.h>
-#include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -205,12 +205,13 @@ std::string format_metrics(const Stats &s) {
 std::string format_status(const Stats &s) {
     std::string out;
     long up = long(uptime_s(s));
-    add(&out, "uptime %ldd %02ld:%02ld:%02ld, %llu reloads, %llu connections open\n",
-        up / 86400, up / 3600 % 24, up / 60 % 60, up % 60,
-        (unsigned long long)get(s.reloads), (unsigned long long)get(s.conn.connections));
+    add(&out, "uptime %ldd %02ld:%02ld:%02ld, %llu reloads, %llu connections open\n", up / 86400,
+        up / 3600 % 24, up / 60 % 60, up % 60, (unsigned long long)get(s.reloads),
+        (unsigned long long)get(s.conn.connections));
     for (const ConnField &f : kConnFields)
         add(&out, "  %-24s %16llu\n", f.title, (unsigned long long)get(s.conn.*f.field));
-    add(&out, "  %-24s %16llu\n", "output buffer peak", (unsigned long long)get(s.conn.out_buf_peak));
+    add(&out, "  %-24s %16llu\n", "output buffer peak",
+        (unsigned long long)get(s.conn.out_buf_peak));
     add(&out, "%-8s %8s %14s %14s %9s %12s %12s\n", "worker", "pid", "packets", "bytes out",
         "restarts", "ring depth", "ring peak");
     for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
@@ -230,7 +231,8 @@ std::string format_html(const Stats &s) {
         "margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{padding:4px "
         "12px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{"
         "text-align:left}h1{font-size:20px}</style></head><body><h1>asyncd</h1>";
-    add(&out, "<p>up <span id=\"uptime\">%.0f</span> s, <span id=\"connections\">%llu</span> "
+    add(&out,
+        "<p>up <span id=\"uptime\">%.0f</span> s, <span id=\"connections\">%llu</span> "
         "connections open, <span id=\"reloads\">%llu</span> reloads</p><table>",
         uptime_s(s), (unsigned long long)get(s.conn.connections),
         (unsigned long long)get(s.reloads));
@@ -240,8 +242,9 @@ std::string format_html(const Stats &s) {
             f.title, i++, f.metric, f.label ? "{reason=&quot;" : "", f.label ? f.label : "",
             f.label ? "&quot;}" : "", (unsigned long long)get(s.conn.*f.field));
     }
-    out += "</table><table><tr><th>worker</th><th>pid</th><th>packets</th><th>bytes out</th>"
-           "<th>restarts</th><th>ring depth</th><th>ring peak</th></tr>";
+    out +=
+        "</table><table><tr><th>worker</th><th>pid</th><th>packets</th><th>bytes out</th>"
+        "<th>restarts</th><th>ring depth</th><th>ring peak</th></tr>";
     for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
         const WorkerStats &ws = s.workers[w];
         add(&out,

@@ -35,9 +35,9 @@ struct ConnStats {  // written by conn
 };
 
 struct WorkerStats {
-    Counter pid;                       // supervisor
-    Counter restarts;                  // supervisor
-    Counter packets, bytes_out;        // the worker: packets handed to the plugin, reply bytes
+    Counter pid;                          // supervisor
+    Counter restarts;                     // supervisor
+    Counter packets, bytes_out;           // the worker: packets handed to the plugin, reply bytes
     Counter ring_depth, ring_high_water;  // conn: bytes waiting in the ring to this worker
 };
 

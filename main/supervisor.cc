@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -26,6 +27,7 @@ namespace {
 
 constexpr uint64_t kTagSignal = 1;
 constexpr uint64_t kTagNotes = 2;
+constexpr uint64_t kTagAdmin = 3;
 
 }  // namespace
 
@@ -46,16 +48,19 @@ std::string Supervisor::name(const Child &c) const {
     return c.is_conn ? std::string("conn") : "worker " + std::to_string(c.index);
 }
 
-bool Supervisor::bind_listen(std::string *err) {
+// A non-blocking listening socket on HOST:PORT; *bound says where it got (port 0 lets the
+// kernel pick).
+bool listen_on(const std::string &host, uint16_t port_num, const std::string &text, int *fd_out,
+               std::string *bound, std::string *err) {
     struct addrinfo hints = {};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     struct addrinfo *res = nullptr;
-    std::string port = std::to_string(cfg_.listen_port);
-    int rc = getaddrinfo(cfg_.listen_host.c_str(), port.c_str(), &hints, &res);
+    std::string port = std::to_string(port_num);
+    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
     if (rc != 0) {
-        *err = "listen " + cfg_.listen + ": " + gai_strerror(rc);
+        *err = text + ": " + gai_strerror(rc);
         return false;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -67,27 +72,85 @@ bool Supervisor::bind_listen(std::string *err) {
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 511) < 0) {
-        *err = "bind " + cfg_.listen + ": " + strerror(errno);
+        *err = "bind " + text + ": " + strerror(errno);
         close(fd);
         freeaddrinfo(res);
         return false;
     }
     freeaddrinfo(res);
-    listen_fd_ = fd;
-    // With port 0 the kernel picked one: say which (tests listen this way).
+    *fd_out = fd;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    char host[64] = "";
+    char h[64] = "";
     char serv[16] = "";
     if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) == 0 &&
-        getnameinfo(reinterpret_cast<sockaddr *>(&ss), len, host, sizeof host, serv, sizeof serv,
+        getnameinfo(reinterpret_cast<sockaddr *>(&ss), len, h, sizeof h, serv, sizeof serv,
                     NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
-        bound_ = ss.ss_family == AF_INET6 ? "[" + std::string(host) + "]:" + serv
-                                          : std::string(host) + ":" + serv;
+        *bound = ss.ss_family == AF_INET6 ? "[" + std::string(h) + "]:" + serv
+                                          : std::string(h) + ":" + serv;
     } else {
-        bound_ = cfg_.listen;
+        *bound = text;
     }
     return true;
+}
+
+bool Supervisor::bind_listen(std::string *err) {
+    if (!listen_on(cfg_.listen_host, cfg_.listen_port, "listen " + cfg_.listen, &listen_fd_,
+                   &bound_, err)) {
+        return false;
+    }
+    if (cfg_.admin_listen.empty()) return true;
+    std::string where;
+    if (!listen_on(cfg_.admin_host, cfg_.admin_port, "admin_listen " + cfg_.admin_listen,
+                   &admin_fd_, &where, err)) {
+        return false;
+    }
+    log_->write(LogLevel::kInfo, "admin: http://%s/ (status page), http://%s/metrics",
+                where.c_str(), where.c_str());
+    return true;
+}
+
+// One request on the admin listener: GET / (the status page) or GET /metrics. It is served
+// here, in the supervisor, at once: a client gets 200 ms to send its request line.
+void Supervisor::serve_admin() {
+    for (int i = 0; i < 16; i++) {
+        int fd = accept4(admin_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) return;
+        std::string req;
+        char buf[2048];
+        uint64_t deadline = monotonic_ms() + 200;
+        while (req.find("\r\n\r\n") == std::string::npos && req.find("\n\n") == std::string::npos &&
+               req.size() < 8192) {
+            uint64_t now = monotonic_ms();
+            struct pollfd p = {fd, POLLIN, 0};
+            if (now >= deadline || poll(&p, 1, int(deadline - now)) <= 0) break;
+            ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (n <= 0) break;
+            req.append(buf, size_t(n));
+        }
+        std::string status = "200 OK", type = "text/plain; version=0.0.4", body;
+        if (req.compare(0, 13, "GET /metrics ") == 0) {
+            body = format_metrics(*ch_.stats);
+        } else if (req.compare(0, 6, "GET / ") == 0) {
+            type = "text/html; charset=utf-8";
+            body = format_html(*ch_.stats);
+        } else {
+            status = "404 Not Found";
+            type = "text/plain";
+            body = "GET / or GET /metrics\n";
+        }
+        std::string resp = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
+                           "\r\nContent-Length: " + std::to_string(body.size()) +
+                           "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n" + body;
+        for (size_t off = 0; off < resp.size();) {
+            struct pollfd p = {fd, POLLOUT, 0};
+            if (poll(&p, 1, 200) <= 0) break;
+            ssize_t n = send(fd, resp.data() + off, resp.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n <= 0 && errno != EAGAIN) break;
+            if (n > 0) off += size_t(n);
+        }
+        close(fd);
+    }
 }
 
 bool Supervisor::setup_events(std::string *err) {
@@ -96,6 +159,12 @@ bool Supervisor::setup_events(std::string *err) {
                             {{ch_.event_rd, kTagNotes}}, &fds, err);
     ep_ = fds.ep;
     sig_fd_ = fds.sig;
+    if (ok && admin_fd_ >= 0) {
+        struct epoll_event ev = {};
+        ev.events = EPOLLIN;
+        ev.data.u64 = kTagAdmin;
+        epoll_ctl(ep_, EPOLL_CTL_ADD, admin_fd_, &ev);
+    }
     return ok;
 }
 
@@ -159,7 +228,9 @@ int Supervisor::run() {
             return 1;
         }
         for (int i = 0; i < n; i++) {
-            if (events[i].data.u64 == kTagSignal) {
+            if (events[i].data.u64 == kTagAdmin) {
+                serve_admin();
+            } else if (events[i].data.u64 == kTagSignal) {
                 struct signalfd_siginfo si;
                 while (read(sig_fd_, &si, sizeof si) == sizeof si)
                     on_signal(int(si.ssi_signo));
@@ -189,6 +260,7 @@ bool Supervisor::spawn(Child &c) {
     }
     if (pid == 0) child_main(c);
     c.pid = pid;
+    if (!c.is_conn) set(ch_.stats->workers[c.index].pid, uint64_t(pid));
     c.started_ms = monotonic_ms();
     c.restart_at_ms = 0;
     return true;
@@ -202,6 +274,7 @@ void Supervisor::child_main(Child &c) {
     close(sig_fd_);
     close(ep_);
     if (pid_fd_ >= 0) close(pid_fd_);
+    if (admin_fd_ >= 0) close(admin_fd_);
     // USR1 (reopen the log) and USR2 (reload) stay blocked until the child's own signalfd
     // takes them: one that came before would otherwise kill it.
     sigset_t set;
@@ -326,6 +399,10 @@ void Supervisor::reload() {
     keep(next.log_file != cfg_.log_file, "log_file", next.log_file, cfg_.log_file);
     keep(next.pid_file != cfg_.pid_file, "pid_file", next.pid_file, cfg_.pid_file);
     keep(next.daemon != cfg_.daemon, "daemon", next.daemon, cfg_.daemon);
+    keep(next.admin_listen != cfg_.admin_listen, "admin_listen", next.admin_listen,
+         cfg_.admin_listen);
+    next.admin_host = cfg_.admin_host;
+    next.admin_port = cfg_.admin_port;
     if (!kept.empty()) {
         log_->write(LogLevel::kWarn, "reload: %s changed, which needs a restart: kept as running",
                     kept.c_str());
@@ -334,6 +411,7 @@ void Supervisor::reload() {
     bool plugin_changed = next.plugin != cfg_.plugin || id != plugin_id_;
     prev_cfg_ = cfg_;
     cfg_ = next;
+    bump(ch_.stats->reloads);
     plugin_id_ = id;
     log_->set_level(cfg_.log_level);
     if (conn_.pid) kill(conn_.pid, SIGUSR2);  // conn re-reads its limits
@@ -432,6 +510,7 @@ void Supervisor::on_exit(Child &c, int status) {
     }
     uint64_t delay = c.backoff.next_delay(c.started_ms, now);
     c.restarts++;
+    if (!c.is_conn) bump(ch_.stats->workers[c.index].restarts);
     c.restart_at_ms = now + delay;
     log_->write(LogLevel::kWarn, "%s (pid %d) %s; restart #%d in %llu ms", name(c).c_str(),
                 int(pid), how, c.restarts, (unsigned long long)delay);
@@ -554,8 +633,10 @@ void Supervisor::run_timers() {
     uint64_t now = monotonic_ms();
     check_hangs(now);
     if (quit_deadline_ms_ && stop_ == Stop::kNone && now >= quit_deadline_ms_) {
-        log_->write(LogLevel::kWarn, "shutdown_timeout (%d s) passed with clients connected: "
-                    "stopping", cfg_.shutdown_timeout);
+        log_->write(LogLevel::kWarn,
+                    "shutdown_timeout (%d s) passed with clients connected: "
+                    "stopping",
+                    cfg_.shutdown_timeout);
         begin_stop(0);
     }
     if (stop_ != Stop::kNone) {

@@ -51,6 +51,7 @@ class Supervisor {
     void reload();
     void roll_next();
     bool bind_listen(std::string *err);
+    void serve_admin();
     bool setup_events(std::string *err);
     bool spawn(Child &c);
     [[noreturn]] void child_main(Child &c);
@@ -78,6 +79,7 @@ class Supervisor {
     int ep_ = -1;
     int sig_fd_ = -1;
     int pid_fd_ = -1;
+    int admin_fd_ = -1;
     pid_t self_ = 0;
     Child conn_;
     std::vector<Child> workers_;

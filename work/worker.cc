@@ -58,6 +58,7 @@ Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
       log_(log),
       link_(ch->workers[size_t(index)].get()),
       state_(&ch->state->workers[index]),
+      stats_(&ch->stats->workers[index]),
       in_(&link_->in, &link_->wake, &ch->conn_wake),
       out_(&link_->out, &ch->conn_wake) {}
 
@@ -292,6 +293,7 @@ void Worker::dispatch(const shmq::Message &m) {
     switch (m.type) {
         case kRecPacket: {
             ensure_linked(m.conn_id);
+            bump(stats_->packets);
             int rc;
             {
                 InCallback in(state_, Callback::kPacket);
@@ -354,6 +356,7 @@ bool Worker::push_out(uint16_t type, uint64_t conn, const void *buf, size_t len)
     shmq::RecordMeta meta;
     meta.type = type;
     meta.conn_id = conn;
+    if (type == kRecReply) bump(stats_->bytes_out, len);
     // Consecutive replies to one connection within a batch travel as one record.
     if (type == kRecReply && out_.try_append(meta, buf, len)) return true;
     size_t done = 0;

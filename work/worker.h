@@ -59,6 +59,7 @@ class Worker {
     Log *log_;
     WorkerLink *link_;
     WorkerState *state_;  // this slot's hang-detector stamp in shared memory
+    WorkerStats *stats_;  // its counters for status and metrics
     shmq::Consumer in_;
     shmq::Producer out_;
     Plugin plugin_;

@@ -1,14 +1,18 @@
 // Operating asyncd: the pid file and its lock, daemon mode and `asyncd -s`, reload (a new
 // plugin under load, a broken config, keys that need a restart), and reopening the log.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -173,6 +177,109 @@ std::string replaced(std::string text, const std::string &from, const std::strin
     size_t at = text.find(from);
     if (at != std::string::npos) text.replace(at, from.size(), to);
     return text;
+}
+
+// GET path from the admin listener: the body, or "" on failure.
+std::string http_get(uint16_t port, const std::string &path) {
+    Client c;
+    if (!c.connect(port)) return "";
+    std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    if (!c.send_all(req.data(), req.size())) return "";
+    std::string resp;
+    if (!c.read_to_close(&resp)) return "";
+    size_t at = resp.find("\r\n\r\n");
+    return at == std::string::npos ? "" : resp.substr(at + 4);
+}
+
+// Every line of Prometheus text is a comment or `name{labels} value`; returns the values
+// by their full name (with labels), or fails the test on a bad line.
+std::map<std::string, double> parse_prometheus(const std::string &text) {
+    std::map<std::string, double> out;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.empty() || line[0] == '#') continue;
+        size_t sp = line.rfind(' ');
+        EXPECT_NE(sp, std::string::npos) << line;
+        if (sp == std::string::npos) continue;
+        std::string name = line.substr(0, sp), value = line.substr(sp + 1);
+        char *end = nullptr;
+        double v = strtod(value.c_str(), &end);
+        EXPECT_TRUE(end && *end == '\0' && !value.empty()) << "bad value: " << line;
+        size_t brace = name.find('{');
+        std::string base = name.substr(0, brace);
+        EXPECT_FALSE(base.empty()) << line;
+        for (char ch : base) {
+            EXPECT_TRUE(isalnum((unsigned char)ch) || ch == '_' || ch == ':') << line;
+        }
+        if (brace != std::string::npos) {
+            EXPECT_EQ(name.back(), '}') << line;
+        }
+        out[name] = v;
+    }
+    return out;
+}
+
+int free_port() {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
+    getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+using Metrics = ServerTest;
+
+TEST_F(Metrics, PrometheusTextMovesWithTrafficAndStatusAgrees) {
+    int admin = free_port();
+    start("workers 2\nplugin " + plugin_path("testplug.so") +
+          "\nadmin_listen 127.0.0.1:" + std::to_string(admin) + "\npid_file asyncd.pid\n");
+    auto before = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+    ASSERT_TRUE(before.count("asyncd_packets_in_total")) << http_get(uint16_t(admin), "/metrics");
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    for (int i = 0; i < 50; i++)
+        ASSERT_EQ(c.call("tick"), "tick");
+    std::map<std::string, double> after;
+    ASSERT_TRUE(eventually([&] {
+        after = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+        return after["asyncd_packets_in_total"] >= before["asyncd_packets_in_total"] + 50 &&
+               after["asyncd_connections"] == 1;
+    })) << http_get(uint16_t(admin), "/metrics");
+    EXPECT_EQ(after["asyncd_connections_accepted_total"],
+              before["asyncd_connections_accepted_total"] + 1);
+    EXPECT_GE(after["asyncd_bytes_in_total"], before["asyncd_bytes_in_total"] + 50 * 8);
+    double worker_packets = after["asyncd_worker_packets_total{worker=\"0\"}"] +
+                            after["asyncd_worker_packets_total{worker=\"1\"}"];
+    EXPECT_EQ(worker_packets, after["asyncd_packets_in_total"]);
+
+    // asyncd -s status reads the same counters from shared memory.
+    std::string out;
+    ASSERT_EQ(asyncd("-s status -c " + server_->config_path(), &out), 0) << out;
+    std::string squeezed;  // the table pads with spaces: compare without them
+    for (char ch : out) {
+        if (ch != ' ') squeezed += ch;
+    }
+    EXPECT_NE(
+        squeezed.find("packetsin" + std::to_string((long long)after["asyncd_packets_in_total"])),
+        std::string::npos)
+        << out;
+    EXPECT_NE(squeezed.find("accepted" +
+                            std::to_string((long long)after["asyncd_connections_accepted_total"])),
+              std::string::npos)
+        << out;
+    EXPECT_EQ(http_get(uint16_t(admin), "/nothing"), "GET / or GET /metrics\n");
+}
+
+TEST(MetricsConfig, AdminListenRefusesARemoteAddressUnlessAllowed) {
+    Server s("workers 1\nplugin " + plugin_path("testplug.so") + "\nadmin_listen 0.0.0.0:0\n");
+    EXPECT_EQ(s.run_to_exit(seconds(20)), 1);
+    std::string err = slurp(s.dir() + "/stderr.log");
+    EXPECT_NE(err.find("is not a loopback address"), std::string::npos) << err;
 }
 
 using Quit = ServerTest;
