@@ -275,6 +275,79 @@ TEST_F(Metrics, PrometheusTextMovesWithTrafficAndStatusAgrees) {
     EXPECT_EQ(http_get(uint16_t(admin), "/nothing"), "GET / or GET /metrics\n");
 }
 
+// The number in the element with this id (`id="X"` then `>N<`), or -1.
+long long element_number(const std::string &dom, const std::string &id) {
+    size_t at = dom.find("id=\"" + id + "\"");
+    if (at == std::string::npos) return -1;
+    at = dom.find('>', at);
+    return at == std::string::npos ? -1 : atoll(dom.c_str() + at + 1);
+}
+
+// The status page in a real browser: headless Chromium loads it, a screenshot goes to
+// build/status-page.png, and the figures it shows are /metrics' figures.
+TEST_F(Metrics, StatusPageRendersLiveFiguresInChromium) {
+    std::string browser;
+    for (const char *b : {"chromium", "chromium-browser", "google-chrome"}) {
+        if (system(("command -v " + std::string(b) + " >/dev/null 2>&1").c_str()) == 0) {
+            browser = b;
+            break;
+        }
+    }
+    if (browser.empty()) {
+        GTEST_SKIP() << "chromium not found: make test installs it with apt-get when it can, "
+                        "and could not here";
+    }
+    int admin = free_port();
+    start("workers 2\nplugin " + plugin_path("testplug.so") +
+          "\nadmin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    for (int i = 0; i < 37; i++)
+        ASSERT_EQ(c.call("page"), "page");
+    std::map<std::string, double> m;
+    ASSERT_TRUE(eventually([&] {
+        m = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+        return m["asyncd_packets_in_total"] >= 37;
+    }));
+    std::string url = "http://127.0.0.1:" + std::to_string(admin) + "/";
+    std::string flags =
+        " --headless --no-sandbox --disable-gpu --hide-scrollbars "
+        "--no-first-run --user-data-dir=" +
+        server_->dir() + "/chromium --window-size=900,700 ";
+    std::string dom;
+    int st = 0;
+    {
+        std::string cmd = "timeout 90 " + browser + flags + "--dump-dom " + url + " 2>/dev/null";
+        FILE *p = popen(cmd.c_str(), "r");
+        ASSERT_NE(p, nullptr);
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+            dom.append(buf, n);
+        st = pclose(p);
+    }
+    ASSERT_EQ(WEXITSTATUS(st), 0) << dom;
+    ASSERT_NE(dom.find("<h1>asyncd</h1>"), std::string::npos) << dom;
+    EXPECT_EQ(element_number(dom, "connections"), (long long)m["asyncd_connections"]) << dom;
+    EXPECT_EQ(element_number(dom, "conn0"), (long long)m["asyncd_connections_accepted_total"])
+        << dom;
+    EXPECT_EQ(element_number(dom, "conn7"), (long long)m["asyncd_packets_in_total"]) << dom;
+    EXPECT_EQ(element_number(dom, "w0-packets") + element_number(dom, "w1-packets"),
+              (long long)m["asyncd_packets_in_total"])
+        << dom;
+
+    std::string shot = "build/status-page.png";
+    unlink(shot.c_str());
+    std::string cmd =
+        "timeout 90 " + browser + flags + "--screenshot=" + shot + " " + url + " >/dev/null 2>&1";
+    ASSERT_EQ(system(cmd.c_str()), 0);
+    std::string png = slurp(shot);
+    ASSERT_GT(png.size(), 1000u) << shot;
+    EXPECT_EQ(png.compare(0, 8, "\x89PNG\r\n\x1a\n"), 0) << shot << " is not a PNG";
+    printf("FIGURE status_page screenshot=%s bytes=%zu packets_in=%.0f\n", shot.c_str(), png.size(),
+           m["asyncd_packets_in_total"]);
+}
+
 TEST(MetricsConfig, AdminListenRefusesARemoteAddressUnlessAllowed) {
     Server s("workers 1\nplugin " + plugin_path("testplug.so") + "\nadmin_listen 0.0.0.0:0\n");
     EXPECT_EQ(s.run_to_exit(seconds(20)), 1);
