@@ -881,9 +881,7 @@ void ConnServer::flush_ports() {
         size_t used = p->in_ring->capacity() - p->to.free_bytes();
         ring_high_water_ = std::max(ring_high_water_, used);
         p->high_water = std::max(p->high_water, used);
-        WorkerStats &ws = ch_->stats->workers[p->index];
-        set(ws.ring_depth, used);
-        set(ws.ring_high_water, p->high_water);
+        set(ch_->stats->workers[p->index].ring_high_water, p->high_water);
     }
 }
 

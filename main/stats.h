@@ -35,10 +35,11 @@ struct ConnStats {  // written by conn
 };
 
 struct WorkerStats {
-    Counter pid;                          // supervisor
-    Counter restarts;                     // supervisor
-    Counter packets, bytes_out;           // the worker: packets handed to the plugin, reply bytes
-    Counter ring_depth, ring_high_water;  // conn: bytes waiting in the ring to this worker
+    Counter pid;                 // supervisor
+    Counter restarts;            // supervisor
+    Counter packets, bytes_out;  // the worker: packets handed to the plugin, reply bytes
+    Counter ring_depth;          // the worker, after each turn: bytes waiting in its ring
+    Counter ring_high_water;     // conn: the most bytes the ring to this worker held
 };
 
 struct Stats {

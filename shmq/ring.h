@@ -279,6 +279,8 @@ class Consumer {
     void commit_advanced();
     // The index just past the messages advanced over.
     uint64_t position() const { return tail_; }
+    // Bytes published and not yet taken: how far behind this consumer is.
+    uint64_t backlog() const { return control_->head.load(std::memory_order_acquire) - tail_; }
     // A replacement consumer that knows where its predecessor had got to (a record
     // boundary between the committed tail and the head) starts there. False, and nothing
     // changes, if index is out of that range.

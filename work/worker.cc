@@ -120,6 +120,7 @@ int Worker::run() {
         }
         out_.flush();
         in_.commit_advanced();
+        set(stats_->ring_depth, in_.backlog());
         check_rss();
         if (exit_code_) break;
         if (stopping_ && in_.empty()) break;
