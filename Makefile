@@ -7,6 +7,8 @@
 #   make bench      run the benchmarks and print their figures
 #   make fuzz       build the frame decoder's libFuzzer target (needs clang++) and run it a while
 #   make format     clang-format every source file; make format-check only checks
+#   make install    build, then install under PREFIX (default /usr/local; DESTDIR for
+#                   packagers); make uninstall removes what it installed
 #
 # Warnings are errors when CI is set in the environment (CI=true make test).
 
@@ -241,6 +243,28 @@ bench: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL) $(REF_ECHO) $(SHMQ_BENCH)
 	python3 bench/run_bench.py $(BENCH_ARGS)
 	python3 bench/run_proto_bench.py $(PROTO_BENCH_ARGS)
 	$(SHMQ_BENCH) -r 3
+
+# make install: the binary, the plugin header, the example plugins and their sources, the
+# configs (pointing at the installed plugins, logging to LOGDIR, pid files in RUNDIR), the
+# systemd unit and the logrotate snippet, under PREFIX (staged under DESTDIR when set).
+# scripts/install.sh does the copying; the install test calls it on the built files.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= $(PREFIX)/etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+LOGDIR ?= /var/log/asyncd
+RUNDIR ?= /run/asyncd
+INSTALL_VARS = PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' SYSCONFDIR='$(SYSCONFDIR)' \
+	UNITDIR='$(UNITDIR)' LOGDIR='$(LOGDIR)' RUNDIR='$(RUNDIR)' \
+	ASYNCD='$(ASYNCD)' PLUGIN_DIR='$(BUILD)/plugins'
+
+.PHONY: install uninstall
+
+install: $(ASYNCD) $(EXAMPLE_PLUGINS)
+	@sh scripts/install.sh install $(INSTALL_VARS)
+
+uninstall:
+	@sh scripts/install.sh uninstall $(INSTALL_VARS)
 
 FORMAT_SRCS = $(shell git ls-files '*.cc' '*.h' '*.c')
 

@@ -430,7 +430,8 @@ void ConnServer::on_accept() {
         }
         c->events = EPOLLIN;
         if (!plugin_.exports().select_worker) {
-            c->worker = int(next_worker_++ % ports_.size());
+            c->worker = int(next_worker_++ % active_workers());
+            ports_[size_t(c->worker)]->conns++;
             c->up_pending = true;
             push_up(c);
             update_events(c);
@@ -527,9 +528,10 @@ void ConnServer::note_partial(Connection *c, bool fresh) {
 }
 
 int ConnServer::bind_worker(Connection *c, const uint8_t *pkg, size_t len) {
-    int n = int(ports_.size());
+    int n = int(active_workers());
     int w = plugin_.exports().select_worker(c->id, pkg, len, n);
-    if (w < 0 || w >= n) w = int(next_worker_++ % ports_.size());
+    if (w < 0 || w >= n) w = int(next_worker_++ % uint32_t(n));
+    ports_[size_t(w)]->conns++;
     return w;
 }
 
@@ -753,6 +755,7 @@ void ConnServer::schedule_reap(Connection *c) {
 
 void ConnServer::reap() {
     for (Connection *c : reap_) {
+        if (c->worker >= 0) ports_[size_t(c->worker)]->conns--;
         uint32_t slot = conn_slot(c->id);
         slots_[slot] = nullptr;
         free_slots_.push_back(slot);
@@ -978,6 +981,16 @@ void ConnServer::check_phase() {
         epoll_ctl(ep_, EPOLL_CTL_DEL, listen_fd_, nullptr);
         // New clients are refused at once rather than left waiting in the backlog.
         shutdown(listen_fd_, SHUT_RD);
+    }
+    // A retiring worker (a reload lowered `workers`) stops once its last client is gone.
+    uint32_t active = active_workers();
+    for (auto &p : ports_) {
+        if (uint32_t(p->index) < active) {
+            p->retire_noted = false;
+        } else if (!p->retire_noted && p->conns == 0) {
+            p->retire_noted = true;
+            ch_->note('R', p->index);
+        }
     }
     if (quiescing_ && !quiet_noted_ && live_ == 0) {
         quiet_noted_ = true;

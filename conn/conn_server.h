@@ -69,6 +69,8 @@ class ConnServer {
         size_t need = 0;         // payload of the push that found the ring full
         int index = 0;
         size_t high_water = 0;  // the most bytes this ring held at a flush
+        size_t conns = 0;       // connections bound to this worker, until reaped
+        bool retire_noted = false;
         bool reset_pending = false;
         bool dirty = false;  // pushed since the last flush
     };
@@ -113,6 +115,11 @@ class ConnServer {
     int next_timeout();
     void check_phase();
     void publish_stats();
+    // Workers new connections may go to (a reload may change it; at least 1).
+    uint32_t active_workers() const {
+        uint32_t n = ch_->state->active_workers.load(std::memory_order_acquire);
+        return n < 1 ? 1 : (n > ports_.size() ? uint32_t(ports_.size()) : n);
+    }
     bool drained();
     int sleep_timeout(int wanted);
     int wait_events(int timeout);

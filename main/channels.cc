@@ -31,13 +31,14 @@ bool Channels::create(const Config &cfg, std::string *err) {
     state = new (shared_) SharedState();
     peers = reinterpret_cast<PeerSlot *>(static_cast<char *>(shared_) + state_size);
     state->conn_serial.store(1);
-    if (!create_stats(cfg.workers, &stats, &stats_fd, err)) return false;
+    state->active_workers.store(uint32_t(cfg.workers));
+    if (!create_stats(cfg.max_workers, &stats, &stats_fd, err)) return false;
 
     shmq::RingParams in_params, out_params;
     in_params.capacity = out_params.capacity = cfg.ring_size;
     in_params.max_msg = cfg.max_pkg_len;
     out_params.max_msg = cfg.max_reply_len;
-    for (int i = 0; i < cfg.workers; i++) {
+    for (int i = 0; i < cfg.max_workers; i++) {
         auto link = std::make_unique<WorkerLink>();
         if (!link->in.create(in_params, err) || !link->out.create(out_params, err) ||
             !link->wake.open(shmq::WakerKind::kEventfd, err)) {

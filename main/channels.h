@@ -91,6 +91,7 @@ struct SharedState {
     std::atomic<uint32_t> phase;        // supervisor: a Phase
     std::atomic<uint32_t> conn_epoch;   // supervisor: bumped before each conn start
     std::atomic<uint32_t> quiesce;      // supervisor: 1 after SIGQUIT; conn stops accepting
+    std::atomic<uint32_t> active_workers;  // supervisor: new connections go to 0..N-1
     WorkerState workers[kMaxWorkers];
 };
 
@@ -105,7 +106,7 @@ struct PeerSlot {
 // What one child tells the supervisor on the event pipe; one write, shorter than PIPE_BUF.
 struct ChildNote {
     char kind;  // 'C' conn ready, 'W' worker ready, 'I' conn input stopped, 'Q' conn has
-                // no client left after a SIGQUIT
+                // no client left after a SIGQUIT, 'R' a retiring worker has no client left
     char pad;
     uint16_t index;
     int32_t pid;

@@ -118,6 +118,12 @@ class Parser {
                 return false;
             }
             cfg_->workers = int(n);
+        } else if (key == "max_workers") {
+            if (!parse_int(value, 1, kMaxWorkers, &n)) {
+                *why = "max_workers must be 1 to 256, got '" + value + "'";
+                return false;
+            }
+            cfg_->max_workers = int(n);
         } else if (key == "plugin") {
             cfg_->plugin = resolve(dir, value);
         } else if (key == "frame") {
@@ -324,6 +330,12 @@ bool load_config(const std::string &path, Config *out, std::string *err) {
         *err = path + ": admin_listen " + cfg.admin_listen +
                " is not a loopback address; the status page and /metrics are for this machine "
                "unless admin_allow_remote yes";
+        return false;
+    }
+    if (cfg.max_workers == 0) cfg.max_workers = cfg.workers;
+    if (cfg.max_workers < cfg.workers) {
+        *err = path + ": workers (" + std::to_string(cfg.workers) + ") is above max_workers (" +
+               std::to_string(cfg.max_workers) + ")";
         return false;
     }
     if (cfg.daemon && cfg.log_file == "-") {

@@ -33,9 +33,11 @@ constexpr uint64_t kTagAdmin = 3;
 
 Supervisor::Supervisor(const Config &cfg, Log *log) : cfg_(cfg), log_(log) {
     conn_.is_conn = true;
-    workers_.resize(size_t(cfg_.workers));
-    for (int i = 0; i < cfg_.workers; i++)
+    workers_.resize(size_t(cfg_.max_workers));
+    for (int i = 0; i < cfg_.max_workers; i++) {
         workers_[size_t(i)].index = i;
+        workers_[size_t(i)].enabled = i < cfg_.workers;
+    }
 }
 
 Supervisor::~Supervisor() {
@@ -214,7 +216,7 @@ int Supervisor::run() {
     }
     if (!spawn(conn_)) return 1;
     for (Child &w : workers_) {
-        if (!spawn(w)) {
+        if (w.enabled && !spawn(w)) {
             begin_stop(1);
             break;
         }
@@ -390,7 +392,15 @@ void Supervisor::reload() {
     keep(next.listen != cfg_.listen, "listen", next.listen, cfg_.listen);
     next.listen_host = cfg_.listen_host;
     next.listen_port = cfg_.listen_port;
-    keep(next.workers != cfg_.workers, "workers", next.workers, cfg_.workers);
+    keep(next.max_workers != cfg_.max_workers, "max_workers", next.max_workers,
+         cfg_.max_workers);
+    if (next.workers > cfg_.max_workers) {
+        log_->write(LogLevel::kWarn,
+                    "reload: workers %d is above max_workers %d, which needs a restart: "
+                    "keeping %d",
+                    next.workers, cfg_.max_workers, cfg_.workers);
+        next.workers = cfg_.workers;
+    }
     keep(next.ring_size != cfg_.ring_size, "ring_size", next.ring_size, cfg_.ring_size);
     keep(next.frame != cfg_.frame, "frame", next.frame, cfg_.frame);
     keep(next.max_pkg_len != cfg_.max_pkg_len, "max_pkg_len", next.max_pkg_len, cfg_.max_pkg_len);
@@ -415,12 +425,53 @@ void Supervisor::reload() {
     plugin_id_ = id;
     log_->set_level(cfg_.log_level);
     if (conn_.pid) kill(conn_.pid, SIGUSR2);  // conn re-reads its limits
+    if (cfg_.workers != prev_cfg_.workers) resize_workers(prev_cfg_.workers, cfg_.workers);
     log_->write(LogLevel::kInfo, "reload: %s applied%s", cfg_.path.c_str(),
                 plugin_changed ? "; restarting the workers one at a time for the new plugin" : "");
     if (plugin_changed) {
         roll_index_ = 0;
         roll_next();
     }
+}
+
+// A reload changed `workers`. New slots start at once and take new connections; a retiring
+// worker takes no new connections, serves the ones it has, and is stopped when conn says
+// its last one has closed (note 'R'), so that no client is dropped.
+void Supervisor::resize_workers(int from, int to) {
+    for (int i = 0; i < int(workers_.size()); i++) {
+        Child &w = workers_[size_t(i)];
+        if (i < to && !w.enabled) {
+            w.enabled = true;
+            w.retired = false;
+            w.backoff = Backoff();
+            if (!w.pid) spawn(w);
+        } else if (i < to) {
+            w.retired = false;  // retiring, and wanted again before it stopped
+        }
+    }
+    ch_.state->active_workers.store(uint32_t(to), std::memory_order_release);
+    ch_.conn_wake.signal();
+    if (to > from) {
+        log_->write(LogLevel::kInfo, "reload: workers %d -> %d: started %d", from, to, to - from);
+    } else {
+        log_->write(LogLevel::kInfo,
+                    "reload: workers %d -> %d: workers %d..%d take no new connections and stop "
+                    "when their last one closes",
+                    from, to, to, from - 1);
+    }
+}
+
+void Supervisor::retire(int index) {
+    if (index < 0 || index >= int(workers_.size())) return;
+    Child &w = workers_[size_t(index)];
+    if (index < cfg_.workers || !w.enabled || stop_ != Stop::kNone) return;  // wanted again
+    if (!w.pid) {
+        w.enabled = false;
+        w.restart_at_ms = 0;
+        return;
+    }
+    w.retired = true;
+    kill(w.pid, SIGTERM);  // it answers what is in its ring and exits
 }
 
 // Asks the next worker of a reload to finish its batch and exit; its replacement starts
@@ -459,6 +510,12 @@ void Supervisor::on_exit(Child &c, int status) {
     pid_t pid = c.pid;
     c.pid = 0;
     c.ready = false;
+    if (!c.is_conn) set(ch_.stats->workers[c.index].pid, 0);
+    if (c.retired && stop_ == Stop::kNone) {
+        c.enabled = c.retired = false;
+        log_->write(LogLevel::kInfo, "%s (pid %d) retired", name(c).c_str(), int(pid));
+        return;
+    }
     uint64_t now = monotonic_ms();
     char how[96];
     if (WIFSIGNALED(status)) {
@@ -501,7 +558,7 @@ void Supervisor::on_exit(Child &c, int status) {
                     int(pid), how);
         bool any = false;
         for (const Child &w : workers_)
-            any = any || !w.fatal;
+            any = any || (w.enabled && !w.fatal);
         if (c.is_conn || !any) {
             log_->write(LogLevel::kError, "nothing can serve: stopping");
             begin_stop(1);
@@ -533,6 +590,9 @@ void Supervisor::on_note(const ChildNote &n) {
     } else if (n.kind == 'I') {
         if (stop_ == Stop::kInput) advance_stop();
         return;
+    } else if (n.kind == 'R') {
+        retire(n.index);
+        return;
     } else if (n.kind == 'Q') {
         if (quit_deadline_ms_ && stop_ == Stop::kNone) {
             log_->write(LogLevel::kInfo, "every client has left: stopping");
@@ -542,7 +602,7 @@ void Supervisor::on_note(const ChildNote &n) {
     }
     if (!ready_logged_ && conn_.ready) {
         for (const Child &w : workers_) {
-            if (!w.ready) return;
+            if (w.enabled && !w.ready) return;
         }
         ready_logged_ = true;
         log_->write(LogLevel::kInfo, "asyncd ready: listening on %s, %d workers, plugin %s",

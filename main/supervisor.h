@@ -41,6 +41,8 @@ class Supervisor {
         bool ready = false;
         bool hang_killed = false;
         bool rolling = false;  // asked to exit for a reload; its replacement moves it on
+        bool enabled = true;   // a slot of the running `workers` (or one retiring)
+        bool retired = false;  // stopped for good: its exit is not a death
         Backoff backoff;
     };
 
@@ -50,6 +52,8 @@ class Supervisor {
     static std::string file_id(const std::string &path);
     void reload();
     void roll_next();
+    void resize_workers(int from, int to);
+    void retire(int index);
     bool bind_listen(std::string *err);
     void serve_admin();
     bool setup_events(std::string *err);

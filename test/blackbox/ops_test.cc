@@ -13,8 +13,10 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "test/blackbox/harness.h"
 #include "test/reliability/seqload.h"
@@ -380,6 +382,51 @@ TEST_F(Quit, ServesWhoIsThereRefusesNewcomersAndStopsWhenTheyLeave) {
     EXPECT_EQ(server_->count_log("every client has left: stopping"), 1);
 }
 
+using Scale = ServerTest;
+
+// A reload changes `workers` up to max_workers: new workers take new connections; a
+// retiring one keeps serving its clients and stops when the last has gone.
+TEST_F(Scale, WorkersUpAndDownWithoutDroppingAClient) {
+    start("workers 2\nmax_workers 4\nplugin " + plugin_path("testplug.so") + "\n");
+    EXPECT_EQ(server_->child("asyncd-work2"), 0);
+    std::string good = slurp(server_->config_path());
+
+    spit(server_->config_path(), replaced(good, "workers 2\n", "workers 4\n"));
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(eventually([&] { return server_->child("asyncd-work3") != 0; })) << server_->log();
+    // New connections are spread over all four (round robin).
+    std::vector<Client> clients(8);
+    std::set<std::string> seen;
+    for (auto &c : clients) {
+        ASSERT_TRUE(c.connect(server_->port()));
+        seen.insert(c.call("WHO"));
+    }
+    EXPECT_EQ(seen, (std::set<std::string>{"w0", "w1", "w2", "w3"}));
+
+    // Down to one: workers 1..3 keep their clients until these leave.
+    spit(server_->config_path(), replaced(good, "workers 2\n", "workers 1\n"));
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(server_->wait_log("take no new connections")) << server_->log();
+    for (auto &c : clients)
+        EXPECT_NE(c.call("WHO"), "<no answer>") << "a retiring worker still serves its clients";
+    for (int i = 0; i < 4; i++) {
+        Client fresh;
+        ASSERT_TRUE(fresh.connect(server_->port()));
+        EXPECT_EQ(fresh.call("WHO"), "w0") << "new clients go to the workers that remain";
+    }
+    for (auto &c : clients)
+        c.close();
+    EXPECT_TRUE(eventually([&] {
+        return server_->child("asyncd-work1") == 0 && server_->child("asyncd-work2") == 0 &&
+               server_->child("asyncd-work3") == 0;
+    })) << server_->log();
+    EXPECT_EQ(server_->count_log("retired"), 3) << server_->log();
+    EXPECT_EQ(server_->count_log("restart #"), 0) << server_->log();
+    Client last;
+    ASSERT_TRUE(last.connect(server_->port()));
+    EXPECT_EQ(last.call("WHO"), "w0");
+}
+
 using Reload = ServerTest;
 
 // R15: a new plugin under load. Each worker finishes its batch, hands over and restarts with
@@ -445,8 +492,9 @@ TEST_F(Reload, BrokenConfigIsKeptOutAndRestartKeysAreNamed) {
     ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
     ASSERT_TRUE(server_->wait_log("reload: limits now")) << server_->log();
     EXPECT_NE(server_->log().find("pkg_timeout 7 s"), std::string::npos) << server_->log();
-    EXPECT_NE(server_->log().find("reload: workers changed, which needs a restart"),
-              std::string::npos)
+    EXPECT_NE(
+        server_->log().find("reload: workers 3 is above max_workers 2, which needs a restart"),
+        std::string::npos)
         << server_->log();
     EXPECT_EQ(server_->child("asyncd-work2"), 0) << "no third worker without a restart";
     EXPECT_EQ(c.call("pong"), "pong");
