@@ -187,6 +187,8 @@ std::string format_metrics(const Stats &s) {
          &WorkerStats::bytes_out},
         {"asyncd_worker_restarts_total", "counter", "Restarts of the worker slot.",
          &WorkerStats::restarts},
+        {"asyncd_worker_quarantined_total", "counter",
+         "Records dropped because two workers died on them.", &WorkerStats::quarantined},
         {"asyncd_ring_depth_bytes", "gauge", "Bytes waiting in the ring to the worker.",
          &WorkerStats::ring_depth},
         {"asyncd_ring_high_water_bytes", "gauge", "The most bytes the ring to the worker held.",

@@ -38,6 +38,7 @@ struct WorkerStats {
     Counter pid;                 // supervisor
     Counter restarts;            // supervisor
     Counter packets, bytes_out;  // the worker: packets handed to the plugin, reply bytes
+    Counter quarantined;         // the worker: records two workers died on, skipped
     Counter ring_depth;          // the worker, after each turn: bytes waiting in its ring
     Counter ring_high_water;     // conn: the most bytes the ring to this worker held
 };

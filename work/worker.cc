@@ -218,6 +218,7 @@ int Worker::drain(int budget) {
 // A record two workers died on: logged, skipped, and its connection closed, so that one
 // poisonous packet cannot keep a worker slot in a crash loop.
 void Worker::quarantine(const shmq::Message &m, uint64_t attempts) {
+    bump(stats_->quarantined);
     log_->write(LogLevel::kWarn,
                 "worker %d: quarantined record type %u seq %llu of connection %llx: %llu "
                 "workers started on it and %llu died; closing the connection",
