@@ -73,7 +73,8 @@ EXAMPLEDIR=$DATADIR/examples
 CONFDIR=$SYSCONFDIR/asyncd
 LOGROTATEDIR=$SYSCONFDIR/logrotate.d
 
-# From here on the current folder is the repository root.
+# Relative paths given are the caller's; from here on the current folder is the repository
+# root.
 here=$(pwd)
 abs() { case $1 in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
 [ -z "$DESTDIR" ] || DESTDIR=$(abs "$DESTDIR")
@@ -83,8 +84,8 @@ cd "$(dirname "$0")/.."
 [ -n "$ASYNCD" ] || ASYNCD=$(pwd)/build/asyncd
 [ -n "$PLUGIN_DIR" ] || PLUGIN_DIR=$(pwd)/build/plugins
 CONFIGS="asyncd resp http"
-EXAMPLES=$(cd plugin_api/examples && ls)
-PLUGINS=$(cd plugin_api/examples && ls *.c | sed 's/\.c$/.so/')
+EXAMPLES=$(for f in plugin_api/examples/*; do basename "$f"; done)
+PLUGINS=$(for f in plugin_api/examples/*.c; do basename "$f" .c; done | sed 's/$/.so/')
 
 # Escapes a value for the right-hand side of a sed s|...|...| command.
 esc() { printf '%s\n' "$1" | sed 's/[\\|&]/\\&/g'; }
@@ -116,7 +117,7 @@ unit() {
 # log in LOGDIR/NAME.log, the pid file in RUNDIR/NAME.pid (so that `asyncd -s` works).
 config() {
     name=$1
-    printf '# Installed by `make install` from etc/%s.conf, with plugin, log_file and\n' "$name"
+    printf '# Installed by "make install" from etc/%s.conf, with plugin, log_file and\n' "$name"
     printf '# pid_file naming the installed paths.\n'
     sed -e "s|^\\(plugin[[:space:]]*\\)\\(\\.\\./\\)*build/plugins/|\\1$(esc "$PLUGINDIR")/|" \
         -e "s|^\\(log_file[[:space:]]*\\).*|\\1$(esc "$LOGDIR/$name.log")|" \
@@ -147,10 +148,15 @@ if [ "$action" = install ]; then
     for p in $PLUGINS; do
         install -D -m 0644 "$PLUGIN_DIR/$p" "$DESTDIR$PLUGINDIR/$p"
     done
-    for e in $EXAMPLES; do
-        install -D -m 0644 "plugin_api/examples/$e" "$DESTDIR$EXAMPLEDIR/$e"
-    done
     { set +x; } 2>/dev/null
+    # The example sources include what they need by repository paths; installed, they take
+    # the header from PREFIX/include and their parsers from beside them:
+    #   cc -std=c99 -O2 -fPIC -shared -I PREFIX/include PREFIX/share/asyncd/examples/echo.c
+    for e in $EXAMPLES; do
+        sed -e 's|^#include "plugin_api/asyncd_plugin.h"|#include <asyncd/asyncd_plugin.h>|' \
+            -e 's|^#include "plugin_api/examples/|#include "|' "plugin_api/examples/$e" >"$tmp/$e"
+        (set -x && install -D -m 0644 "$tmp/$e" "$DESTDIR$EXAMPLEDIR/$e")
+    done
     for c in $CONFIGS; do
         config "$c" >"$tmp/$c.conf"
         dest=$DESTDIR$CONFDIR/$c.conf

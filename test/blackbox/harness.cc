@@ -65,6 +65,37 @@ std::string plugin_path(const std::string &name) {
     return "build/test-plugins/" + name;
 }
 
+std::string shell_quote(const std::string &text) {
+    std::string out = "'";
+    for (char c : text) {
+        if (c == '\'') {
+            out += "'\\''";
+        } else {
+            out += c;
+        }
+    }
+    return out + "'";
+}
+
+int run_shell(const std::string &cmd, std::string *out, int timeout_s) {
+    std::string full =
+        "timeout " + std::to_string(timeout_s) + " sh -c " + shell_quote(cmd) + " 2>&1";
+    FILE *p = popen(full.c_str(), "r");
+    if (!p) return -1;
+    std::string text;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+        text.append(buf, n);
+    int st = pclose(p);
+    if (out) *out = text;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+bool have_tool(const std::string &tool) {
+    return run_shell("command -v " + shell_quote(tool)) == 0;
+}
+
 bool eventually(const std::function<bool()> &cond, std::chrono::milliseconds deadline) {
     auto end = Clock::now() + deadline;
     while (!cond()) {

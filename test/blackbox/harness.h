@@ -21,6 +21,14 @@ namespace asyncd::test {
 std::string asyncd_bin();
 std::string plugin_path(const std::string &name);
 
+// 'text' for sh.
+std::string shell_quote(const std::string &text);
+// Runs a shell command, bounded by timeout_s, with its stdout and stderr into *out; returns
+// its exit code (-1 if it could not run or was killed).
+int run_shell(const std::string &cmd, std::string *out = nullptr, int timeout_s = 60);
+// The tool is on PATH.
+bool have_tool(const std::string &tool);
+
 // Polls cond until it holds or the deadline passes.
 bool eventually(const std::function<bool()> &cond,
                 std::chrono::milliseconds deadline = std::chrono::seconds(10));

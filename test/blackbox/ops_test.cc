@@ -44,19 +44,9 @@ bool ends_with(const std::string &s, const std::string &tail) {
     return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
-// Runs `asyncd ARGS` (bounded) and returns its exit code; its stdout goes to *out.
+// Runs `asyncd ARGS` (bounded) and returns its exit code; what it printed goes to *out.
 int asyncd(const std::string &args, std::string *out = nullptr) {
-    std::string cmd = "timeout 30 " + asyncd_bin() + " " + args + " 2>&1";
-    FILE *p = popen(cmd.c_str(), "r");
-    if (!p) return -1;
-    std::string text;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
-        text.append(buf, n);
-    int st = pclose(p);
-    if (out) *out = text;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return run_shell(asyncd_bin() + " " + args, out, 30);
 }
 
 bool alive(pid_t pid) {

@@ -14,22 +14,11 @@
 namespace asyncd::test {
 namespace {
 
-bool have(const char *tool) {
-    std::string cmd = std::string("command -v ") + tool + " >/dev/null 2>&1";
-    return system(cmd.c_str()) == 0;
-}
-
-// Runs a shell command (bounded by `timeout`) and returns what it printed on stdout.
+// Runs a shell command (bounded) and returns what it printed on stdout.
 std::string run(const std::string &cmd, int *status = nullptr) {
     std::string out;
-    FILE *p = popen(("timeout 30 " + cmd).c_str(), "r");
-    if (!p) return out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
-        out.append(buf, n);
-    int st = pclose(p);
-    if (status) *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    int st = run_shell("(" + cmd + ") 2>/dev/null", &out, 30);
+    if (status) *status = st;
     return out;
 }
 
@@ -42,7 +31,7 @@ std::string trim(std::string s) {
 class RespPlugin : public ServerTest {
   protected:
     void SetUp() override {
-        if (!have("redis-cli")) {
+        if (!have_tool("redis-cli")) {
             GTEST_SKIP() << "redis-cli not found: make test installs redis-tools with apt-get "
                             "when it can, and could not here";
         }
@@ -101,7 +90,7 @@ TEST_F(RespPlugin, MalformedInputGetsAnErrorAndAClose) {
 class HttpPlugin : public ServerTest {
   protected:
     void SetUp() override {
-        if (!have("curl")) {
+        if (!have_tool("curl")) {
             GTEST_SKIP() << "curl not found: make test installs it with apt-get when it can, "
                             "and could not here";
         }
