@@ -883,8 +883,10 @@ void ConnServer::flush_ports() {
         p->to.flush();
         size_t used = p->in_ring->capacity() - p->to.free_bytes();
         ring_high_water_ = std::max(ring_high_water_, used);
-        p->high_water = std::max(p->high_water, used);
-        set(ch_->stats->workers[p->index].ring_high_water, p->high_water);
+        if (used > p->high_water) {  // rarely: the line is the worker's to write
+            p->high_water = used;
+            set(ch_->stats->workers[p->index].ring_high_water, used);
+        }
     }
 }
 

@@ -24,7 +24,7 @@ inline void set(Counter &c, uint64_t v) {
     c.store(v, std::memory_order_relaxed);
 }
 
-struct ConnStats {  // written by conn
+struct alignas(64) ConnStats {  // written by conn, a cache line apart from the rest
     Counter pid;
     Counter connections;  // open now
     Counter accepted, refused, fd_exhausted;
@@ -34,13 +34,16 @@ struct ConnStats {  // written by conn
     Counter ring_full_pauses;
 };
 
+// The worker's fields have a cache line of their own: it writes them per packet, and a
+// line shared with another writer would bounce between CPUs.
 struct WorkerStats {
-    Counter pid;                 // supervisor
-    Counter restarts;            // supervisor
-    Counter packets, bytes_out;  // the worker: packets handed to the plugin, reply bytes
-    Counter quarantined;         // the worker: records two workers died on, skipped
-    Counter ring_depth;          // the worker, after each turn: bytes waiting in its ring
-    Counter ring_high_water;     // conn: the most bytes the ring to this worker held
+    alignas(64) Counter packets;  // the worker: packets handed to the plugin
+    Counter bytes_out;            // the worker: reply bytes
+    Counter quarantined;          // the worker: records two workers died on, skipped
+    Counter ring_depth;           // the worker, after each turn: bytes waiting in its ring
+    alignas(64) Counter pid;      // supervisor
+    Counter restarts;             // supervisor
+    Counter ring_high_water;      // conn (when it rises): the most bytes the ring held
 };
 
 struct Stats {
