@@ -116,10 +116,11 @@ ConnServer::~ConnServer() {
 }
 
 bool ConnServer::setup(std::string *err) {
-    if (!plugin_.load(cfg_.plugin, err)) return false;
+    plugin_generation_ = ch_->state->plugin_generation.load(std::memory_order_acquire);
+    if (!plugin_->load(cfg_.plugin, err)) return false;
     decoder_.mode = cfg_.frame;
     decoder_.max_pkg_len = cfg_.max_pkg_len;
-    decoder_.get_pkg_len = plugin_.exports().get_pkg_len;
+    decoder_.get_pkg_len = plugin_->exports().get_pkg_len;
     if (cfg_.frame == FrameMode::kPlugin && !decoder_.get_pkg_len) {
         *err = "frame plugin needs get_pkg_len, and plugin " + cfg_.plugin + " does not export it";
         return false;
@@ -201,6 +202,25 @@ void ConnServer::reload_limits() {
     log_->set_level(cfg_.log_level);
     clamp_max_conns();
     set_check_interval();
+    uint32_t gen = ch_->state->plugin_generation.load(std::memory_order_acquire);
+    if (gen != plugin_generation_) {
+        // A new plugin: its get_pkg_len and select_worker from the next packet on. The
+        // old code stays mapped (never unloaded), so nothing can point into freed code.
+        auto fresh = std::make_unique<Plugin>();
+        if (!fresh->load_fresh(next.plugin, &err)) {
+            log_->write(LogLevel::kError, "reload: conn keeps its plugin: %s", err.c_str());
+        } else if (cfg_.frame == FrameMode::kPlugin && !fresh->exports().get_pkg_len) {
+            log_->write(LogLevel::kError, "reload: conn keeps its plugin: %s has no get_pkg_len",
+                        next.plugin.c_str());
+        } else {
+            old_plugins_.push_back(std::move(plugin_));
+            plugin_ = std::move(fresh);
+            decoder_.get_pkg_len = plugin_->exports().get_pkg_len;
+            cfg_.plugin = next.plugin;
+            plugin_generation_ = gen;
+            log_->write(LogLevel::kInfo, "reload: conn frames with plugin %s", cfg_.plugin.c_str());
+        }
+    }
     log_->write(LogLevel::kInfo,
                 "reload: limits now max_conns %d, idle_timeout %d s, pkg_timeout %.3g s, "
                 "out_buf_soft %zu for %.3g s, out_buf_hard %zu",
@@ -429,7 +449,7 @@ void ConnServer::on_accept() {
             continue;
         }
         c->events = EPOLLIN;
-        if (!plugin_.exports().select_worker) {
+        if (!plugin_->exports().select_worker) {
             c->worker = int(next_worker_++ % active_workers());
             ports_[size_t(c->worker)]->conns++;
             c->up_pending = true;
@@ -529,7 +549,7 @@ void ConnServer::note_partial(Connection *c, bool fresh) {
 
 int ConnServer::bind_worker(Connection *c, const uint8_t *pkg, size_t len) {
     int n = int(active_workers());
-    int w = plugin_.exports().select_worker(c->id, pkg, len, n);
+    int w = plugin_->exports().select_worker(c->id, pkg, len, n);
     if (w < 0 || w >= n) w = int(next_worker_++ % uint32_t(n));
     ports_[size_t(w)]->conns++;
     return w;

@@ -129,7 +129,9 @@ class ConnServer {
     Channels *ch_;
     int listen_fd_;
     Log *log_;
-    Plugin plugin_;
+    std::unique_ptr<Plugin> plugin_ = std::make_unique<Plugin>();
+    std::vector<std::unique_ptr<Plugin>> old_plugins_;  // replaced by a reload, kept mapped
+    uint32_t plugin_generation_ = 0;
     FrameDecoder decoder_;
     int ep_ = -1;
     int sig_fd_ = -1;
@@ -154,7 +156,7 @@ class ConnServer {
     CpuContention cpu_;
     bool input_stopped_ = false;
     bool draining_ = false;
-    bool quiescing_ = false;   // after SIGQUIT: no new connections
+    bool quiescing_ = false;    // after SIGQUIT: no new connections
     bool quiet_noted_ = false;  // told the supervisor the last client left
     bool quit_ = false;
 

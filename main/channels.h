@@ -87,11 +87,12 @@ struct WorkerState {
 };
 
 struct SharedState {
-    std::atomic<uint64_t> conn_serial;  // conn: fetch_add per accepted connection
-    std::atomic<uint32_t> phase;        // supervisor: a Phase
-    std::atomic<uint32_t> conn_epoch;   // supervisor: bumped before each conn start
-    std::atomic<uint32_t> quiesce;      // supervisor: 1 after SIGQUIT; conn stops accepting
-    std::atomic<uint32_t> active_workers;  // supervisor: new connections go to 0..N-1
+    std::atomic<uint64_t> conn_serial;        // conn: fetch_add per accepted connection
+    std::atomic<uint32_t> phase;              // supervisor: a Phase
+    std::atomic<uint32_t> conn_epoch;         // supervisor: bumped before each conn start
+    std::atomic<uint32_t> quiesce;            // supervisor: 1 after SIGQUIT; conn stops accepting
+    std::atomic<uint32_t> active_workers;     // supervisor: new connections go to 0..N-1
+    std::atomic<uint32_t> plugin_generation;  // supervisor: bumped when a reload changes it
     WorkerState workers[kMaxWorkers];
 };
 

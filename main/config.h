@@ -28,7 +28,7 @@ struct Config {
     uint16_t listen_port = 7000;
     int workers = 2;
     int max_workers = 0;  // rings made at start; a reload may set workers up to it (0: workers)
-    std::string plugin;  // resolved against the folder of the file that names it
+    std::string plugin;   // resolved against the folder of the file that names it
     FrameMode frame = FrameMode::kLen32Be;
     size_t max_pkg_len = size_t(1) << 20;
     size_t max_reply_len = size_t(16) << 20;

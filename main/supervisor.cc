@@ -392,8 +392,7 @@ void Supervisor::reload() {
     keep(next.listen != cfg_.listen, "listen", next.listen, cfg_.listen);
     next.listen_host = cfg_.listen_host;
     next.listen_port = cfg_.listen_port;
-    keep(next.max_workers != cfg_.max_workers, "max_workers", next.max_workers,
-         cfg_.max_workers);
+    keep(next.max_workers != cfg_.max_workers, "max_workers", next.max_workers, cfg_.max_workers);
     if (next.workers > cfg_.max_workers) {
         log_->write(LogLevel::kWarn,
                     "reload: workers %d is above max_workers %d, which needs a restart: "
@@ -424,7 +423,8 @@ void Supervisor::reload() {
     bump(ch_.stats->reloads);
     plugin_id_ = id;
     log_->set_level(cfg_.log_level);
-    if (conn_.pid) kill(conn_.pid, SIGUSR2);  // conn re-reads its limits
+    if (plugin_changed) ch_.state->plugin_generation.fetch_add(1);
+    if (conn_.pid) kill(conn_.pid, SIGUSR2);  // conn re-reads its limits (and plugin)
     if (cfg_.workers != prev_cfg_.workers) resize_workers(prev_cfg_.workers, cfg_.workers);
     log_->write(LogLevel::kInfo, "reload: %s applied%s", cfg_.path.c_str(),
                 plugin_changed ? "; restarting the workers one at a time for the new plugin" : "");

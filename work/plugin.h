@@ -29,6 +29,9 @@ class Plugin {
     // dlopen with every symbol resolved now; checks asyncd_plugin_abi against ours and
     // that proc_pkg_cli is there. On failure returns false with one clear sentence in *err.
     [[nodiscard]] bool load(const std::string &path, std::string *err);
+    // load() of a private copy of path: the new code even when a plugin of that name is
+    // already loaded in this process (rebuilt in place), which dlopen would hand back.
+    [[nodiscard]] bool load_fresh(const std::string &path, std::string *err);
 
     const PluginExports &exports() const { return fns_; }
 

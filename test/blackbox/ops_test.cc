@@ -470,6 +470,32 @@ TEST_F(Reload, NewPluginUnderLoadDropsNoConnection) {
                       " roll_ms_max=" + std::to_string(int(roll_ms_max)));
 }
 
+// With `frame plugin`, conn frames with the new plugin too: line framing (lines.so) gives
+// way to HTTP's (http.so), or the request below would reach the worker cut at its first line.
+TEST_F(Reload, ConnFramesWithTheNewPlugin) {
+    start("workers 1\nframe plugin\nplugin " + plugin_path("lines.so") + "\n");
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    ASSERT_TRUE(c.send_all("hello\n", 6));
+    char got[6];
+    ASSERT_TRUE(c.recv_exact(got, 6, seconds(10)));
+    EXPECT_EQ(std::string(got, 6), "HELLO\n");
+
+    spit(server_->config_path(),
+         replaced(slurp(server_->config_path()), plugin_path("lines.so"), plugin_path("http.so")));
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(server_->wait_log("reload: conn frames with plugin")) << server_->log();
+    ASSERT_TRUE(server_->wait_log("reload: every worker runs plugin")) << server_->log();
+    Client h;
+    ASSERT_TRUE(h.connect(server_->port()));
+    std::string req = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    ASSERT_TRUE(h.send_all(req.data(), req.size()));
+    std::string resp;
+    ASSERT_TRUE(h.read_to_close(&resp));
+    EXPECT_EQ(resp.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << resp;
+    EXPECT_NE(resp.find("Hello from asyncd"), std::string::npos) << resp;
+}
+
 TEST_F(Reload, BrokenConfigIsKeptOutAndRestartKeysAreNamed) {
     start("workers 2\nplugin " + plugin_path("testplug.so") + "\npkg_timeout 30\n");
     Client c;
