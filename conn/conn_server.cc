@@ -206,17 +206,18 @@ void ConnServer::reload_limits() {
     if (gen != plugin_generation_) {
         // A new plugin: its get_pkg_len and select_worker from the next packet on. The
         // old code stays mapped (never unloaded), so nothing can point into freed code.
+        std::string path = ch_->state->plugin_path;  // the supervisor's, not the file's
         auto fresh = std::make_unique<Plugin>();
-        if (!fresh->load_fresh(next.plugin, &err)) {
+        if (!fresh->load_fresh(path, &err)) {
             log_->write(LogLevel::kError, "reload: conn keeps its plugin: %s", err.c_str());
         } else if (cfg_.frame == FrameMode::kPlugin && !fresh->exports().get_pkg_len) {
             log_->write(LogLevel::kError, "reload: conn keeps its plugin: %s has no get_pkg_len",
-                        next.plugin.c_str());
+                        path.c_str());
         } else {
             old_plugins_.push_back(std::move(plugin_));
             plugin_ = std::move(fresh);
             decoder_.get_pkg_len = plugin_->exports().get_pkg_len;
-            cfg_.plugin = next.plugin;
+            cfg_.plugin = path;
             plugin_generation_ = gen;
             log_->write(LogLevel::kInfo, "reload: conn frames with plugin %s", cfg_.plugin.c_str());
         }

@@ -93,6 +93,7 @@ struct SharedState {
     std::atomic<uint32_t> quiesce;            // supervisor: 1 after SIGQUIT; conn stops accepting
     std::atomic<uint32_t> active_workers;     // supervisor: new connections go to 0..N-1
     std::atomic<uint32_t> plugin_generation;  // supervisor: bumped when a reload changes it
+    char plugin_path[4096];  // supervisor: the plugin of that generation, written before it
     WorkerState workers[kMaxWorkers];
 };
 

@@ -423,7 +423,7 @@ void Supervisor::reload() {
     bump(ch_.stats->reloads);
     plugin_id_ = id;
     log_->set_level(cfg_.log_level);
-    if (plugin_changed) ch_.state->plugin_generation.fetch_add(1);
+    if (plugin_changed) announce_plugin();
     if (conn_.pid) kill(conn_.pid, SIGUSR2);  // conn re-reads its limits (and plugin)
     if (cfg_.workers != prev_cfg_.workers) resize_workers(prev_cfg_.workers, cfg_.workers);
     log_->write(LogLevel::kInfo, "reload: %s applied%s", cfg_.path.c_str(),
@@ -472,6 +472,12 @@ void Supervisor::retire(int index) {
     }
     w.retired = true;
     kill(w.pid, SIGTERM);  // it answers what is in its ring and exits
+}
+
+// Tells conn which plugin to frame and route with: the path, then a new generation.
+void Supervisor::announce_plugin() {
+    snprintf(ch_.state->plugin_path, sizeof ch_.state->plugin_path, "%s", cfg_.plugin.c_str());
+    ch_.state->plugin_generation.fetch_add(1, std::memory_order_release);
 }
 
 // Asks the next worker of a reload to finish its batch and exit; its replacement starts
@@ -547,6 +553,8 @@ void Supervisor::on_exit(Child &c, int status) {
                     name(c).c_str(), int(pid), how);
         cfg_ = prev_cfg_;
         plugin_id_ = file_id(cfg_.plugin);
+        announce_plugin();  // conn goes back too
+        if (conn_.pid) kill(conn_.pid, SIGUSR2);
         roll_index_ = workers_.size() + 1;
         c.rolling = false;
         c.restart_at_ms = now;

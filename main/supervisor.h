@@ -52,6 +52,7 @@ class Supervisor {
     static std::string file_id(const std::string &path);
     void reload();
     void roll_next();
+    void announce_plugin();
     void resize_workers(int from, int to);
     void retire(int index);
     bool bind_listen(std::string *err);

@@ -496,6 +496,30 @@ TEST_F(Reload, ConnFramesWithTheNewPlugin) {
     EXPECT_NE(resp.find("Hello from asyncd"), std::string::npos) << resp;
 }
 
+// A new plugin that loads but whose init_service refuses: the worker that tried it goes
+// back to the old plugin, and so does the rest of asyncd.
+TEST_F(Reload, NewPluginThatWillNotStartSendsTheReloadBack) {
+    Server scratch("");
+    std::string a = scratch.dir() + "/a.so", b = scratch.dir() + "/b.so";
+    copy_file(plugin_path("testplug.so"), a);
+    copy_file(plugin_path("testplug.so"), b);
+    start("workers 2\nplugin " + a + "\n");
+    server_->allow("reload:");  // nothing here may be an ALERT; the ERROR line is expected
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    spit(server_->config_path(),
+         replaced(slurp(server_->config_path()), a, b) + "plugin.fail_init yes\n");
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(server_->wait_log("going back to the old config")) << server_->log();
+    EXPECT_TRUE(eventually([&] { return ends_with(c.call("WHERE"), "/a.so"); })) << server_->log();
+    for (int i = 0; i < 4; i++) {  // new clients land on both workers, both on a.so
+        Client n;
+        ASSERT_TRUE(n.connect(server_->port()));
+        EXPECT_TRUE(ends_with(n.call("WHERE"), "/a.so")) << server_->log();
+    }
+    EXPECT_EQ(server_->count_log("not restarted"), 0) << server_->log();
+}
+
 TEST_F(Reload, BrokenConfigIsKeptOutAndRestartKeysAreNamed) {
     start("workers 2\nplugin " + plugin_path("testplug.so") + "\npkg_timeout 30\n");
     Client c;
