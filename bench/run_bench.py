@@ -44,6 +44,27 @@ def wait_for(cond, seconds, what):
     raise RuntimeError("timed out waiting for " + what)
 
 
+def accepting(port):
+    """True once something accepts connections on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def stop_process(proc, timeout=30):
+    """SIGTERM, then SIGKILL if it has not exited within timeout seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def children_of(pid):
     out = []
     for d in os.listdir("/proc"):
@@ -100,7 +121,7 @@ class Server:
     def start(self):
         if self.kind == "ref":
             self.proc = subprocess.Popen([REF, str(self.port)], stderr=subprocess.DEVNULL)
-            wait_for(self.accepting, 10, "ref_echo")
+            wait_for(lambda: accepting(self.port), 10, "ref_echo")
             return
         conf = os.path.join(self.dir, "asyncd.conf")
         with open(conf, "w") as f:
@@ -110,13 +131,6 @@ class Server:
                 f.write("busy_poll_us %d\n" % Server.busy_poll_us)
         self.proc = subprocess.Popen([ASYNCD, "-c", conf])
         wait_for(lambda: "asyncd ready" in self.read_log(), 20, "asyncd ready")
-
-    def accepting(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
 
     def read_log(self):
         try:
@@ -135,12 +149,7 @@ class Server:
 
     def stop(self):
         """Stops the server; for asyncd returns conn's exit counters."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         if self.kind == "ref":
             return {}
         m = re.search(r"conn exiting: (.*)", self.read_log())

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_bench import ASYNCD, BUILD, OUT, ROOT, free_port, wait_for, fmt_rate  # noqa: E402
+from run_bench import (ASYNCD, BUILD, OUT, ROOT, accepting, fmt_rate, free_port,  # noqa: E402
+                       stop_process, wait_for)
 
 PLUGINS = os.path.join(BUILD, "plugins")
 BODY = "Hello from asyncd\n"  # what both HTTP servers answer, byte for byte
@@ -39,27 +39,13 @@ class Proc:
         self.dir = tempfile.mkdtemp(prefix="asyncd-proto-bench-")
         self.proc = None
 
-    def accepting(self):
-        import socket
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
     def launch(self, cmd):
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      cwd=self.dir)
-        wait_for(self.accepting, 20, self.name)
+        wait_for(lambda: accepting(self.port), 20, self.name)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
