@@ -145,23 +145,10 @@ bool ConnServer::setup(std::string *err) {
     sig_fd_ = fds.sig;
     if (!ok) return false;
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    // A restarted conn carries its predecessor's counts on.
-    const ConnStats &s = ch_->stats->conn;
-    auto load = [](const Counter &c) { return c.load(std::memory_order_relaxed); };
-    accepted_ = load(s.accepted);
-    refused_ = load(s.refused);
-    fd_exhausted_ = load(s.fd_exhausted);
-    bad_frames_ = load(s.bad_frames);
-    idle_closed_ = load(s.idle_closed);
-    pkg_timeouts_ = load(s.pkg_timeouts);
-    out_buf_closed_ = load(s.out_buf_closed);
-    stale_replies_ = load(s.stale_replies);
-    out_buf_peak_ = load(s.out_buf_peak);
-    packets_in_ = load(s.packets_in);
-    bytes_in_ = load(s.bytes_in);
-    bytes_out_ = load(s.bytes_out);
-    replies_out_ = load(s.reply_records);
-    ring_full_pauses_ = load(s.ring_full_pauses);
+    // The counts live in shared memory: a restarted conn carries its predecessor's on.
+    st_ = &ch_->stats->conn;
+    set(st_->pid, uint64_t(getpid()));
+    set(st_->connections, 0);
     clamp_max_conns();
     mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
     set_check_interval();
@@ -268,7 +255,7 @@ int ConnServer::run() {
             return 1;
         }
         now_ms_ = monotonic_ms();
-        uint64_t moved = packets_in_ + replies_out_;
+        uint64_t moved = get(st_->packets_in) + get(st_->reply_records);
         turn_events(n < 0 ? 0 : n);
         if (quit_) break;
         check_phase();
@@ -277,10 +264,10 @@ int ConnServer::run() {
                 serve_waiting(*p);
         }
         more_ = drain_replies();
-        if (packets_in_ + replies_out_ != moved) last_activity_ns_ = monotonic_ns();
+        if (get(st_->packets_in) + get(st_->reply_records) != moved)
+            last_activity_ns_ = monotonic_ns();
         flush_ports();
         flush_writes();
-        publish_stats();
         check_timeouts();
         if (accept_resume_ms_ && now_ms_ >= accept_resume_ms_) resume_accepting();
         reap();
@@ -299,13 +286,13 @@ int ConnServer::run() {
         "idle_closed=%llu pkg_timeouts=%llu out_buf_closed=%llu out_buf_peak=%llu "
         "stale_replies_dropped=%llu ring_full_pauses=%llu ring_high_water=%zu packets_in=%llu "
         "reply_records=%llu wakeup_writes=%llu",
-        (unsigned long long)accepted_, (unsigned long long)refused_,
-        (unsigned long long)fd_exhausted_, (unsigned long long)bad_frames_,
-        (unsigned long long)idle_closed_, (unsigned long long)pkg_timeouts_,
-        (unsigned long long)out_buf_closed_, (unsigned long long)out_buf_peak_,
-        (unsigned long long)stale_replies_, (unsigned long long)ring_full_pauses_, ring_high_water_,
-        (unsigned long long)packets_in_, (unsigned long long)replies_out_,
-        (unsigned long long)wakeups);
+        (unsigned long long)get(st_->accepted), (unsigned long long)get(st_->refused),
+        (unsigned long long)get(st_->fd_exhausted), (unsigned long long)get(st_->bad_frames),
+        (unsigned long long)get(st_->idle_closed), (unsigned long long)get(st_->pkg_timeouts),
+        (unsigned long long)get(st_->out_buf_closed), (unsigned long long)get(st_->out_buf_peak),
+        (unsigned long long)get(st_->stale_replies), (unsigned long long)get(st_->ring_full_pauses),
+        ring_high_water_, (unsigned long long)get(st_->packets_in),
+        (unsigned long long)get(st_->reply_records), (unsigned long long)wakeups);
     return 0;
 }
 
@@ -404,7 +391,7 @@ void ConnServer::on_accept() {
         }
         if (live_ >= size_t(max_conns_)) {
             close(fd);
-            refused_++;
+            bump(st_->refused);
             log_->write_limited(&refuse_log_, now_ms_, LogLevel::kWarn,
                                 "max_conns (%d) reached: refusing new connections", max_conns_);
             continue;
@@ -418,7 +405,7 @@ void ConnServer::on_accept() {
             slots_.push_back(nullptr);
         } else {
             close(fd);
-            refused_++;
+            bump(st_->refused);
             continue;
         }
         auto *c = new Connection();
@@ -439,7 +426,8 @@ void ConnServer::on_accept() {
             ps.conn_id.store(c->id, std::memory_order_release);
         }
         live_++;
-        accepted_++;
+        set(st_->connections, live_);
+        bump(st_->accepted);
         if (cfg_.idle_timeout > 0) arm_check();
         struct epoll_event ev = {};
         ev.events = EPOLLIN;
@@ -467,7 +455,7 @@ void ConnServer::on_accept() {
 void ConnServer::shed_connection(int err) {
     bool no_fds = err == EMFILE || err == ENFILE;
     if (no_fds) {
-        fd_exhausted_++;
+        bump(st_->fd_exhausted);
         if (reserve_fd_ >= 0) {
             close(reserve_fd_);
             int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
@@ -508,7 +496,7 @@ void ConnServer::on_readable(Connection *c) {
         return;
     }
     c->last_active_ms = now_ms_;
-    bytes_in_ += uint64_t(n);
+    bump(st_->bytes_in, uint64_t(n));
     uint64_t packets = c->packets;
     size_t used = 0;
     bool stored = true;
@@ -568,7 +556,7 @@ bool ConnServer::must_wait(Port &p, Connection *c) {
 void ConnServer::enqueue(Port &p, Connection *c) {
     if (c->queued) return;
     if (p.waiting.empty() && !p.reset_pending) {
-        ring_full_pauses_++;
+        bump(st_->ring_full_pauses);
         log_->write_limited(&ring_log_, now_ms_, LogLevel::kInfo,
                             "worker %d's ring is full: reading paused for its connections",
                             p.index);
@@ -632,7 +620,7 @@ bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *us
         Frame f = decoder_.decode(c->id, data + *used, len - *used, &n, &why);
         if (f == Frame::kNeedMore) return true;
         if (f == Frame::kError) {
-            bad_frames_++;
+            bump(st_->bad_frames);
             log_->write_limited(&close_log_, now_ms_, LogLevel::kInfo, "closing %s: %s",
                                 c->peer_text, why);
             close_conn(c, ASYNCD_DOWN_BAD_FRAME);
@@ -664,7 +652,7 @@ bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *us
         p.stream_done = 0;
         p.dirty = true;
         c->packets++;
-        packets_in_++;
+        bump(st_->packets_in);
         test_hook_after_push(p, data + *used, n);
         *used += n;
     }
@@ -762,6 +750,7 @@ void ConnServer::close_conn(Connection *c, int reason) {
     uint32_t slot = conn_slot(c->id);
     if (slot < ch_->npeers) ch_->peers[slot].conn_id.store(0, std::memory_order_release);
     live_--;
+    set(st_->connections, live_);
     c->out.release();
     if (c->queued) return;  // its turn in the queue pushes the LINK_DOWN
     c->in.release();
@@ -812,13 +801,13 @@ void ConnServer::handle_reply(const shmq::Message &m) {
     uint32_t slot = conn_slot(m.conn_id);
     Connection *c = slot < slots_.size() ? slots_[slot] : nullptr;
     if (!c || c->id != m.conn_id || c->closed) {
-        stale_replies_++;
+        bump(st_->stale_replies);
         log_->write(LogLevel::kDebug, "reply for gone connection %llx dropped",
                     (unsigned long long)m.conn_id);
         return;
     }
     if (m.type == kRecReply) {
-        replies_out_++;
+        bump(st_->reply_records);
         if (!output_fits(c, m.len)) return;
         if (!c->out.append(m.data, m.len)) {
             log_->write(LogLevel::kCrit, "out of memory buffering output of %s", c->peer_text);
@@ -826,7 +815,7 @@ void ConnServer::handle_reply(const shmq::Message &m) {
             return;
         }
         size_t size = c->out.size();
-        out_buf_peak_ = std::max<uint64_t>(out_buf_peak_, size);
+        if (size > get(st_->out_buf_peak)) set(st_->out_buf_peak, size);
         if (cfg_.out_buf_soft && size > cfg_.out_buf_soft && !c->soft_since_ms) {
             c->soft_since_ms = now_ms_;
             arm_check();
@@ -850,7 +839,7 @@ bool ConnServer::output_fits(Connection *c, size_t len) {
     write_out(c);  // what the socket takes now does not count against it
     if (c->closed) return false;
     if (c->out.empty() || c->out.size() + len <= hard) return true;
-    out_buf_closed_++;
+    bump(st_->out_buf_closed);
     log_->write_limited(&out_log_, now_ms_, LogLevel::kWarn,
                         "closing %s: output buffer would reach %zu bytes, over out_buf_hard "
                         "(%zu)",
@@ -878,7 +867,7 @@ void ConnServer::write_out(Connection *c) {
         ssize_t n = send(c->fd, c->out.data(), c->out.size(), MSG_NOSIGNAL);
         if (n > 0) {
             c->out.consume(size_t(n));
-            bytes_out_ += uint64_t(n);
+            bump(st_->bytes_out, uint64_t(n));
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -926,12 +915,12 @@ void ConnServer::check_timeouts() {
     for (Connection *c : slots_) {
         if (!c || c->closed) continue;
         if (idle && now_ms_ - c->last_active_ms >= idle) {
-            idle_closed_++;
+            bump(st_->idle_closed);
             log_->write_limited(&close_log_, now_ms_, LogLevel::kInfo, "closing %s: idle for %d s",
                                 c->peer_text, cfg_.idle_timeout);
             close_conn(c, ASYNCD_DOWN_IDLE);
         } else if (pkg && c->pkg_start_ms && now_ms_ - c->pkg_start_ms >= pkg) {
-            pkg_timeouts_++;
+            bump(st_->pkg_timeouts);
             log_->write_limited(&close_log_, now_ms_, LogLevel::kInfo,
                                 "closing %s: no whole packet within pkg_timeout (%.3g s; %zu "
                                 "bytes of it came)",
@@ -939,7 +928,7 @@ void ConnServer::check_timeouts() {
             close_conn(c, ASYNCD_DOWN_LIMIT);
         } else if (c->soft_since_ms &&
                    now_ms_ - c->soft_since_ms >= uint64_t(cfg_.out_buf_soft_ms)) {
-            out_buf_closed_++;
+            bump(st_->out_buf_closed);
             log_->write_limited(&out_log_, now_ms_, LogLevel::kWarn,
                                 "closing %s: output buffer over out_buf_soft (%zu) for %.3g s "
                                 "(%zu bytes)",
@@ -960,27 +949,6 @@ int ConnServer::next_timeout() {
     if (!next) return -1;
     uint64_t now = monotonic_ms();
     return next <= now ? 0 : int(std::min<uint64_t>(next - now, 60000));
-}
-
-// The counters others read (asyncd -s status, /metrics): copied out once a loop turn.
-void ConnServer::publish_stats() {
-    ConnStats &s = ch_->stats->conn;
-    set(s.pid, uint64_t(getpid()));
-    set(s.connections, live_);
-    set(s.accepted, accepted_);
-    set(s.refused, refused_);
-    set(s.fd_exhausted, fd_exhausted_);
-    set(s.bad_frames, bad_frames_);
-    set(s.idle_closed, idle_closed_);
-    set(s.pkg_timeouts, pkg_timeouts_);
-    set(s.out_buf_closed, out_buf_closed_);
-    set(s.stale_replies, stale_replies_);
-    set(s.out_buf_peak, out_buf_peak_);
-    set(s.packets_in, packets_in_);
-    set(s.bytes_in, bytes_in_);
-    set(s.bytes_out, bytes_out_);
-    set(s.reply_records, replies_out_);
-    set(s.ring_full_pauses, ring_full_pauses_);
 }
 
 void ConnServer::check_phase() {

@@ -114,7 +114,6 @@ class ConnServer {
     void check_timeouts();
     int next_timeout();
     void check_phase();
-    void publish_stats();
     // Workers new connections may go to (a reload may change it; at least 1).
     uint32_t active_workers() const {
         uint32_t n = ch_->state->active_workers.load(std::memory_order_acquire);
@@ -167,21 +166,8 @@ class ConnServer {
     LogLimit close_log_{10};
     LogLimit out_log_{10};
 
-    uint64_t accepted_ = 0;
-    uint64_t refused_ = 0;  // beyond max_conns
-    uint64_t bad_frames_ = 0;
-    uint64_t idle_closed_ = 0;
-    uint64_t pkg_timeouts_ = 0;
-    uint64_t out_buf_closed_ = 0;
-    uint64_t out_buf_peak_ = 0;  // the largest output buffer any connection had
-    uint64_t fd_exhausted_ = 0;  // accepts that failed for want of fds
-    uint64_t stale_replies_ = 0;
-    uint64_t ring_full_pauses_ = 0;  // times a worker's ring filled and reading paused
-    size_t ring_high_water_ = 0;     // the most bytes any ring to a worker held at a flush
-    uint64_t packets_in_ = 0;
-    uint64_t bytes_in_ = 0;
-    uint64_t bytes_out_ = 0;
-    uint64_t replies_out_ = 0;
+    size_t ring_high_water_ = 0;  // the most bytes any ring to a worker held at a flush
+    ConnStats *st_ = nullptr;     // conn's counters, in shared memory (main/stats.h)
 };
 
 }  // namespace asyncd::conn

@@ -25,10 +25,6 @@ uint64_t now_unix_ms() {
     return uint64_t(tv.tv_sec) * 1000 + uint64_t(tv.tv_usec) / 1000;
 }
 
-uint64_t get(const Counter &c) {
-    return c.load(std::memory_order_relaxed);
-}
-
 // One metric: name, kind, help, and its value (or values per label).
 struct Row {
     const char *name;

@@ -23,6 +23,9 @@ inline void bump(Counter &c, uint64_t n = 1) {
 inline void set(Counter &c, uint64_t v) {
     c.store(v, std::memory_order_relaxed);
 }
+inline uint64_t get(const Counter &c) {
+    return c.load(std::memory_order_relaxed);
+}
 
 struct alignas(64) ConnStats {  // written by conn, a cache line apart from the rest
     Counter pid;

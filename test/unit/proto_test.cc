@@ -14,7 +14,8 @@ namespace {
 using FrameFn = size_t (*)(const char *, size_t);
 
 // Feeds `stream` to `frame` in chunks cut at `cuts`, the way conn's decoder does with
-// get_pkg_len: buffer what came, take every whole request off the front. Returns the requests; what is left stays in *rest.
+// get_pkg_len: buffer what came, take every whole request off the front. Returns the requests; what
+// is left stays in *rest.
 std::vector<std::string> frame_all(FrameFn frame, const std::string &stream,
                                    const std::vector<size_t> &cuts, std::string *rest) {
     std::vector<std::string> out;
@@ -41,8 +42,11 @@ std::vector<std::string> frame_all(FrameFn frame, const std::string &stream,
 }
 
 // Every way of cutting the stream once and twice, and random cuts, gives the same requests.
-void expect_split_independent(FrameFn frame, const std::string &stream,
-                              const std::vector<std::string> &want) {
+// want is the requests in order; the stream is them back to back.
+void expect_split_independent(FrameFn frame, const std::vector<std::string> &want) {
+    std::string stream;
+    for (const auto &r : want)
+        stream += r;
     std::string rest;
     EXPECT_EQ(frame_all(frame, stream, {}, &rest), want);
     EXPECT_EQ(rest, "");
@@ -81,10 +85,7 @@ TEST(RespParse, PipelinedMultibulkAndInlineWhereverTheStreamIsCut) {
         "*0\r\n",
         "  ping   hello\tthere \n",
     };
-    std::string stream;
-    for (const auto &r : want)
-        stream += r;
-    expect_split_independent(resp_frame, stream, want);
+    expect_split_independent(resp_frame, want);
 
     long argc;
     const char *err;
@@ -171,10 +172,7 @@ TEST(HttpParse, PipelinedRequestsWithBodiesWhereverTheStreamIsCut) {
         "GET /x HTTP/1.1\nHost: a\ncontent-length:0\n\n",  // bare LF line ends
         "HEAD / HTTP/1.0\r\n\r\n",
     };
-    std::string stream;
-    for (const auto &r : want)
-        stream += r;
-    expect_split_independent(http_frame_fn, stream, want);
+    expect_split_independent(http_frame_fn, want);
 
     http_req r;
     ASSERT_EQ(http_status(want[1], &r), 0);
