@@ -784,8 +784,11 @@ bool ConnServer::drain_replies() {
             shmq::PopStatus s = p.from.peek(&m);
             if (s == shmq::PopStatus::kEmpty) break;
             if (s == shmq::PopStatus::kCorrupt) {
+                // The reason first: discard_all() starts clean and forgets it.
+                std::string why = p.from.error();
+                uint64_t dropped = p.from.discard_all();
                 log_->write(LogLevel::kAlert, "reply ring corrupt: %s; dropped %llu bytes",
-                            p.from.error(), (unsigned long long)p.from.discard_all());
+                            why.c_str(), (unsigned long long)dropped);
                 break;
             }
             handle_reply(m);

@@ -74,9 +74,15 @@ const char *callback_name(Callback cb);
 // requests once per batch; one that dies in mid-batch leaves whole replies unpublished and
 // answered requests uncommitted, and its replacement publishes the first and skips the
 // second, so that only the record in flight comes again.
+//
+// out_last and out_last_len: the reply record written last and its length at the note. The
+// worker may still append to that record (replies to one connection coalesce) after the
+// note; its replacement writes the header back to this length before it publishes.
 struct WorkerProgress {
     std::atomic<uint64_t> in_next;
     std::atomic<uint64_t> out_written;
+    std::atomic<uint64_t> out_last;
+    std::atomic<uint64_t> out_last_len;
 };
 
 struct WorkerState {

@@ -44,9 +44,25 @@ bool Producer::has_room(size_t need) {
     return false;
 }
 
-bool Producer::adopt(uint64_t index) {
+bool Producer::adopt(uint64_t index, uint64_t last_record, uint32_t last_len) {
     cached_tail_ = control_->tail.load(std::memory_order_acquire);
     if (index <= head_ || index - cached_tail_ > capacity_ || stream_open_) return false;
+    // The record noted last ends exactly at index unless it was parted or padded: only then
+    // is it the one a later try_append may have grown. Its type, flags and ids did not change
+    // (an append writes only len and check), so only those two are rewritten.
+    if (last_record != UINT64_MAX && last_record >= head_ && last_record < index &&
+        last_len <= max_record_ && last_record + record_footprint(last_len) == index) {
+        size_t pos = size_t(last_record & (capacity_ - 1));
+        if (pos + record_footprint(last_len) <= capacity_) {
+            RecordHeader h;
+            memcpy(&h, data_ + pos, sizeof h);
+            if (h.type != kTypePad && h.len != last_len) {
+                h.len = last_len;
+                h.check = record_check(h, last_record);
+                memcpy(data_ + pos, &h, sizeof h);
+            }
+        }
+    }
     head_ = index;
     last_index_ = UINT64_MAX;
     publish();

@@ -191,11 +191,20 @@ class Producer {
     uint64_t last_record_index() const { return last_index_; }
     // The index just past everything written, published or not.
     uint64_t written() const { return head_; }
+    // The payload length of the record written last (meaningful while last_record_index()
+    // is not UINT64_MAX). A producer that notes how far it got notes this beside written():
+    // try_append may still grow that record afterwards, and a replacement must publish it
+    // with the length it had at the note.
+    uint32_t last_record_len() const { return last_.len; }
     // A replacement producer adopts what its dead predecessor wrote completely but did not
     // publish, up to index (which the predecessor recorded once those bytes were whole),
-    // and publishes it. False, and nothing changes, unless index lies beyond the published
-    // head and within the ring's capacity from the tail.
-    bool adopt(uint64_t index);
+    // and publishes it. last_record and last_len are what last_record_index() and
+    // last_record_len() said at that note: if the predecessor appended to that record after
+    // the note, its header claims bytes beyond index, and adopt writes it back to last_len
+    // before it publishes, so that no header is published that does not match its bytes.
+    // False, and nothing changes, unless index lies beyond the published head and within
+    // the ring's capacity from the tail.
+    bool adopt(uint64_t index, uint64_t last_record = UINT64_MAX, uint32_t last_len = 0);
     // Whether a push of len payload bytes (for a stream: its next part) would fit now.
     bool can_push(size_t len) { return free_bytes() >= room_for(len); }
 

@@ -197,9 +197,12 @@ int Worker::drain(int budget) {
         if (s == shmq::PopStatus::kCorrupt) {
             // Nothing in the ring past this point can be trusted: drop it, and restart so
             // that nothing of this process's state is trusted either.
+            // The reason first: discard_all() starts clean and forgets it.
+            std::string why = in_.error();
+            uint64_t dropped = in_.discard_all();
             log_->write(LogLevel::kAlert,
                         "worker %d: request ring corrupt (%s); dropped %llu bytes, restarting",
-                        index_, in_.error(), (unsigned long long)in_.discard_all());
+                        index_, why.c_str(), (unsigned long long)dropped);
             exit_code_ = 1;
             break;
         }
@@ -232,6 +235,8 @@ void Worker::note_progress() {
     uint32_t slot = 1 - state_->progress_slot.load(std::memory_order_relaxed);
     state_->progress[slot].in_next.store(in_.position(), std::memory_order_relaxed);
     state_->progress[slot].out_written.store(out_.written(), std::memory_order_relaxed);
+    state_->progress[slot].out_last.store(out_.last_record_index(), std::memory_order_relaxed);
+    state_->progress[slot].out_last_len.store(out_.last_record_len(), std::memory_order_relaxed);
     state_->progress_slot.store(slot, std::memory_order_release);
 }
 
@@ -243,8 +248,10 @@ void Worker::resume_predecessor() {
         state_->progress[state_->progress_slot.load(std::memory_order_acquire)];
     uint64_t in_next = p.in_next.load(std::memory_order_relaxed);
     uint64_t out_written = p.out_written.load(std::memory_order_relaxed);
+    uint64_t out_last = p.out_last.load(std::memory_order_relaxed);
+    auto out_last_len = uint32_t(p.out_last_len.load(std::memory_order_relaxed));
     uint64_t from = in_.position();
-    bool adopted = out_.adopt(out_written);
+    bool adopted = out_.adopt(out_written, out_last, out_last_len);
     bool skipped = in_next > from && in_.skip_to(in_next);
     if (adopted || skipped) {
         log_->write(LogLevel::kInfo,

@@ -388,6 +388,10 @@ TEST_F(Reliability, R19_CorruptRecordIsCaught) {
         ASSERT_TRUE(server_->wait_log("serving again", k + 1)) << server_->log();
     }
     int detected = server_->count_log("request ring corrupt");
+    // The line names the check that failed: the hook flips a bit of the header's len field.
+    EXPECT_EQ(server_->count_log("request ring corrupt (record header check failed)"), corruptions)
+        << server_->log();
+    EXPECT_EQ(server_->count_log("request ring corrupt ()"), 0) << "the reason is never empty";
     SeqStats st = burst(20, 4, 2000);
     EXPECT_EQ(st.lost + st.unanswered + st.wrong, 0u) << "both workers serve afterwards";
     EXPECT_EQ(detected, corruptions);

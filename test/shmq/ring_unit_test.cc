@@ -195,6 +195,74 @@ TEST(Ring, BatchCommitAndTakeOverFromADeadPredecessor) {
     EXPECT_EQ(conn.peek(&r), PopStatus::kEmpty) << "the partial reply was not adopted";
 }
 
+// A worker's reply path: replies to one connection within a batch coalesce into one record
+// (try_append), and after each request the worker notes how far it got. It may die at any
+// point: between an append and its note, too. Its replacement adopts up to the last note,
+// and what conn then reads must be exactly the replies of the noted requests, as whole
+// records with headers that match their bytes: never the header of a record that grew after
+// the note.
+TEST(Ring, AdoptAfterADeathAtEveryPointBetweenAppendAndNote) {
+    // Requests as (connection, number of replies): runs of one connection make the appends.
+    const std::vector<std::pair<uint64_t, int>> requests = {{1, 1}, {1, 2}, {1, 1}, {2, 1},
+                                                            {2, 3}, {1, 1}, {3, 2}, {3, 1}};
+    int steps = 0;
+    for (const auto &r : requests)
+        steps += r.second + 1;  // each reply, then the note
+    for (int crash_at = 0; crash_at <= steps; crash_at++) {
+        SCOPED_TRACE("death after step " + std::to_string(crash_at));
+        Fixture replies(4096);
+        uint64_t noted = 0, noted_last = UINT64_MAX;
+        uint32_t noted_len = 0;
+        // What conn must see: per record, the connection and the bytes, as of the last note.
+        std::vector<std::pair<uint64_t, std::string>> expect, pending;
+        {
+            Producer dead(&replies.ring, &replies.waker);
+            int step = 0;
+            uint8_t byte = 'a';
+            for (const auto &r : requests) {
+                for (int k = 0; k < r.second && step < crash_at; k++, step++) {
+                    RecordMeta m;
+                    m.type = 1;
+                    m.conn_id = r.first;
+                    char c = char(byte++);
+                    if (dead.try_append(m, &c, 1)) {
+                        pending.back().second += c;
+                    } else {
+                        ASSERT_EQ(dead.try_push(m, &c, 1), PushStatus::kOk);
+                        pending.push_back({r.first, std::string(1, c)});
+                    }
+                }
+                if (step >= crash_at) break;
+                step++;  // the note
+                noted = dead.written();
+                noted_last = dead.last_record_index();
+                noted_len = dead.last_record_len();
+                expect = pending;
+            }
+        }  // dies here: nothing published
+        Producer next(&replies.ring, &replies.waker);
+        EXPECT_EQ(next.adopt(noted, noted_last, noted_len), noted > 0);
+        Consumer conn(&replies.ring, &replies.waker);
+        for (const auto &e : expect) {
+            Message m;
+            ASSERT_EQ(conn.peek(&m), PopStatus::kOk) << conn.error();
+            EXPECT_EQ(m.conn_id, e.first);
+            EXPECT_EQ(std::string(reinterpret_cast<const char *>(m.data), m.len), e.second);
+            conn.commit();
+        }
+        Message m;
+        EXPECT_EQ(conn.peek(&m), PopStatus::kEmpty) << "nothing past the note is published";
+        // And the ring goes on whole: the replacement's own replies follow.
+        RecordMeta meta;
+        meta.type = 1;
+        meta.conn_id = 9;
+        ASSERT_EQ(next.try_push(meta, "z", 1), PushStatus::kOk);
+        next.flush();
+        ASSERT_EQ(conn.peek(&m), PopStatus::kOk) << conn.error();
+        EXPECT_EQ(m.conn_id, 9u);
+    }
+}
+
 TEST(Ring, ZeroLengthMessage) {
     Fixture f(4096);
     Producer p(&f.ring, &f.waker);
