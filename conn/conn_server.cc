@@ -31,6 +31,7 @@ constexpr int kMaxEvents = 512;
 constexpr int kAcceptsPerTurn = 128;
 constexpr int kRepliesPerTurn = 4096;  // per worker, so one busy worker cannot starve
 constexpr int kAcceptPauseMs = 100;    // accepting rests this long after fds ran out
+constexpr size_t kBudgetRead = 4096;   // a read near input_budget takes at most this much
 constexpr int kFdSpare = 16;           // fds conn keeps for itself beyond those open at start
 // Buffers above this are mapped on their own and unmapped when freed, so that what a slow
 // reader made conn take goes back to the system (glibc's sliding threshold would keep them).
@@ -132,9 +133,13 @@ bool ConnServer::setup(std::string *err) {
         ports_.back()->reset_pending = restarted;
         ports_.back()->index = int(ports_.size() - 1);
     }
-    // A restarted conn knows nothing of its predecessor's connections: clear their peers.
-    for (size_t i = 0; i < ch_->npeers; i++)
-        ch_->peers[i].conn_id.store(0);
+    // A restarted conn knows nothing of its predecessor's connections: none is open now. Their
+    // peers stay, for the records of theirs still in the rings.
+    size_t used = ch_->state->slots_used.load(std::memory_order_acquire);
+    for (size_t i = 0; i < used && i < ch_->npeers; i++) {
+        if (ch_->peers[i].bound.load(std::memory_order_relaxed))
+            ch_->peers[i].bound.store(0, std::memory_order_release);
+    }
 
     LoopFds fds;
     bool ok = open_loop_fds(
@@ -184,6 +189,7 @@ void ConnServer::reload_limits() {
     cfg_.out_buf_soft = next.out_buf_soft;
     cfg_.out_buf_soft_ms = next.out_buf_soft_ms;
     cfg_.out_buf_hard = next.out_buf_hard;
+    cfg_.input_budget = next.input_budget;
     cfg_.busy_poll_us = next.busy_poll_us;
     cfg_.log_level = next.log_level;
     log_->set_level(cfg_.log_level);
@@ -220,6 +226,14 @@ void ConnServer::reload_limits() {
 // toward the hard one if need be; where even that falls short, lower max_conns and say so.
 void ConnServer::clamp_max_conns() {
     max_conns_ = cfg_.max_conns;
+    if (size_t(max_conns_) > ch_->npeers) {
+        // The connection table was made at start, for 4x the max_conns of then.
+        max_conns_ = int(ch_->npeers);
+        log_->write(LogLevel::kWarn,
+                    "max_conns %d lowered to %d: the connection table made at start holds %zu "
+                    "slots; a restart makes room for more",
+                    cfg_.max_conns, max_conns_, ch_->npeers);
+    }
     if (!own_fds_) own_fds_ = count_open_fds() + kFdSpare;  // at start, before any client
     int own = own_fds_;
     rlim_t need = rlim_t(max_conns_) + rlim_t(own);
@@ -271,6 +285,7 @@ int ConnServer::run() {
         check_timeouts();
         if (accept_resume_ms_ && now_ms_ >= accept_resume_ms_) resume_accepting();
         reap();
+        resume_starved();
         if (draining_ && drained()) break;
     }
     // Every wakeup write any side made on any ring since the rings were created.
@@ -285,14 +300,18 @@ int ConnServer::run() {
         "conn exiting: accepted=%llu refused=%llu fd_exhausted=%llu bad_frames=%llu "
         "idle_closed=%llu pkg_timeouts=%llu out_buf_closed=%llu out_buf_peak=%llu "
         "stale_replies_dropped=%llu ring_full_pauses=%llu ring_high_water=%zu packets_in=%llu "
-        "reply_records=%llu wakeup_writes=%llu",
+        "reply_records=%llu wakeup_writes=%llu input_budget_pauses=%llu input_dropped=%llu "
+        "plugin_frame_errors=%llu",
         (unsigned long long)get(st_->accepted), (unsigned long long)get(st_->refused),
         (unsigned long long)get(st_->fd_exhausted), (unsigned long long)get(st_->bad_frames),
         (unsigned long long)get(st_->idle_closed), (unsigned long long)get(st_->pkg_timeouts),
         (unsigned long long)get(st_->out_buf_closed), (unsigned long long)get(st_->out_buf_peak),
         (unsigned long long)get(st_->stale_replies), (unsigned long long)get(st_->ring_full_pauses),
         ring_high_water_, (unsigned long long)get(st_->packets_in),
-        (unsigned long long)get(st_->reply_records), (unsigned long long)wakeups);
+        (unsigned long long)get(st_->reply_records), (unsigned long long)wakeups,
+        (unsigned long long)get(st_->input_budget_pauses),
+        (unsigned long long)get(st_->input_dropped),
+        (unsigned long long)get(st_->plugin_frame_errors));
     return 0;
 }
 
@@ -398,14 +417,22 @@ void ConnServer::on_accept() {
         }
         uint32_t slot;
         if (!free_slots_.empty()) {
-            slot = free_slots_.back();
-            free_slots_.pop_back();
-        } else if (slots_.size() < kConnSlotMask) {
+            slot = free_slots_.front();
+            free_slots_.pop_front();
+        } else if (slots_.size() < ch_->npeers) {
             slot = uint32_t(slots_.size());
             slots_.push_back(nullptr);
+            if (slots_.size() > ch_->state->slots_used.load(std::memory_order_relaxed))
+                ch_->state->slots_used.store(uint32_t(slots_.size()), std::memory_order_release);
         } else {
+            // Every slot of the table is held, by open connections and by closed ones whose
+            // LINK_DOWN waits for room in a ring.
             close(fd);
             bump(st_->refused);
+            log_->write_limited(&refuse_log_, now_ms_, LogLevel::kWarn,
+                                "all %zu connection slots are held (closed connections wait for "
+                                "room in a worker's ring): refusing new connections",
+                                ch_->npeers);
             continue;
         }
         auto *c = new Connection();
@@ -415,14 +442,13 @@ void ConnServer::on_accept() {
         c->last_active_ms = now_ms_;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        asyncd_peer_t peer;
-        peer_of(fd, &peer);
-        snprintf(c->peer_text, sizeof c->peer_text, "%s:%u", peer.addr, unsigned(peer.port));
-        if (slot < ch_->npeers) {
+        peer_of(fd, &c->peer);
+        snprintf(c->peer_text, sizeof c->peer_text, "%s:%u", c->peer.addr, unsigned(c->peer.port));
+        {
             PeerSlot &ps = ch_->peers[slot];
             ps.conn_id.store(0, std::memory_order_relaxed);
             std::atomic_thread_fence(std::memory_order_release);
-            memcpy(&ps.peer, &peer, sizeof peer);
+            memcpy(&ps.peer, &c->peer, sizeof c->peer);
             ps.conn_id.store(c->id, std::memory_order_release);
         }
         live_++;
@@ -441,6 +467,7 @@ void ConnServer::on_accept() {
         if (!plugin_->exports().select_worker) {
             c->worker = int(next_worker_++ % active_workers());
             ports_[size_t(c->worker)]->conns++;
+            note_bound(c);
             c->up_pending = true;
             push_up(c);
             update_events(c);
@@ -482,8 +509,10 @@ void ConnServer::resume_accepting() {
 }
 
 void ConnServer::on_readable(Connection *c) {
-    if (c->queued || input_stopped_) return;
-    ssize_t n = read(c->fd, scratch_.get(), kScratch);
+    if (c->queued || c->starved || input_stopped_) return;
+    size_t max_read = kScratch;
+    if (!budget_allows_read(c, &max_read)) return;
+    ssize_t n = read(c->fd, scratch_.get(), max_read);
     if (n == 0) {
         close_conn(c, ASYNCD_DOWN_PEER_CLOSED);
         return;
@@ -518,8 +547,68 @@ void ConnServer::on_readable(Connection *c) {
         return;
     }
     if (c->closed) return;
+    track_input(c);
     note_partial(c, c->packets != packets);
     update_events(c);
+}
+
+// Keeps input_pending_ (and the count of connections holding input) in step with c->in.
+// Called after anything that changes c->in.
+void ConnServer::track_input(Connection *c) {
+    size_t now = c->in.size();
+    if (now == c->in_counted) return;
+    input_pending_ = input_pending_ + now - c->in_counted;
+    if (!c->in_counted) input_holders_++;
+    if (!now) input_holders_--;
+    c->in_counted = now;
+    set(st_->input_pending, input_pending_);
+}
+
+// input_budget (R-level: no client can make conn hold more than it): near the budget a
+// connection that holds unfinished input is not read while it holds more than the average
+// of those that hold some (the ones with the most go first), and above the budget none that
+// holds any is read. A connection that holds nothing (its packets were whole) is still read,
+// a little at a time, so that well-behaved clients keep being served. The connections not
+// read keep their pkg_timeout clock: the ones that never finish are closed by it, which
+// brings conn back under the budget, and reading resumes.
+bool ConnServer::budget_allows_read(Connection *c, size_t *max_read) {
+    size_t budget = cfg_.input_budget;
+    if (!budget || input_pending_ + kScratch <= budget) return true;
+    if (c->in.empty()) {
+        *max_read = kBudgetRead;
+        return true;
+    }
+    size_t average = input_holders_ ? input_pending_ / input_holders_ : 0;
+    if (input_pending_ < budget && c->in.size() < average) {
+        *max_read = kBudgetRead;
+        return true;
+    }
+    c->starved = true;
+    starved_.push_back(c->id);
+    bump(st_->input_budget_pauses);
+    log_->write_limited(&budget_log_, now_ms_, LogLevel::kWarn,
+                        "input_budget (%zu bytes) reached: %zu bytes of %zu connections wait to "
+                        "become packets; not reading from the ones holding the most (%s: %zu "
+                        "bytes) until the unfinished ones finish or reach pkg_timeout",
+                        budget, input_pending_, input_holders_, c->peer_text, c->in.size());
+    update_events(c);
+    return false;
+}
+
+// Below seven eighths of the budget, the connections it stopped are read again.
+void ConnServer::resume_starved() {
+    if (starved_.empty()) return;
+    size_t budget = cfg_.input_budget;
+    if (budget && input_pending_ + kScratch > budget - budget / 8) return;
+    for (uint64_t id : starved_) {
+        uint32_t slot = conn_slot(id);
+        Connection *c = slot < slots_.size() ? slots_[slot] : nullptr;
+        if (!c || c->id != id || c->closed || !c->starved) continue;
+        c->starved = false;
+        c->last_active_ms = now_ms_;
+        update_events(c);
+    }
+    starved_.clear();
 }
 
 // Runs the whole-packet clock of c while it holds part of a packet that it is still sending
@@ -541,7 +630,15 @@ int ConnServer::bind_worker(Connection *c, const uint8_t *pkg, size_t len) {
     int w = plugin_->exports().select_worker(c->id, pkg, len, n);
     if (w < 0 || w >= n) w = int(next_worker_++ % uint32_t(n));
     ports_[size_t(w)]->conns++;
+    c->worker = w;
+    note_bound(c);
     return w;
+}
+
+// Tells the workers, through the peer table, that c is open and bound to its worker: one
+// that starts links it up at once.
+void ConnServer::note_bound(Connection *c) {
+    ch_->peers[conn_slot(c->id)].bound.store(uint32_t(c->worker) + 1, std::memory_order_release);
 }
 
 bool ConnServer::must_wait(Port &p, Connection *c) {
@@ -570,14 +667,12 @@ bool ConnServer::push_up(Connection *c) {
     if (!c->up_pending) return true;
     Port &p = *ports_[size_t(c->worker)];
     if (must_wait(p, c)) return false;
-    asyncd_peer_t peer;
-    if (!read_peer(*ch_, c->id, &peer)) memset(&peer, 0, sizeof peer);
     shmq::RecordMeta meta;
     meta.type = kRecLinkUp;
     meta.conn_id = c->id;
-    shmq::PushStatus s = p.to.try_push(meta, &peer, sizeof peer);
+    shmq::PushStatus s = p.to.try_push(meta, &c->peer, sizeof c->peer);
     if (s == shmq::PushStatus::kFull) {
-        p.need = sizeof peer;
+        p.need = sizeof c->peer;
         enqueue(p, c);
         return false;
     }
@@ -633,6 +728,21 @@ bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *us
         if (!push_up(c)) return false;
         Port &p = *ports_[size_t(c->worker)];
         if (must_wait(p, c)) return false;
+        if (p.stream_done && n != c->stream_len) {
+            // Part of this packet is in the ring already, framed at another length: the
+            // plugin's get_pkg_len answered differently for the same bytes. Its contract is
+            // broken, not one of asyncd's invariants: the connection goes, the ring's stream
+            // is given up (drive), and everyone else is served on.
+            bump(st_->plugin_frame_errors);
+            log_->write_limited(&close_log_, now_ms_, LogLevel::kWarn,
+                                "closing %s: plugin %s: get_pkg_len answered %zu for a packet it "
+                                "had framed as %zu bytes (%zu of them in a ring already); "
+                                "get_pkg_len must answer the same for the same bytes",
+                                c->peer_text, cfg_.plugin.c_str(), n, c->stream_len,
+                                p.stream_done);
+            close_conn(c, ASYNCD_DOWN_BAD_FRAME);
+            return false;
+        }
         shmq::RecordMeta meta;
         meta.type = kRecPacket;
         meta.conn_id = c->id;
@@ -640,6 +750,7 @@ bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *us
         shmq::PushStatus s = p.to.try_push_stream(meta, data + *used, n, &p.stream_done);
         if (s == shmq::PushStatus::kFull) {
             p.need = n - p.stream_done;
+            c->stream_len = n;
             enqueue(p, c);
             return false;
         }
@@ -650,6 +761,7 @@ bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *us
             return false;
         }
         p.stream_done = 0;
+        c->stream_len = 0;
         p.dirty = true;
         c->packets++;
         bump(st_->packets_in);
@@ -689,11 +801,13 @@ bool ConnServer::drive(Connection *c) {
         bool ok = feed(c, c->in.data(), c->in.size(), &used);
         if (!c->closed) {
             c->in.consume(used);
+            track_input(c);
             if (!ok) return false;
         }
     }
     if (c->closed) {
         c->in.release();
+        track_input(c);
         // It went away with a packet half streamed into the ring: that packet was never
         // accepted, and the ring must take other records again.
         Port *p = c->worker >= 0 ? ports_[size_t(c->worker)].get() : nullptr;
@@ -721,6 +835,7 @@ void ConnServer::serve_waiting(Port &p) {
         p.waiting.pop_front();
         c->queued = false;
         if (c->closed) continue;
+        c->last_active_ms = now_ms_;  // the time conn did not read it was not idleness
         note_partial(c, true);
         update_events(c);  // its buffer is through: read again
     }
@@ -729,7 +844,7 @@ void ConnServer::serve_waiting(Port &p) {
 void ConnServer::update_events(Connection *c) {
     if (c->closed) return;
     uint32_t want = 0;
-    if (!c->queued && !input_stopped_) want |= EPOLLIN;
+    if (!c->queued && !c->starved && !input_stopped_) want |= EPOLLIN;
     if (!c->out.empty()) want |= EPOLLOUT;
     if (want == c->events) return;
     struct epoll_event ev = {};
@@ -747,13 +862,22 @@ void ConnServer::close_conn(Connection *c, int reason) {
     epoll_ctl(ep_, EPOLL_CTL_DEL, c->fd, nullptr);
     close(c->fd);
     c->fd = -1;
-    uint32_t slot = conn_slot(c->id);
-    if (slot < ch_->npeers) ch_->peers[slot].conn_id.store(0, std::memory_order_release);
+    ch_->peers[conn_slot(c->id)].bound.store(0, std::memory_order_release);
     live_--;
     set(st_->connections, live_);
     c->out.release();
+    if (!c->in.empty()) {
+        // Bytes it sent that conn had read but not handed to a worker (an unfinished packet,
+        // or whole ones waiting for room in a ring) go with it: say so, and count them.
+        bump(st_->input_dropped, c->in.size());
+        log_->write_limited(&close_log_, now_ms_, LogLevel::kInfo,
+                            "%s closed (%s) with %zu bytes it had sent not yet handed to a "
+                            "worker: dropped",
+                            c->peer_text, reason_name(reason), c->in.size());
+    }
     if (c->queued) return;  // its turn in the queue pushes the LINK_DOWN
     c->in.release();
+    track_input(c);
     if (!c->linked || push_down(c)) schedule_reap(c);
 }
 
@@ -765,6 +889,8 @@ void ConnServer::schedule_reap(Connection *c) {
 
 void ConnServer::reap() {
     for (Connection *c : reap_) {
+        c->in.release();
+        track_input(c);
         if (c->worker >= 0) ports_[size_t(c->worker)]->conns--;
         uint32_t slot = conn_slot(c->id);
         slots_[slot] = nullptr;
@@ -917,7 +1043,9 @@ void ConnServer::check_timeouts() {
     bool again = false;
     for (Connection *c : slots_) {
         if (!c || c->closed) continue;
-        if (idle && now_ms_ - c->last_active_ms >= idle) {
+        // Not idle while conn itself does not read it (its worker's ring is full, or
+        // input_budget): backpressure is not idleness.
+        if (idle && !c->queued && !c->starved && now_ms_ - c->last_active_ms >= idle) {
             bump(st_->idle_closed);
             log_->write_limited(&close_log_, now_ms_, LogLevel::kInfo, "closing %s: idle for %d s",
                                 c->peer_text, cfg_.idle_timeout);

@@ -47,11 +47,15 @@ class ConnServer {
         bool up_pending = false;     // its LINK_UP is not in the ring yet
         bool linked = false;         // its LINK_UP is in the ring: a LINK_DOWN must follow
         bool queued = false;         // waiting for room in its worker's ring; not reading
+        bool starved = false;        // not read while conn is at its input_budget
+        size_t in_counted = 0;       // in.size() as input_pending_ counts it
+        size_t stream_len = 0;       // the length of its packet half streamed into the ring
         bool dirty = false;          // in dirty_: has output to write this turn
         bool close_after_flush = false;
         bool closed = false;  // socket closed; the slot lives on until its LINK_DOWN is in
         bool reaped = false;
         int down_reason = 0;
+        asyncd_peer_t peer{};  // what its LINK_UP carries
         char peer_text[64] = "";
     };
 
@@ -98,6 +102,7 @@ class ConnServer {
     bool drive(Connection *c);
     void serve_waiting(Port &p);
     int bind_worker(Connection *c, const uint8_t *pkg, size_t len);
+    void note_bound(Connection *c);
 
     void close_conn(Connection *c, int reason);
     void schedule_reap(Connection *c);
@@ -110,6 +115,9 @@ class ConnServer {
     void flush_writes();
     void flush_ports();
     void note_partial(Connection *c, bool fresh);
+    void track_input(Connection *c);
+    bool budget_allows_read(Connection *c, size_t *max_read);
+    void resume_starved();
     void arm_check();
     void check_timeouts();
     int next_timeout();
@@ -142,7 +150,7 @@ class ConnServer {
     int reserve_fd_ = -1;            // given up to accept-and-close when fds run out
     uint64_t accept_resume_ms_ = 0;  // accepting paused until then; 0: not paused
     std::vector<Connection *> slots_;
-    std::vector<uint32_t> free_slots_;
+    std::deque<uint32_t> free_slots_;  // oldest first: a slot's peer stays findable longest
     std::vector<std::unique_ptr<Port>> ports_;
     std::vector<Connection *> dirty_;
     std::vector<Connection *> reap_;
@@ -165,6 +173,13 @@ class ConnServer {
     LogLimit ring_log_{1};
     LogLimit close_log_{10};
     LogLimit out_log_{10};
+
+    // input_budget: bytes read and not yet handed to a worker, over all connections, and how
+    // many connections hold some; the ids of the connections not read meanwhile.
+    size_t input_pending_ = 0;
+    size_t input_holders_ = 0;
+    std::vector<uint64_t> starved_;
+    LogLimit budget_log_{1};
 
     size_t ring_high_water_ = 0;  // the most bytes any ring to a worker held at a flush
     ConnStats *st_ = nullptr;     // conn's counters, in shared memory (main/stats.h)

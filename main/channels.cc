@@ -18,7 +18,7 @@ Channels::~Channels() {
 }
 
 bool Channels::create(const Config &cfg, std::string *err) {
-    npeers = size_t(cfg.max_conns) + 1;
+    npeers = conn_table_slots(cfg.max_conns);
     size_t state_size = (sizeof(SharedState) + 4095) & ~size_t(4095);
     shared_size_ = state_size + npeers * sizeof(PeerSlot);
     shared_ = mmap(nullptr, shared_size_, PROT_READ | PROT_WRITE,

@@ -3,6 +3,7 @@
 // of shared state, the table of peers, and the pipes between the supervisor and children.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -99,17 +100,31 @@ struct SharedState {
     std::atomic<uint32_t> quiesce;            // supervisor: 1 after SIGQUIT; conn stops accepting
     std::atomic<uint32_t> active_workers;     // supervisor: new connections go to 0..N-1
     std::atomic<uint32_t> plugin_generation;  // supervisor: bumped when a reload changes it
+    std::atomic<uint32_t> slots_used;         // conn: the peer table's slots ever used (release)
     char plugin_path[4096];  // supervisor: the plugin of that generation, written before it
     WorkerState workers[kMaxWorkers];
 };
 
-// Written by conn at accept and cleared at close; read by a worker that meets a connection
-// it never saw linked up (its predecessor did). conn_id is stored last with release, read
-// first and again after copying the peer: a changed id means the copy is stale.
+// One per conn slot, written by conn. conn_id and peer at accept (conn_id stored last with
+// release, read first and again after copying the peer: a changed id means the copy is
+// stale); they stay until the slot is used again, so that a worker that meets a connection
+// it never saw linked up (its predecessor did) finds its peer even after it closed. bound:
+// 1 + the worker the connection is bound to while it is open, 0 before it is bound and after
+// it closed; a worker that starts links up every open connection bound to it (release
+// store, acquire load). Zero is "nothing", so the untouched pages of the table cost nothing.
 struct PeerSlot {
     std::atomic<uint64_t> conn_id;
+    std::atomic<uint32_t> bound;
     asyncd_peer_t peer;
 };
+
+// conn's connection table (and the peer table beside it) holds this many slots: the room
+// for max_conns and for a reload that raises it, and for closed connections that keep their
+// slot while their LINK_DOWN waits for room in a ring. Its pages cost memory only once used.
+inline size_t conn_table_slots(int max_conns) {
+    size_t want = std::max<size_t>(size_t(max_conns) * 4, 65536);
+    return std::min<size_t>(want, kConnSlotMask);
+}
 
 // What one child tells the supervisor on the event pipe; one write, shorter than PIPE_BUF.
 struct ChildNote {

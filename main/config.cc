@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 
 #include <fstream>
 #include <sstream>
@@ -193,6 +196,21 @@ class Parser {
             } else {
                 cfg_->worker_max_rss = v;
             }
+        } else if (key == "input_budget") {
+            size_t v;
+            if (value == "auto") {
+                cfg_->input_budget_auto = true;
+            } else if (value == "off" || value == "0") {
+                cfg_->input_budget_auto = false;
+                cfg_->input_budget = 0;
+            } else if (!parse_size(value, &v) || v < (size_t(1) << 20)) {
+                *why = "input_budget must be a size of at least 1M, auto or off, got '" + value +
+                       "'";
+                return false;
+            } else {
+                cfg_->input_budget_auto = false;
+                cfg_->input_budget = v;
+            }
         } else if (key == "busy_poll_us") {
             if (!parse_int(value, 0, 100000, &n)) {
                 *why = "busy_poll_us must be 0 to 100000 microseconds, got '" + value + "'";
@@ -260,6 +278,14 @@ const char *Config::plugin_value(const char *key) const {
         if (kv.first == key) return kv.second.c_str();
     }
     return nullptr;
+}
+
+size_t auto_input_budget(size_t max_pkg_len) {
+    long pages = sysconf(_SC_PHYS_PAGES);
+    long page = sysconf(_SC_PAGESIZE);
+    size_t mem = pages > 0 && page > 0 ? size_t(pages) * size_t(page) : size_t(1) << 30;
+    size_t budget = std::clamp(mem / 16, size_t(64) << 20, size_t(1) << 30);
+    return std::max(budget, 2 * max_pkg_len);
 }
 
 bool parse_size(const std::string &text, size_t *out) {
@@ -345,6 +371,13 @@ bool load_config(const std::string &path, Config *out, std::string *err) {
     if (cfg.out_buf_soft && cfg.out_buf_hard && cfg.out_buf_soft > cfg.out_buf_hard) {
         *err = path + ": out_buf_soft (" + std::to_string(cfg.out_buf_soft) +
                ") is above out_buf_hard (" + std::to_string(cfg.out_buf_hard) + ")";
+        return false;
+    }
+    if (cfg.input_budget_auto) cfg.input_budget = auto_input_budget(cfg.max_pkg_len);
+    if (cfg.input_budget && cfg.input_budget < 2 * cfg.max_pkg_len) {
+        // Below that, one packet of max_pkg_len beside another could never be finished.
+        *err = path + ": input_budget (" + std::to_string(cfg.input_budget) +
+               ") is below twice max_pkg_len (" + std::to_string(cfg.max_pkg_len) + ")";
         return false;
     }
     char real[PATH_MAX];

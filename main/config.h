@@ -43,6 +43,12 @@ struct Config {
     int out_buf_soft_ms = 10000;            // this long,
     size_t out_buf_hard = size_t(64) << 20;  // and at most; 0 turns each off
     size_t worker_max_rss = 0;               // bytes; a worker above it is recycled; 0: off
+    // The most bytes conn holds, over all connections, that it has read and not yet handed to
+    // a worker (unfinished packets, and whole ones waiting for room in a ring); 0: off.
+    // Default ("auto"): a sixteenth of the machine's memory, within 64M..1G, and at least
+    // twice max_pkg_len.
+    size_t input_budget = 0;
+    bool input_budget_auto = true;
     LogLevel log_level = LogLevel::kInfo;
     std::string log_file = "-";
     bool daemon = false;       // detach from the terminal after the checks
@@ -61,6 +67,10 @@ struct Config {
 // Parses path (and what it includes) into *out, starting from the defaults. On error
 // returns false with "FILE:LINE: reason" (or "FILE: reason") in *err.
 [[nodiscard]] bool load_config(const std::string &path, Config *out, std::string *err);
+
+// input_budget's "auto": a sixteenth of physical memory, within 64M..1G, at least twice
+// max_pkg_len.
+size_t auto_input_budget(size_t max_pkg_len);
 
 // "4M" -> 4194304. Suffixes K, M, G (powers of 1024), either case. False on anything else.
 [[nodiscard]] bool parse_size(const std::string &text, size_t *out);

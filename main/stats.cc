@@ -72,12 +72,18 @@ const ConnField kConnFields[] = {
      &ConnStats::pkg_timeouts},
     {"asyncd_connections_closed_total", "out_buf", "closed: output buffer",
      &ConnStats::out_buf_closed},
+    {"asyncd_connections_closed_total", "plugin_frame", "closed: get_pkg_len contract",
+     &ConnStats::plugin_frame_errors},
     {"asyncd_packets_in_total", nullptr, "packets in", &ConnStats::packets_in},
     {"asyncd_bytes_in_total", nullptr, "bytes in", &ConnStats::bytes_in},
     {"asyncd_bytes_out_total", nullptr, "bytes out", &ConnStats::bytes_out},
     {"asyncd_reply_records_total", nullptr, "reply records", &ConnStats::reply_records},
     {"asyncd_dropped_total", "stale_reply", "dropped: stale replies", &ConnStats::stale_replies},
     {"asyncd_ring_full_pauses_total", nullptr, "ring-full pauses", &ConnStats::ring_full_pauses},
+    {"asyncd_input_budget_pauses_total", nullptr, "input_budget pauses",
+     &ConnStats::input_budget_pauses},
+    {"asyncd_input_dropped_bytes_total", nullptr, "input bytes dropped at a close",
+     &ConnStats::input_dropped},
 };
 
 }  // namespace
@@ -171,6 +177,9 @@ std::string format_metrics(const Stats &s) {
             add(&out, "%s %llu\n", f.metric, (unsigned long long)get(s.conn.*f.field));
         }
     }
+    head(&out, "asyncd_input_pending_bytes", "gauge",
+         "Bytes conn has read and not yet handed to a worker (input_budget bounds them).");
+    add(&out, "asyncd_input_pending_bytes %llu\n", (unsigned long long)get(s.conn.input_pending));
     head(&out, "asyncd_out_buf_peak_bytes", "gauge", "The largest output buffer a client had.");
     add(&out, "asyncd_out_buf_peak_bytes %llu\n", (unsigned long long)get(s.conn.out_buf_peak));
     struct WorkerField {

@@ -35,6 +35,10 @@ struct alignas(64) ConnStats {  // written by conn, a cache line apart from the 
     Counter out_buf_peak;
     Counter packets_in, bytes_in, bytes_out, reply_records;
     Counter ring_full_pauses;
+    Counter input_budget_pauses;  // times input_budget stopped reading from a connection
+    Counter input_dropped;        // bytes read, never handed to a worker, dropped at a close
+    Counter input_pending;        // bytes read and not yet handed to a worker, now
+    Counter plugin_frame_errors;  // connections closed: get_pkg_len broke its contract
 };
 
 // The worker's fields have a cache line of their own: it writes them per packet, and a

@@ -39,7 +39,10 @@ enum asyncd_down_reason {
     ASYNCD_DOWN_IDLE = 5,         /* idle_timeout */
     ASYNCD_DOWN_LIMIT = 6,        /* a limit tripped (output buffer, packet deadline) */
     ASYNCD_DOWN_CONN_RESTART = 7, /* the conn process restarted; every connection is gone */
-    ASYNCD_DOWN_SHUTDOWN = 8      /* asyncd is stopping */
+    ASYNCD_DOWN_SHUTDOWN = 8,     /* asyncd is stopping */
+    ASYNCD_DOWN_WORKER_RESTART = 9 /* the connection lives on, but this worker process is being
+                                    * replaced (a reload, worker_max_rss): its successor gets
+                                    * link_up_cli for the connection as it starts */
 };
 
 enum asyncd_log_level {
@@ -99,6 +102,8 @@ void asyncd_log(int level, const char *fmt, ...)
     ;
 
 int asyncd_worker_index(void);
+/* The running `workers` setting: a reload that changes it changes it in every worker at once
+ * (a retiring worker's index is at or past it). */
 int asyncd_worker_count(void);
 
 /* The plugin's own config value for `plugin.KEY VALUE` lines: asyncd_config("KEY"), or

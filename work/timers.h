@@ -38,7 +38,13 @@ class Timers {
 
     // Runs every timer due at now_ms. A timer added by a callback for "now" waits for the
     // next call, so a callback that re-arms itself with 0 cannot starve the loop.
+    // around(fn, arg) makes each call, so that the caller can time every callback on its
+    // own (the hang detector).
     int run(uint64_t now_ms) {
+        return run(now_ms, [](Fn fn, void *arg) { fn(arg); });
+    }
+    template <class Around>
+    int run(uint64_t now_ms, Around &&around) {
         int ran = 0;
         uint64_t limit = last_id_;
         while (!queue_.empty()) {
@@ -47,7 +53,7 @@ class Timers {
             Entry e = it->second;
             deadlines_.erase(it->first.second);
             queue_.erase(it);
-            e.fn(e.arg);
+            around(e.fn, e.arg);
             ran++;
         }
         return ran;

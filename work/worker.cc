@@ -27,7 +27,9 @@ constexpr uint64_t kTagDeath = 3;
 Worker *g_worker = nullptr;
 
 // Marks the time a plugin callback started for the supervisor's hang detector, and clears
-// it when the callback returns.
+// it when the callback returns. One per callback: a loop of short callbacks (link_down_cli
+// for every connection at a stop, timers due together) is many short ones, never one long
+// one.
 class InCallback {
   public:
     InCallback(WorkerState *s, Callback cb) : s_(s) {
@@ -40,6 +42,28 @@ class InCallback {
 
   private:
     WorkerState *s_;
+};
+
+// Inside a callback, a wait that is not the plugin's doing (room in the reply ring, which
+// conn makes): the clock stops for it and goes on from where it was.
+class PauseCallbackClock {
+  public:
+    explicit PauseCallbackClock(WorkerState *s)
+        : s_(s), since_(s->busy_since_ms.load(std::memory_order_relaxed)), paused_(coarse_ms()) {
+        if (since_) s_->busy_since_ms.store(0, std::memory_order_relaxed);
+    }
+    ~PauseCallbackClock() {
+        if (since_) {
+            s_->busy_since_ms.store(since_ + (coarse_ms() - paused_), std::memory_order_relaxed);
+        }
+    }
+    PauseCallbackClock(const PauseCallbackClock &) = delete;
+    PauseCallbackClock &operator=(const PauseCallbackClock &) = delete;
+
+  private:
+    WorkerState *s_;
+    uint64_t since_;
+    uint64_t paused_;
 };
 
 // The strike rule: a record that two workers died on is not handed to a third.
@@ -98,6 +122,7 @@ int Worker::run() {
             return 2;
         }
     }
+    link_up_bound();
     ch_->note('W', index_);
     unsigned busy_turns = 0;
     while (!orphaned_) {
@@ -110,10 +135,10 @@ int Worker::run() {
             in_.notify_room();
             last_work_ns_ = monotonic_ns();
         }
-        {
+        timers_.run(monotonic_ms(), [this](Timers::Fn fn, void *arg) {
             InCallback in(state_, Callback::kTimer);
-            timers_.run(monotonic_ms());
-        }
+            fn(arg);
+        });
         if (fns.proc_events) {
             InCallback in(state_, Callback::kEvents);
             fns.proc_events();
@@ -132,12 +157,15 @@ int Worker::run() {
     }
     if (orphaned_) return 0;
     if (exit_code_ == 1) return 1;  // a corrupt ring: restart without trusting this process
-    // Every link_up gets its link_down: connections still open at the stop end here. A
-    // recycled worker's connections live on; its replacement takes them over.
-    if (fns.link_down_cli && exit_code_ != kExitRecycle) {
-        InCallback in(state_, Callback::kLinkDown);
-        for (uint64_t conn : live_)
-            fns.link_down_cli(conn, ASYNCD_DOWN_SHUTDOWN);
+    // Every link_up gets its link_down in the process that made it: connections still open
+    // at the stop end here. A recycled worker's connections live on, and its replacement
+    // links them up again as it starts.
+    if (fns.link_down_cli) {
+        int reason = exit_code_ == kExitRecycle ? ASYNCD_DOWN_WORKER_RESTART : ASYNCD_DOWN_SHUTDOWN;
+        for (uint64_t conn : live_) {
+            InCallback in(state_, Callback::kLinkDown);
+            fns.link_down_cli(conn, reason);
+        }
     }
     live_.clear();
     if (fns.fini_service) {
@@ -285,6 +313,33 @@ void Worker::check_rss() {
     exit_code_ = kExitRecycle;
 }
 
+// As it starts, before any record: link_up_cli for every open connection bound to this
+// worker, so that a replacement (after a crash, a reload or a recycle) knows the quiet
+// connections too, not only the ones that send. A LINK_UP of one of them still in the ring
+// comes again and is skipped; its LINK_DOWN, when it comes, gets the link_down_cli.
+void Worker::link_up_bound() {
+    const PluginExports &fns = plugin_.exports();
+    uint32_t me = uint32_t(index_) + 1;
+    int linked = 0;
+    size_t used = ch_->state->slots_used.load(std::memory_order_acquire);
+    for (size_t i = 0; i < used && i < ch_->npeers; i++) {
+        const PeerSlot &ps = ch_->peers[i];
+        if (ps.bound.load(std::memory_order_acquire) != me) continue;
+        uint64_t conn = ps.conn_id.load(std::memory_order_acquire);
+        asyncd_peer_t peer;
+        if (!conn || live_.count(conn) || !read_peer(*ch_, conn, &peer)) continue;
+        live_.insert(conn);
+        linked++;
+        if (!fns.link_up_cli) continue;
+        InCallback in(state_, Callback::kLinkUp);
+        fns.link_up_cli(conn, &peer);
+    }
+    if (linked) {
+        log_->write(LogLevel::kDebug, "worker %d: linked up %d open connections bound to it",
+                    index_, linked);
+    }
+}
+
 void Worker::ensure_linked(uint64_t conn) {
     if (live_.count(conn)) return;
     // A connection this process never saw linked up: its predecessor did before it died.
@@ -332,9 +387,10 @@ void Worker::dispatch(const shmq::Message &m) {
             break;
         case kRecConnReset:
             if (fns.link_down_cli) {
-                InCallback in(state_, Callback::kLinkDown);
-                for (uint64_t conn : live_)
+                for (uint64_t conn : live_) {
+                    InCallback in(state_, Callback::kLinkDown);
                     fns.link_down_cli(conn, ASYNCD_DOWN_CONN_RESTART);
+                }
             }
             live_.clear();
             break;
@@ -383,6 +439,7 @@ bool Worker::push_out(uint16_t type, uint64_t conn, const void *buf, size_t len)
 
 void Worker::wait_room(size_t len) {
     if (!out_.prepare_wait_room(len)) return;
+    PauseCallbackClock paused(state_);  // not hung: waiting for conn
     struct pollfd p[2] = {{link_->wake.fd(), POLLIN, 0}, {ch_->death_rd, POLLIN, 0}};
     int n = poll(p, 2, 1000);
     out_.finish_wait_room();

@@ -34,7 +34,12 @@ class Worker {
     uint64_t timer_add(uint32_t ms, Timers::Fn fn, void *arg);
     int timer_cancel(uint64_t id) { return timers_.cancel(id) ? 0 : -1; }
     int index() const { return index_; }
-    int count() const { return cfg_.workers; }
+    // The running `workers`: a reload changes it in shared memory, also for the workers it
+    // does not restart. A retiring worker's index is at or past it.
+    int count() const {
+        auto n = int(ch_->state->active_workers.load(std::memory_order_acquire));
+        return n < 1 ? 1 : n;
+    }
     const Config &config() const { return cfg_; }
     Log *log() const { return log_; }
 
@@ -47,6 +52,7 @@ class Worker {
     int drain(int budget);
     void dispatch(const shmq::Message &m);
     void quarantine(const shmq::Message &m, uint64_t attempts);
+    void link_up_bound();
     void ensure_linked(uint64_t conn);
     bool push_out(uint16_t type, uint64_t conn, const void *buf, size_t len);
     void wait_room(size_t len);
