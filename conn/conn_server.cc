@@ -197,8 +197,9 @@ void ConnServer::reload_limits() {
     set_check_interval();
     uint32_t gen = ch_->state->plugin_generation.load(std::memory_order_acquire);
     if (gen != plugin_generation_) {
-        // A new plugin: its get_pkg_len and select_worker from the next packet on. The
-        // old code stays mapped (never unloaded), so nothing can point into freed code.
+        // A new plugin: its get_pkg_len and select_worker from the next packet on. conn calls
+        // a plugin only from this loop, so once the pointers are switched nothing of the old
+        // one can run: it is unloaded, and reloads do not pile up mapped copies.
         std::string path = ch_->state->plugin_path;  // the supervisor's, not the file's
         auto fresh = std::make_unique<Plugin>();
         if (!fresh->load_fresh(path, &err)) {
@@ -207,9 +208,10 @@ void ConnServer::reload_limits() {
             log_->write(LogLevel::kError, "reload: conn keeps its plugin: %s has no get_pkg_len",
                         path.c_str());
         } else {
-            old_plugins_.push_back(std::move(plugin_));
+            std::unique_ptr<Plugin> old = std::move(plugin_);
             plugin_ = std::move(fresh);
             decoder_.get_pkg_len = plugin_->exports().get_pkg_len;
+            old->unload();
             cfg_.plugin = path;
             plugin_generation_ = gen;
             log_->write(LogLevel::kInfo, "reload: conn frames with plugin %s", cfg_.plugin.c_str());
@@ -273,6 +275,7 @@ int ConnServer::run() {
         turn_events(n < 0 ? 0 : n);
         if (quit_) break;
         check_phase();
+        close_fatal_bound();
         if (!input_stopped_) {
             for (auto &p : ports_)
                 serve_waiting(*p);
@@ -465,7 +468,7 @@ void ConnServer::on_accept() {
         }
         c->events = EPOLLIN;
         if (!plugin_->exports().select_worker) {
-            c->worker = int(next_worker_++ % active_workers());
+            c->worker = next_worker();
             ports_[size_t(c->worker)]->conns++;
             note_bound(c);
             c->up_pending = true;
@@ -628,11 +631,57 @@ void ConnServer::note_partial(Connection *c, bool fresh) {
 int ConnServer::bind_worker(Connection *c, const uint8_t *pkg, size_t len) {
     int n = int(active_workers());
     int w = plugin_->exports().select_worker(c->id, pkg, len, n);
-    if (w < 0 || w >= n) w = int(next_worker_++ % uint32_t(n));
+    // The plugin's choice stands while that worker can come back (a restart keeps the
+    // packets in its ring); a slot that never will is no choice.
+    if (w < 0 || w >= n || is_fatal(w)) w = next_worker();
     ports_[size_t(w)]->conns++;
     c->worker = w;
     note_bound(c);
     return w;
+}
+
+// Round-robin over the workers that serve now: ready, not dead or in back-off, so that a
+// crash-looping or fatal slot gets no new clients. With none serving (all restarting), over
+// every one that is not fatal: the packets wait in its ring for it.
+int ConnServer::next_worker() {
+    uint32_t n = active_workers();
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t i = 0; i < n; i++) {
+            int w = int(next_worker_++ % n);
+            if (pass == 0 ? is_serving(w) : !is_fatal(w)) return w;
+        }
+    }
+    return int(next_worker_++ % n);
+}
+
+bool ConnServer::is_serving(int w) const {
+    return ch_->state->serving[w / 64].load(std::memory_order_acquire) >> (w % 64) & 1;
+}
+
+bool ConnServer::is_fatal(int w) const {
+    return ch_->state->fatal[w / 64].load(std::memory_order_acquire) >> (w % 64) & 1;
+}
+
+// A slot turned fatal: the connections bound to it would wait for ever. They are closed
+// (their packets in its ring stay there, and a stop reports them).
+void ConnServer::close_fatal_bound() {
+    uint32_t gen = ch_->state->fatal_generation.load(std::memory_order_acquire);
+    if (gen == fatal_generation_) return;
+    fatal_generation_ = gen;
+    for (auto &p : ports_) {
+        if (!is_fatal(p->index)) continue;
+        int closed = 0;
+        for (Connection *c : slots_) {
+            if (!c || c->closed || c->worker != p->index) continue;
+            close_conn(c, ASYNCD_DOWN_ERROR);
+            closed++;
+        }
+        if (closed) {
+            log_->write(LogLevel::kWarn,
+                        "closed %d connections bound to worker %d, which cannot start (fatal)",
+                        closed, p->index);
+        }
+    }
 }
 
 // Tells the workers, through the peer table, that c is open and bound to its worker: one

@@ -128,6 +128,10 @@ class ConnServer {
         return n < 1 ? 1 : (n > ports_.size() ? uint32_t(ports_.size()) : n);
     }
     bool drained();
+    int next_worker();
+    bool is_serving(int w) const;
+    bool is_fatal(int w) const;
+    void close_fatal_bound();
     int sleep_timeout(int wanted);
     int wait_events(int timeout);
     bool rings_ready();
@@ -137,7 +141,6 @@ class ConnServer {
     int listen_fd_;
     Log *log_;
     std::unique_ptr<Plugin> plugin_ = std::make_unique<Plugin>();
-    std::vector<std::unique_ptr<Plugin>> old_plugins_;  // replaced by a reload, kept mapped
     uint32_t plugin_generation_ = 0;
     FrameDecoder decoder_;
     int ep_ = -1;
@@ -158,6 +161,7 @@ class ConnServer {
     struct epoll_event events_[512];
     size_t live_ = 0;
     uint32_t next_worker_ = 0;
+    uint32_t fatal_generation_ = 0;  // the supervisor's, when conn last looked
     bool more_ = false;              // a ring was left with work: do not sleep
     uint64_t last_activity_ns_ = 0;  // the last turn that moved a packet or a reply
     CpuContention cpu_;

@@ -101,6 +101,12 @@ struct SharedState {
     std::atomic<uint32_t> active_workers;     // supervisor: new connections go to 0..N-1
     std::atomic<uint32_t> plugin_generation;  // supervisor: bumped when a reload changes it
     std::atomic<uint32_t> slots_used;         // conn: the peer table's slots ever used (release)
+    std::atomic<uint32_t> workers_stop;       // supervisor: 1 once a stop tells workers to drain
+    std::atomic<uint32_t> fatal_generation;   // supervisor: bumped when a slot turns fatal
+    // supervisor (release), one bit per worker slot: serving: ready, not dead or in back-off,
+    // so conn may bind new connections to it; fatal: it will never serve.
+    std::atomic<uint64_t> serving[kMaxWorkers / 64];
+    std::atomic<uint64_t> fatal[kMaxWorkers / 64];
     char plugin_path[4096];  // supervisor: the plugin of that generation, written before it
     WorkerState workers[kMaxWorkers];
 };

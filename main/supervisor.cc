@@ -28,6 +28,11 @@ namespace {
 constexpr uint64_t kTagSignal = 1;
 constexpr uint64_t kTagNotes = 2;
 constexpr uint64_t kTagAdmin = 3;
+constexpr uint64_t kTagAdminClient = 256;  // .. + AdminServer::kMaxClients: its clients
+
+// A slot a stop starts this many times to answer what its ring holds, at most: a worker
+// that keeps dying on it has had its chances (quarantine takes a poison record out in two).
+constexpr int kMaxStopSpawns = 4;
 
 }  // namespace
 
@@ -112,49 +117,6 @@ bool Supervisor::bind_listen(std::string *err) {
     return true;
 }
 
-// One request on the admin listener: GET / (the status page) or GET /metrics. It is served
-// here, in the supervisor, at once: a client gets 200 ms to send its request line.
-void Supervisor::serve_admin() {
-    for (int i = 0; i < 16; i++) {
-        int fd = accept4(admin_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0) return;
-        std::string req;
-        char buf[2048];
-        uint64_t deadline = monotonic_ms() + 200;
-        while (req.find("\r\n\r\n") == std::string::npos && req.find("\n\n") == std::string::npos &&
-               req.size() < 8192) {
-            uint64_t now = monotonic_ms();
-            struct pollfd p = {fd, POLLIN, 0};
-            if (now >= deadline || poll(&p, 1, int(deadline - now)) <= 0) break;
-            ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-            if (n <= 0) break;
-            req.append(buf, size_t(n));
-        }
-        std::string status = "200 OK", type = "text/plain; version=0.0.4", body;
-        if (req.compare(0, 13, "GET /metrics ") == 0) {
-            body = format_metrics(*ch_.stats);
-        } else if (req.compare(0, 6, "GET / ") == 0) {
-            type = "text/html; charset=utf-8";
-            body = format_html(*ch_.stats);
-        } else {
-            status = "404 Not Found";
-            type = "text/plain";
-            body = "GET / or GET /metrics\n";
-        }
-        std::string resp = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
-                           "\r\nContent-Length: " + std::to_string(body.size()) +
-                           "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n" + body;
-        for (size_t off = 0; off < resp.size();) {
-            struct pollfd p = {fd, POLLOUT, 0};
-            if (poll(&p, 1, 200) <= 0) break;
-            ssize_t n = send(fd, resp.data() + off, resp.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (n <= 0 && errno != EAGAIN) break;
-            if (n > 0) off += size_t(n);
-        }
-        close(fd);
-    }
-}
-
 bool Supervisor::setup_events(std::string *err) {
     LoopFds fds;
     bool ok = open_loop_fds({SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1}, kTagSignal,
@@ -166,6 +128,7 @@ bool Supervisor::setup_events(std::string *err) {
         ev.events = EPOLLIN;
         ev.data.u64 = kTagAdmin;
         epoll_ctl(ep_, EPOLL_CTL_ADD, admin_fd_, &ev);
+        admin_ = std::make_unique<AdminServer>(admin_fd_, ep_, kTagAdminClient, ch_.stats, log_);
     }
     return ok;
 }
@@ -230,8 +193,11 @@ int Supervisor::run() {
             return 1;
         }
         for (int i = 0; i < n; i++) {
-            if (events[i].data.u64 == kTagAdmin) {
-                serve_admin();
+            uint64_t tag = events[i].data.u64;
+            if (tag == kTagAdmin) {
+                admin_->on_accept();
+            } else if (admin_ && admin_->owns(tag)) {
+                admin_->on_client(tag, events[i].events);
             } else if (events[i].data.u64 == kTagSignal) {
                 struct signalfd_siginfo si;
                 while (read(sig_fd_, &si, sizeof si) == sizeof si)
@@ -262,6 +228,8 @@ bool Supervisor::spawn(Child &c) {
     }
     if (pid == 0) child_main(c);
     c.pid = pid;
+    c.plugin_id = plugin_id_;
+    c.roll_spawned = c.rolling;
     if (!c.is_conn) set(ch_.stats->workers[c.index].pid, uint64_t(pid));
     c.started_ms = monotonic_ms();
     c.restart_at_ms = 0;
@@ -277,6 +245,7 @@ void Supervisor::child_main(Child &c) {
     close(ep_);
     if (pid_fd_ >= 0) close(pid_fd_);
     if (admin_fd_ >= 0) close(admin_fd_);
+    if (admin_) admin_->close_in_child();
     // USR1 (reopen the log) and USR2 (reload) stay blocked until the child's own signalfd
     // takes them: one that came before would otherwise kill it.
     sigset_t set;
@@ -429,9 +398,29 @@ void Supervisor::reload() {
     log_->write(LogLevel::kInfo, "reload: %s applied%s", cfg_.path.c_str(),
                 plugin_changed ? "; restarting the workers one at a time for the new plugin" : "");
     if (plugin_changed) {
+        rolling_back_ = false;
         roll_index_ = 0;
         roll_next();
     }
+}
+
+// The new plugin of a reload did not come up in the first worker restarted for it (init
+// refused, crashed, or the process left before it was ready): the reload goes back. conn
+// goes back to the old plugin, and so does every worker already started with the new one.
+void Supervisor::revert_reload(Child &c, const char *how) {
+    log_->write(LogLevel::kError,
+                "reload: %s (pid %d) %s with the new plugin before it was ready; going back to "
+                "the old config",
+                name(c).c_str(), int(c.pid), how);
+    cfg_ = prev_cfg_;
+    plugin_id_ = file_id(cfg_.plugin);
+    announce_plugin();  // conn goes back too
+    if (conn_.pid) kill(conn_.pid, SIGUSR2);
+    for (Child &w : workers_)
+        w.rolling = w.roll_spawned = false;
+    rolling_back_ = true;
+    roll_index_ = 0;
+    roll_next();  // the workers that run the new plugin already, if any
 }
 
 // A reload changed `workers`. New slots start at once and take new connections; a retiring
@@ -485,7 +474,7 @@ void Supervisor::announce_plugin() {
 void Supervisor::roll_next() {
     for (; roll_index_ < workers_.size(); roll_index_++) {
         Child &w = workers_[roll_index_];
-        if (w.pid && !w.fatal && stop_ == Stop::kNone) {
+        if (w.pid && !w.fatal && stop_ == Stop::kNone && w.plugin_id != plugin_id_) {
             w.rolling = true;
             kill(w.pid, SIGUSR2);
             return;
@@ -494,6 +483,7 @@ void Supervisor::roll_next() {
     if (roll_index_ == workers_.size()) {
         log_->write(LogLevel::kInfo, "reload: every worker runs plugin %s", cfg_.plugin.c_str());
         roll_index_ = workers_.size() + 1;
+        rolling_back_ = false;
     }
 }
 
@@ -514,9 +504,14 @@ void Supervisor::reap_children() {
 
 void Supervisor::on_exit(Child &c, int status) {
     pid_t pid = c.pid;
+    bool was_ready = c.ready;
     c.pid = 0;
     c.ready = false;
     if (!c.is_conn) set(ch_.stats->workers[c.index].pid, 0);
+    bool recycled = WIFEXITED(status) && WEXITSTATUS(status) == kExitRecycle;
+    // A worker in back-off takes no new connections (conn sends them to those that serve);
+    // one recycled between two packets is back at once and keeps its place.
+    if (!c.is_conn && !recycled) set_serving(c, false);
     if (c.retired && stop_ == Stop::kNone) {
         c.enabled = c.retired = false;
         log_->write(LogLevel::kInfo, "%s (pid %d) retired", name(c).c_str(), int(pid));
@@ -533,35 +528,41 @@ void Supervisor::on_exit(Child &c, int status) {
     }
     if (stop_ != Stop::kNone) {
         log_->write(LogLevel::kInfo, "%s (pid %d) %s", name(c).c_str(), int(pid), how);
+        if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal) c.fatal = true;
         advance_stop();
         return;
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == kExitRecycle && !c.is_conn) {
+    if (!c.is_conn && c.roll_spawned && !was_ready && !rolling_back_) {
+        // Started with the reload's plugin, and gone before it was ready.
+        c.pid = pid;  // for the line
+        revert_reload(c, how);
+        c.pid = 0;
+        c.restart_at_ms = now;
+        return;
+    }
+    if (recycled && !c.is_conn) {
         // Recycled on purpose (worker_max_rss, or a reload), between two packets: no
-        // back-off.
+        // back-off, unless it keeps passing worker_max_rss as soon as it starts.
+        if (!c.rolling && now - c.started_ms < 1000) {
+            uint64_t delay = c.backoff.next_delay(c.started_ms, now);
+            c.restarts++;
+            bump(ch_.stats->workers[c.index].restarts);
+            c.restart_at_ms = now + delay;
+            log_->write(LogLevel::kWarn,
+                        "%s (pid %d) recycled at worker_max_rss %llu ms after it started: "
+                        "restart #%d in %llu ms (is worker_max_rss below what the plugin needs?)",
+                        name(c).c_str(), int(pid), (unsigned long long)(now - c.started_ms),
+                        c.restarts, (unsigned long long)delay);
+            return;
+        }
         c.restart_at_ms = now;
         log_->write(LogLevel::kInfo, "%s (pid %d) recycled%s: restarting now", name(c).c_str(),
                     int(pid), c.rolling ? " for the reload" : " at worker_max_rss");
         return;
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal && c.rolling) {
-        // The new plugin will not start: this worker goes back to the old one, and so does
-        // the reload.
-        log_->write(LogLevel::kError,
-                    "reload: %s (pid %d) %s with the new plugin; going back to the old "
-                    "config",
-                    name(c).c_str(), int(pid), how);
-        cfg_ = prev_cfg_;
-        plugin_id_ = file_id(cfg_.plugin);
-        announce_plugin();  // conn goes back too
-        if (conn_.pid) kill(conn_.pid, SIGUSR2);
-        roll_index_ = workers_.size() + 1;
-        c.rolling = false;
-        c.restart_at_ms = now;
-        return;
-    }
     if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal) {
         c.fatal = true;
+        if (!c.is_conn) set_fatal(c);
         log_->write(LogLevel::kError, "%s (pid %d) %s (fatal): not restarted", name(c).c_str(),
                     int(pid), how);
         bool any = false;
@@ -570,6 +571,8 @@ void Supervisor::on_exit(Child &c, int status) {
         if (c.is_conn || !any) {
             log_->write(LogLevel::kError, "nothing can serve: stopping");
             begin_stop(1);
+        } else {
+            check_ready();
         }
         return;
     }
@@ -586,6 +589,8 @@ void Supervisor::on_note(const ChildNote &n) {
         conn_.ready = true;
     } else if (n.kind == 'W' && n.index < workers_.size()) {
         workers_[n.index].ready = true;
+        set_serving(workers_[n.index], true);
+        workers_[n.index].roll_spawned = false;
         if (workers_[n.index].rolling) {
             workers_[n.index].rolling = false;
             roll_index_ = n.index + 1;
@@ -608,14 +613,42 @@ void Supervisor::on_note(const ChildNote &n) {
         }
         return;
     }
-    if (!ready_logged_ && conn_.ready) {
-        for (const Child &w : workers_) {
-            if (w.enabled && !w.ready) return;
-        }
-        ready_logged_ = true;
-        log_->write(LogLevel::kInfo, "asyncd ready: listening on %s, %d workers, plugin %s",
-                    bound_.c_str(), cfg_.workers, cfg_.plugin.c_str());
+    check_ready();
+}
+
+// "asyncd ready" once conn and every worker that can serve are up (a fatal slot does not
+// hold it back: it is said once, at ERROR, and takes no connections).
+void Supervisor::check_ready() {
+    if (ready_logged_ || !conn_.ready) return;
+    int serving = 0;
+    for (const Child &w : workers_) {
+        if (w.enabled && !w.fatal && !w.ready) return;
+        serving += w.enabled && w.ready;
     }
+    if (!serving) return;
+    ready_logged_ = true;
+    log_->write(LogLevel::kInfo, "asyncd ready: listening on %s, %d workers, plugin %s",
+                bound_.c_str(), serving, cfg_.plugin.c_str());
+}
+
+// The workers conn may bind new connections to: ready, and not dead or in back-off.
+void Supervisor::set_serving(const Child &c, bool serving) {
+    std::atomic<uint64_t> &word = ch_.state->serving[c.index / 64];
+    uint64_t bit = uint64_t(1) << (c.index % 64);
+    uint64_t was = word.load(std::memory_order_relaxed);
+    uint64_t now = serving ? was | bit : was & ~bit;
+    if (now == was) return;
+    word.store(now, std::memory_order_release);
+    ch_.conn_wake.signal();
+}
+
+// A slot that will never serve: conn closes the connections bound to it.
+void Supervisor::set_fatal(const Child &c) {
+    std::atomic<uint64_t> &word = ch_.state->fatal[c.index / 64];
+    word.store(word.load(std::memory_order_relaxed) | (uint64_t(1) << (c.index % 64)),
+               std::memory_order_release);
+    ch_.state->fatal_generation.fetch_add(1, std::memory_order_release);
+    ch_.conn_wake.signal();
 }
 
 // The stop, in order: conn stops taking input; the workers drain their rings, call
@@ -637,16 +670,58 @@ void Supervisor::begin_stop(int exit_code) {
 void Supervisor::advance_stop() {
     if (stop_ == Stop::kInput) {
         stop_ = Stop::kWorkers;
+        // A worker started from now on drains its ring and stops without being told.
+        ch_.state->workers_stop.store(1, std::memory_order_release);
         for (Child &w : workers_) {
             if (w.pid) kill(w.pid, SIGTERM);
         }
     }
+    if (stop_ == Stop::kWorkers) restart_for_stop();
     if (stop_ == Stop::kWorkers && !any_worker_running()) {
         stop_ = Stop::kOutput;
         ch_.state->phase.store(uint32_t(Phase::kDrainOutput), std::memory_order_release);
         ch_.conn_wake.signal();
     }
     if (stop_ == Stop::kOutput && !conn_.pid) done_ = true;
+}
+
+// In a stop, every packet accepted into a ring is answered: a slot whose worker is not
+// running (in back-off, or gone before its ring was empty) is started for it, at once. A slot
+// that cannot (fatal, or dead kMaxStopSpawns times on it) says what it gives up.
+bool Supervisor::restart_for_stop() {
+    bool started = false;
+    for (Child &w : workers_) {
+        if (w.pid || w.given_up) continue;
+        shmq::Ring &ring = ch_.workers[size_t(w.index)]->in;
+        if (ring.used_bytes() == 0) continue;
+        if (w.fatal) {
+            report_abandoned(w, "its plugin cannot start (fatal)");
+            continue;
+        }
+        if (w.stop_spawns >= kMaxStopSpawns) {
+            report_abandoned(w, "its worker kept dying on them");
+            continue;
+        }
+        w.stop_spawns++;
+        log_->write(LogLevel::kInfo, "stop: starting %s to answer the %llu records in its ring",
+                    name(w).c_str(), (unsigned long long)ring.count_messages());
+        if (spawn(w)) {
+            started = true;
+        } else {
+            report_abandoned(w, "fork failed");
+        }
+    }
+    return started;
+}
+
+void Supervisor::report_abandoned(Child &w, const char *why) {
+    w.given_up = true;
+    shmq::Ring &ring = ch_.workers[size_t(w.index)]->in;
+    log_->write(LogLevel::kWarn,
+                "stop: giving up %llu records (%llu bytes) in %s's ring, never handed to the "
+                "plugin: %s",
+                (unsigned long long)ring.count_messages(), (unsigned long long)ring.used_bytes(),
+                name(w).c_str(), why);
 }
 
 bool Supervisor::any_worker_running() const {
@@ -669,6 +744,10 @@ int Supervisor::next_timeout() {
     if (stop_ != Stop::kNone) next = stop_deadline_ms_;
     if (quit_deadline_ms_ && stop_ == Stop::kNone) next = quit_deadline_ms_;
     if (cfg_.handler_timeout_ms > 0) next = std::min(next, next_hang_check_ms_);
+    if (admin_) {
+        int in = admin_->expire(now);  // closes the admin clients past their deadline
+        if (in >= 0) next = std::min(next, now + uint64_t(in));
+    }
     if (conn_.restart_at_ms) next = std::min(next, conn_.restart_at_ms);
     for (const Child &w : workers_) {
         if (w.restart_at_ms) next = std::min(next, w.restart_at_ms);
@@ -711,6 +790,11 @@ void Supervisor::run_timers() {
         if (now < stop_deadline_ms_ || done_) return;
         log_->write(LogLevel::kAlert, "shutdown_timeout (%d s) passed: killing what is left",
                     cfg_.shutdown_timeout);
+        for (Child &w : workers_) {
+            if (!w.given_up && ch_.workers[size_t(w.index)]->in.used_bytes()) {
+                report_abandoned(w, "shutdown_timeout passed");
+            }
+        }
         kill_all(SIGKILL);
         stop_deadline_ms_ = now + 1000;
         exit_code_ = 1;

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
+#include "main/admin.h"
 #include "main/backoff.h"
 #include "main/channels.h"
 #include "main/config.h"
@@ -43,6 +46,10 @@ class Supervisor {
         bool rolling = false;  // asked to exit for a reload; its replacement moves it on
         bool enabled = true;   // a slot of the running `workers` (or one retiring)
         bool retired = false;  // stopped for good: its exit is not a death
+        bool roll_spawned = false;  // this process was started by a reload and is not ready yet
+        bool given_up = false;      // a stop gave up on the records left in its ring
+        int stop_spawns = 0;        // started during a stop to answer what its ring holds
+        std::string plugin_id;      // file_id() of the plugin this process was started with
         Backoff backoff;
     };
 
@@ -56,7 +63,12 @@ class Supervisor {
     void resize_workers(int from, int to);
     void retire(int index);
     bool bind_listen(std::string *err);
-    void serve_admin();
+    void check_ready();
+    void set_serving(const Child &c, bool serving);
+    void set_fatal(const Child &c);
+    bool restart_for_stop();
+    void report_abandoned(Child &w, const char *why);
+    void revert_reload(Child &c, const char *how);
     bool setup_events(std::string *err);
     bool spawn(Child &c);
     [[noreturn]] void child_main(Child &c);
@@ -85,6 +97,8 @@ class Supervisor {
     int sig_fd_ = -1;
     int pid_fd_ = -1;
     int admin_fd_ = -1;
+    std::unique_ptr<AdminServer> admin_;
+    bool rolling_back_ = false;  // the roll in progress puts the previous config back
     pid_t self_ = 0;
     Child conn_;
     std::vector<Child> workers_;

@@ -83,6 +83,30 @@ uint64_t Ring::used_bytes() const {
            control_->tail.load(std::memory_order_acquire);
 }
 
+uint64_t Ring::count_messages() const {
+    uint64_t head = control_->head.load(std::memory_order_acquire);
+    uint64_t index = control_->tail.load(std::memory_order_acquire);
+    uint64_t n = 0;
+    while (index < head && head - index <= capacity_) {
+        size_t pos = size_t(index & (capacity_ - 1));
+        size_t to_end = capacity_ - pos;
+        if (to_end < kHeaderSize) {
+            index += to_end;
+            continue;
+        }
+        RecordHeader h;
+        memcpy(&h, data_ + pos, sizeof h);
+        if (h.check != record_check(h, index)) break;
+        if (h.type == kTypePad) {
+            index += to_end;
+            continue;
+        }
+        if (h.flags & kFlagFirst) n++;
+        index += record_footprint(h.len);
+    }
+    return n;
+}
+
 uint64_t Ring::wakeups() const {
     return control_->wakeups.load(std::memory_order_relaxed);
 }

@@ -109,6 +109,10 @@ class Ring {
 
     // Bytes published and not yet committed: the ring's depth.
     uint64_t used_bytes() const;
+    // The messages in those bytes (whole records and first parts), for a report when nobody
+    // will consume them; stops counting at the first header that fails its check. Reads
+    // only: call it while the consumer is not running.
+    uint64_t count_messages() const;
     uint64_t wakeups() const;
     uint64_t sleeps() const;
     uint64_t abandoned() const;

@@ -19,8 +19,14 @@ void find(void *handle, const char *name, Fn *out) {
 }  // namespace
 
 Plugin::~Plugin() {
-    // The plugin stays mapped until the process exits: timers or atexit handlers of its own
-    // may still point into it.
+    // Unless unload() is called, the plugin stays mapped until the process exits: timers or
+    // atexit handlers of its own may still point into it.
+}
+
+void Plugin::unload() {
+    if (handle_) dlclose(handle_);
+    handle_ = nullptr;
+    fns_ = PluginExports();
 }
 
 bool Plugin::load_fresh(const std::string &path, std::string *err) {

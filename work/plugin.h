@@ -35,6 +35,11 @@ class Plugin {
 
     const PluginExports &exports() const { return fns_; }
 
+    // dlclose, for a process that knows no code of this plugin can run any more: conn, once a
+    // reload has replaced the plugin it frames and routes with (it calls into a plugin only
+    // from its own loop, so nothing of the old one is on the stack). The exports are gone.
+    void unload();
+
   private:
     void *handle_ = nullptr;
     PluginExports fns_;

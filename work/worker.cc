@@ -122,6 +122,19 @@ int Worker::run() {
             return 2;
         }
     }
+    if (cfg_.worker_max_rss && rss_bytes() > cfg_.worker_max_rss) {
+        // Over the cap before the first packet: every replacement would be too, and would be
+        // recycled for ever. That is the config's fault, said once.
+        log_->write(LogLevel::kError,
+                    "worker %d: RSS %zu KiB right after init_service is above worker_max_rss "
+                    "%zu KiB: raise worker_max_rss; worker not started",
+                    index_, rss_bytes() >> 10, cfg_.worker_max_rss >> 10);
+        if (fns.fini_service) {
+            InCallback in(state_, Callback::kFini);
+            fns.fini_service(index_);
+        }
+        return kExitFatal;
+    }
     link_up_bound();
     ch_->note('W', index_);
     unsigned busy_turns = 0;
@@ -147,6 +160,12 @@ int Worker::run() {
         in_.commit_advanced();
         set(stats_->ring_depth, in_.backlog());
         check_rss();
+        if (!stopping_ && ch_->state->workers_stop.load(std::memory_order_acquire)) {
+            stopping_ = true;  // started during a stop: drain, and stop
+        }
+        // A stop outranks a recycle: the ring is answered first (the stop does not start a
+        // replacement to do it).
+        if (stopping_ && exit_code_ == kExitRecycle) exit_code_ = 0;
         if (exit_code_) break;
         if (stopping_ && in_.empty()) break;
         if (done < kBatch) {
@@ -296,18 +315,23 @@ void Worker::reopen_log() {
     if (!log_->reopen(&err)) log_->write(LogLevel::kError, "reopening the log: %s", err.c_str());
 }
 
-void Worker::check_rss() {
-    if (cfg_.worker_max_rss == 0) return;
-    uint64_t now = monotonic_ms();
-    if (now < next_rss_check_ms_) return;
-    next_rss_check_ms_ = now + 1;  // after each batch, at most once a millisecond
+// This process's resident set, 0 if /proc cannot say.
+size_t Worker::rss_bytes() {
     FILE *f = fopen("/proc/self/statm", "re");
-    if (!f) return;
+    if (!f) return 0;
     unsigned long size = 0, resident = 0;
     int got = fscanf(f, "%lu %lu", &size, &resident);
     fclose(f);
-    size_t rss = size_t(resident) * size_t(sysconf(_SC_PAGESIZE));
-    if (got != 2 || rss <= cfg_.worker_max_rss) return;
+    return got == 2 ? size_t(resident) * size_t(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+void Worker::check_rss() {
+    if (cfg_.worker_max_rss == 0 || stopping_) return;
+    uint64_t now = monotonic_ms();
+    if (now < next_rss_check_ms_) return;
+    next_rss_check_ms_ = now + 1;  // after each batch, at most once a millisecond
+    size_t rss = rss_bytes();
+    if (rss <= cfg_.worker_max_rss) return;
     log_->write(LogLevel::kWarn, "worker %d: RSS %zu KiB above worker_max_rss %zu KiB: recycling",
                 index_, rss >> 10, cfg_.worker_max_rss >> 10);
     exit_code_ = kExitRecycle;

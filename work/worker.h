@@ -46,6 +46,7 @@ class Worker {
   private:
     bool setup(std::string *err);
     void check_rss();
+    static size_t rss_bytes();
     void reopen_log();
     void note_progress();
     void resume_predecessor();
