@@ -34,6 +34,9 @@ constexpr uint64_t kTagAdminClient = 256;  // .. + AdminServer::kMaxClients: its
 // that keeps dying on it has had its chances (quarantine takes a poison record out in two).
 constexpr int kMaxStopSpawns = 4;
 
+// A worker recycled at worker_max_rss after this few packets goes through the back-off.
+constexpr uint64_t kShortLifePackets = 2;
+
 }  // namespace
 
 Supervisor::Supervisor(const Config &cfg, Log *log) : cfg_(cfg), log_(log) {
@@ -230,6 +233,7 @@ bool Supervisor::spawn(Child &c) {
     c.pid = pid;
     c.plugin_id = plugin_id_;
     c.roll_spawned = c.rolling;
+    if (!c.is_conn) c.packets_at_start = get(ch_.stats->workers[c.index].packets);
     if (!c.is_conn) set(ch_.stats->workers[c.index].pid, uint64_t(pid));
     c.started_ms = monotonic_ms();
     c.restart_at_ms = 0;
@@ -542,17 +546,19 @@ void Supervisor::on_exit(Child &c, int status) {
     }
     if (recycled && !c.is_conn) {
         // Recycled on purpose (worker_max_rss, or a reload), between two packets: no
-        // back-off, unless it keeps passing worker_max_rss as soon as it starts.
-        if (!c.rolling && now - c.started_ms < 1000) {
+        // back-off, unless it passes worker_max_rss as soon as it serves (a life of one or
+        // two packets: the plugin's working size is above the cap, not a leak).
+        uint64_t served = get(ch_.stats->workers[c.index].packets) - c.packets_at_start;
+        if (!c.rolling && served <= kShortLifePackets) {
             uint64_t delay = c.backoff.next_delay(c.started_ms, now);
             c.restarts++;
             bump(ch_.stats->workers[c.index].restarts);
             c.restart_at_ms = now + delay;
             log_->write(LogLevel::kWarn,
-                        "%s (pid %d) recycled at worker_max_rss %llu ms after it started: "
-                        "restart #%d in %llu ms (is worker_max_rss below what the plugin needs?)",
-                        name(c).c_str(), int(pid), (unsigned long long)(now - c.started_ms),
-                        c.restarts, (unsigned long long)delay);
+                        "%s (pid %d) recycled at worker_max_rss after %llu packets: restart #%d "
+                        "in %llu ms (is worker_max_rss below what the plugin needs to serve?)",
+                        name(c).c_str(), int(pid), (unsigned long long)served, c.restarts,
+                        (unsigned long long)delay);
             return;
         }
         c.restart_at_ms = now;

@@ -49,6 +49,7 @@ class Supervisor {
         bool roll_spawned = false;  // this process was started by a reload and is not ready yet
         bool given_up = false;      // a stop gave up on the records left in its ring
         int stop_spawns = 0;        // started during a stop to answer what its ring holds
+        uint64_t packets_at_start = 0;  // its packets counter when this process started
         std::string plugin_id;      // file_id() of the plugin this process was started with
         Backoff backoff;
     };
