@@ -28,7 +28,11 @@ std::string admin_response(const std::string &req, const Stats &stats) {
 }
 
 AdminServer::AdminServer(int listen_fd, int ep, uint64_t tag_base, const Stats *stats, Log *log)
-    : listen_fd_(listen_fd), ep_(ep), tag_base_(tag_base), stats_(stats), log_(log),
+    : listen_fd_(listen_fd),
+      ep_(ep),
+      tag_base_(tag_base),
+      stats_(stats),
+      log_(log),
       clients_(kMaxClients) {}
 
 AdminServer::~AdminServer() {
@@ -63,11 +67,20 @@ void AdminServer::on_accept() {
             }
         }
         if (!slot) {
-            close(fd);
-            log_->write_limited(&busy_log_, monotonic_ms(), LogLevel::kWarn,
-                                "admin: %d clients at once already; closing a newcomer",
-                                kMaxClients);
-            continue;
+            // Full: the client that has waited longest without sending a whole request
+            // makes room, so that silent clients cannot keep a real one out.
+            for (Client &c : clients_) {
+                if (c.out.empty() && (!slot || c.deadline_ms < slot->deadline_ms)) slot = &c;
+            }
+            log_->write_limited(
+                &busy_log_, monotonic_ms(), LogLevel::kWarn,
+                "admin: %d clients at once already; closing %s", kMaxClients,
+                slot ? "the one that has waited longest for a request" : "a newcomer");
+            if (!slot) {
+                close(fd);
+                continue;
+            }
+            drop(*slot);
         }
         struct epoll_event ev = {};
         ev.events = EPOLLIN;

@@ -2,7 +2,7 @@
 // text), served from the supervisor's loop. Every client socket is non-blocking and watched
 // by that loop's epoll, so a client that sends nothing, or reads nothing, costs the
 // supervisor one fd and never a wait: it is closed at its deadline, and beyond kMaxClients
-// at once newcomers are closed at accept.
+// at once the one that has waited longest for its request makes room for a newcomer.
 #pragma once
 
 #include <cstdint>

@@ -533,7 +533,10 @@ void Supervisor::on_exit(Child &c, int status) {
     if (stop_ != Stop::kNone) {
         log_->write(LogLevel::kInfo, "%s (pid %d) %s", name(c).c_str(), int(pid), how);
         if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal) c.fatal = true;
-        advance_stop();
+        // Until conn says its input has stopped, it may still put packets into the rings: a
+        // worker gone meanwhile does not move the stop on (restart_for_stop starts it again
+        // once conn is through), conn gone does.
+        if (stop_ != Stop::kInput || c.is_conn) advance_stop();
         return;
     }
     if (!c.is_conn && c.roll_spawned && !was_ready && !rolling_back_) {
