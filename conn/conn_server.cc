@@ -787,8 +787,7 @@ bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *us
                                 "closing %s: plugin %s: get_pkg_len answered %zu for a packet it "
                                 "had framed as %zu bytes (%zu of them in a ring already); "
                                 "get_pkg_len must answer the same for the same bytes",
-                                c->peer_text, cfg_.plugin.c_str(), n, c->stream_len,
-                                p.stream_done);
+                                c->peer_text, cfg_.plugin.c_str(), n, c->stream_len, p.stream_done);
             close_conn(c, ASYNCD_DOWN_BAD_FRAME);
             return false;
         }

@@ -204,8 +204,8 @@ class Parser {
                 cfg_->input_budget_auto = false;
                 cfg_->input_budget = 0;
             } else if (!parse_size(value, &v) || v < (size_t(1) << 20)) {
-                *why = "input_budget must be a size of at least 1M, auto or off, got '" + value +
-                       "'";
+                *why =
+                    "input_budget must be a size of at least 1M, auto or off, got '" + value + "'";
                 return false;
             } else {
                 cfg_->input_budget_auto = false;

@@ -43,14 +43,14 @@ class Supervisor {
         bool fatal = false;
         bool ready = false;
         bool hang_killed = false;
-        bool rolling = false;  // asked to exit for a reload; its replacement moves it on
-        bool enabled = true;   // a slot of the running `workers` (or one retiring)
-        bool retired = false;  // stopped for good: its exit is not a death
-        bool roll_spawned = false;  // this process was started by a reload and is not ready yet
-        bool given_up = false;      // a stop gave up on the records left in its ring
-        int stop_spawns = 0;        // started during a stop to answer what its ring holds
+        bool rolling = false;           // asked to exit for a reload; its replacement moves it on
+        bool enabled = true;            // a slot of the running `workers` (or one retiring)
+        bool retired = false;           // stopped for good: its exit is not a death
+        bool roll_spawned = false;      // this process was started by a reload and is not ready yet
+        bool given_up = false;          // a stop gave up on the records left in its ring
+        int stop_spawns = 0;            // started during a stop to answer what its ring holds
         uint64_t packets_at_start = 0;  // its packets counter when this process started
-        std::string plugin_id;      // file_id() of the plugin this process was started with
+        std::string plugin_id;          // file_id() of the plugin this process was started with
         Backoff backoff;
     };
 

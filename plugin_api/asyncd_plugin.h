@@ -32,14 +32,14 @@ typedef struct asyncd_peer {
 
 /* Why link_down_cli is called. */
 enum asyncd_down_reason {
-    ASYNCD_DOWN_PEER_CLOSED = 1,  /* the client closed or reset the connection */
-    ASYNCD_DOWN_ERROR = 2,        /* a socket error */
-    ASYNCD_DOWN_BAD_FRAME = 3,    /* a length or get_pkg_len answer out of bounds */
-    ASYNCD_DOWN_PLUGIN_CLOSE = 4, /* net_close_cli, or proc_pkg_cli returned non-zero */
-    ASYNCD_DOWN_IDLE = 5,         /* idle_timeout */
-    ASYNCD_DOWN_LIMIT = 6,        /* a limit tripped (output buffer, packet deadline) */
-    ASYNCD_DOWN_CONN_RESTART = 7, /* the conn process restarted; every connection is gone */
-    ASYNCD_DOWN_SHUTDOWN = 8,     /* asyncd is stopping */
+    ASYNCD_DOWN_PEER_CLOSED = 1,   /* the client closed or reset the connection */
+    ASYNCD_DOWN_ERROR = 2,         /* a socket error */
+    ASYNCD_DOWN_BAD_FRAME = 3,     /* a length or get_pkg_len answer out of bounds */
+    ASYNCD_DOWN_PLUGIN_CLOSE = 4,  /* net_close_cli, or proc_pkg_cli returned non-zero */
+    ASYNCD_DOWN_IDLE = 5,          /* idle_timeout */
+    ASYNCD_DOWN_LIMIT = 6,         /* a limit tripped (output buffer, packet deadline) */
+    ASYNCD_DOWN_CONN_RESTART = 7,  /* the conn process restarted; every connection is gone */
+    ASYNCD_DOWN_SHUTDOWN = 8,      /* asyncd is stopping */
     ASYNCD_DOWN_WORKER_RESTART = 9 /* the connection lives on, but this worker process is being
                                     * replaced (a reload, worker_max_rss): its successor gets
                                     * link_up_cli for the connection as it starts */
