@@ -306,7 +306,7 @@ TEST_F(Delivery, ReloadThenStopDeliversEveryAcceptedPacket) {
     Server scratch("");  // the plugin copies and the plugin's event logs
     std::string original = read_text(plugin_path("testplug.so"));
     ASSERT_FALSE(original.empty());
-    const int cycles = 20;
+    const int cycles = long_run() ? 200 : 20;  // make reliability runs the long version
     for (int k = 0; k < cycles; k++) {
         std::string plugin = scratch.dir() + "/plug" + std::to_string(k) + ".so";
         std::string events = scratch.dir() + "/events" + std::to_string(k) + ".log";
