@@ -29,7 +29,7 @@ GTEST_LIBS := -lgtest -lgtest_main
 GTEST_HEADER := $(firstword $(wildcard /usr/include/gtest/gtest.h /usr/local/include/gtest/gtest.h))
 
 SHMQ_SRCS := $(wildcard shmq/*.cc)
-CORE_SRCS := $(filter-out main/main.cc,$(wildcard main/*.cc conn/*.cc work/*.cc))
+CORE_SRCS := $(filter-out main/main.cc,$(wildcard core/*.cc main/*.cc conn/*.cc work/*.cc))
 TEST_SRCS := $(wildcard test/*/*.cc) $(wildcard test/*.cc)
 
 # Plugins: C shared objects. The runtime functions they call are resolved against the
@@ -198,7 +198,7 @@ $(BUILD)/fuzz/.flags: FORCE
 # One command, two sources: the fuzzer must not drag in the rest of asyncd.
 ifneq ($(CLANGXX),)
 $(FRAME_FUZZER): fuzz/frame_fuzzer.cc fuzz/frame_model.h conn/frame.cc conn/frame.h \
-		main/config.h main/log.h $(BUILD)/fuzz/.flags
+		core/config.h core/log.h $(BUILD)/fuzz/.flags
 	@mkdir -p $(dir $@)
 	$(CLANGXX) $(FUZZ_FLAGS) fuzz/frame_fuzzer.cc conn/frame.cc -o $@
 endif

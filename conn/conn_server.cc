@@ -19,8 +19,8 @@
 
 #include <algorithm>
 
-#include "main/clock.h"
-#include "main/loop_fds.h"
+#include "core/clock.h"
+#include "core/loop_fds.h"
 
 namespace asyncd::conn {
 
@@ -717,7 +717,7 @@ bool ConnServer::push_up(Connection *c) {
     Port &p = *ports_[size_t(c->worker)];
     if (must_wait(p, c)) return false;
     shmq::RecordMeta meta;
-    meta.type = kRecLinkUp;
+    meta.type = type_of(ToWorker::kLinkUp);
     meta.conn_id = c->id;
     shmq::PushStatus s = p.to.try_push(meta, &c->peer, sizeof c->peer);
     if (s == shmq::PushStatus::kFull) {
@@ -739,7 +739,7 @@ bool ConnServer::push_down(Connection *c) {
     Port &p = *ports_[size_t(c->worker)];
     if (must_wait(p, c)) return false;
     shmq::RecordMeta meta;
-    meta.type = kRecLinkDown;
+    meta.type = type_of(ToWorker::kLinkDown);
     meta.conn_id = c->id;
     meta.seq = uint64_t(c->down_reason);
     shmq::PushStatus s = p.to.try_push(meta, nullptr, 0);
@@ -792,7 +792,7 @@ bool ConnServer::feed(Connection *c, const uint8_t *data, size_t len, size_t *us
             return false;
         }
         shmq::RecordMeta meta;
-        meta.type = kRecPacket;
+        meta.type = type_of(ToWorker::kPacket);
         meta.conn_id = c->id;
         meta.seq = c->packets;
         shmq::PushStatus s = p.to.try_push_stream(meta, data + *used, n, &p.stream_done);
@@ -872,7 +872,7 @@ bool ConnServer::drive(Connection *c) {
 void ConnServer::serve_waiting(Port &p) {
     if (p.reset_pending) {
         shmq::RecordMeta meta;
-        meta.type = kRecConnReset;
+        meta.type = type_of(ToWorker::kConnReset);
         if (p.to.try_push(meta, nullptr, 0) != shmq::PushStatus::kOk) return;
         p.reset_pending = false;
         p.dirty = true;
@@ -983,7 +983,7 @@ void ConnServer::handle_reply(const shmq::Message &m) {
                     (unsigned long long)m.conn_id);
         return;
     }
-    if (m.type == kRecReply) {
+    if (FromWorker(m.type) == FromWorker::kReply) {
         bump(st_->reply_records);
         if (!output_fits(c, m.len)) return;
         if (!c->out.append(m.data, m.len)) {
@@ -997,7 +997,7 @@ void ConnServer::handle_reply(const shmq::Message &m) {
             c->soft_since_ms = now_ms_;
             arm_check();
         }
-    } else if (m.type == kRecClose) {
+    } else if (FromWorker(m.type) == FromWorker::kClose) {
         c->close_after_flush = true;
     } else {
         log_->write(LogLevel::kAlert, "unknown record type %u from worker %d", unsigned(m.type),

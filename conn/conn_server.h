@@ -13,11 +13,11 @@
 
 #include "conn/buffer.h"
 #include "conn/frame.h"
-#include "main/channels.h"
-#include "main/config.h"
-#include "main/cpu_contention.h"
-#include "main/log.h"
-#include "work/plugin.h"
+#include "core/channels.h"
+#include "core/config.h"
+#include "core/cpu_contention.h"
+#include "core/log.h"
+#include "core/plugin.h"
 
 namespace asyncd::conn {
 

@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "main/config.h"
+#include "core/config.h"
 
 namespace asyncd::conn {
 

@@ -6,7 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "main/clock.h"
+#include "core/clock.h"
 
 namespace asyncd {
 

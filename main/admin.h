@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "main/log.h"
-#include "main/stats.h"
+#include "core/log.h"
+#include "core/stats.h"
 
 namespace asyncd {
 

@@ -13,13 +13,13 @@
 #include <string>
 #include <vector>
 
-#include "main/config.h"
-#include "main/log.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/plugin.h"
+#include "core/stats.h"
 #include "main/pidfile.h"
 #include "main/proctitle.h"
-#include "main/stats.h"
 #include "main/supervisor.h"
-#include "work/plugin.h"
 
 namespace {
 

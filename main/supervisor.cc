@@ -15,10 +15,10 @@
 #include <unistd.h>
 
 #include "conn/conn_server.h"
-#include "main/clock.h"
-#include "main/loop_fds.h"
+#include "core/clock.h"
+#include "core/loop_fds.h"
+#include "core/plugin.h"
 #include "main/proctitle.h"
-#include "work/plugin.h"
 #include "work/worker.h"
 
 namespace asyncd {

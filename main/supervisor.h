@@ -10,11 +10,11 @@
 
 #include <memory>
 
+#include "core/backoff.h"
+#include "core/channels.h"
+#include "core/config.h"
+#include "core/log.h"
 #include "main/admin.h"
-#include "main/backoff.h"
-#include "main/channels.h"
-#include "main/config.h"
-#include "main/log.h"
 
 namespace asyncd {
 

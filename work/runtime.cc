@@ -3,7 +3,7 @@
 #include <stdarg.h>
 #include <time.h>
 
-#include "main/clock.h"
+#include "core/clock.h"
 #include "plugin_api/asyncd_plugin.h"
 #include "work/worker.h"
 

@@ -11,8 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "main/clock.h"
-#include "main/loop_fds.h"
+#include "core/clock.h"
+#include "core/loop_fds.h"
 
 namespace asyncd::work {
 
@@ -274,7 +274,9 @@ void Worker::quarantine(const shmq::Message &m, uint64_t attempts) {
                 "workers started on it and %llu died; closing the connection",
                 index_, unsigned(m.type), (unsigned long long)m.seq, (unsigned long long)m.conn_id,
                 (unsigned long long)attempts, (unsigned long long)(attempts - 1));
-    if (m.type == kRecPacket || m.type == kRecLinkUp) close_conn(m.conn_id);
+    if (ToWorker(m.type) == ToWorker::kPacket || ToWorker(m.type) == ToWorker::kLinkUp) {
+        close_conn(m.conn_id);
+    }
     live_.erase(m.conn_id);
 }
 
@@ -378,8 +380,8 @@ void Worker::ensure_linked(uint64_t conn) {
 
 void Worker::dispatch(const shmq::Message &m) {
     const PluginExports &fns = plugin_.exports();
-    switch (m.type) {
-        case kRecPacket: {
+    switch (ToWorker(m.type)) {
+        case ToWorker::kPacket: {
             ensure_linked(m.conn_id);
             bump(stats_->packets);
             int rc;
@@ -390,7 +392,7 @@ void Worker::dispatch(const shmq::Message &m) {
             if (rc != 0) close_conn(m.conn_id);
             break;
         }
-        case kRecLinkUp: {
+        case ToWorker::kLinkUp: {
             if (live_.count(m.conn_id)) break;  // delivered again after a crash
             live_.insert(m.conn_id);
             asyncd_peer_t peer;
@@ -402,14 +404,14 @@ void Worker::dispatch(const shmq::Message &m) {
             }
             break;
         }
-        case kRecLinkDown:
+        case ToWorker::kLinkDown:
             if (!live_.erase(m.conn_id)) break;
             if (fns.link_down_cli) {
                 InCallback in(state_, Callback::kLinkDown);
                 fns.link_down_cli(m.conn_id, int(m.seq));
             }
             break;
-        case kRecConnReset:
+        case ToWorker::kConnReset:
             if (fns.link_down_cli) {
                 for (uint64_t conn : live_) {
                     InCallback in(state_, Callback::kLinkDown);
@@ -426,12 +428,12 @@ void Worker::dispatch(const shmq::Message &m) {
 
 int Worker::send(uint64_t conn, const void *buf, size_t len) {
     if (conn == 0 || len > cfg_.max_reply_len || (len && !buf)) return -1;
-    return push_out(kRecReply, conn, buf, len) ? 0 : -1;
+    return push_out(FromWorker::kReply, conn, buf, len) ? 0 : -1;
 }
 
 int Worker::close_conn(uint64_t conn) {
     if (conn == 0) return -1;
-    return push_out(kRecClose, conn, nullptr, 0) ? 0 : -1;
+    return push_out(FromWorker::kClose, conn, nullptr, 0) ? 0 : -1;
 }
 
 uint64_t Worker::timer_add(uint32_t ms, Timers::Fn fn, void *arg) {
@@ -441,13 +443,13 @@ uint64_t Worker::timer_add(uint32_t ms, Timers::Fn fn, void *arg) {
 
 // Replies never get lost to a full ring: the worker waits for conn to make room. conn
 // always drains replies, so the wait ends; if the supervisor dies meanwhile, so do we.
-bool Worker::push_out(uint16_t type, uint64_t conn, const void *buf, size_t len) {
+bool Worker::push_out(FromWorker type, uint64_t conn, const void *buf, size_t len) {
     shmq::RecordMeta meta;
-    meta.type = type;
+    meta.type = type_of(type);
     meta.conn_id = conn;
-    if (type == kRecReply) bump(stats_->bytes_out, len);
+    if (type == FromWorker::kReply) bump(stats_->bytes_out, len);
     // Consecutive replies to one connection within a batch travel as one record.
-    if (type == kRecReply && out_.try_append(meta, buf, len)) return true;
+    if (type == FromWorker::kReply && out_.try_append(meta, buf, len)) return true;
     size_t done = 0;
     for (;;) {
         shmq::PushStatus s = out_.try_push_stream(meta, buf, len, &done);

@@ -7,12 +7,12 @@
 #include <string>
 #include <unordered_set>
 
-#include "main/channels.h"
-#include "main/config.h"
-#include "main/cpu_contention.h"
-#include "main/log.h"
-#include "work/plugin.h"
-#include "work/timers.h"
+#include "core/channels.h"
+#include "core/config.h"
+#include "core/cpu_contention.h"
+#include "core/log.h"
+#include "core/plugin.h"
+#include "core/timers.h"
 
 namespace asyncd::work {
 
@@ -55,7 +55,7 @@ class Worker {
     void quarantine(const shmq::Message &m, uint64_t attempts);
     void link_up_bound();
     void ensure_linked(uint64_t conn);
-    bool push_out(uint16_t type, uint64_t conn, const void *buf, size_t len);
+    bool push_out(FromWorker type, uint64_t conn, const void *buf, size_t len);
     void wait_room(size_t len);
     void sleep_until_work();
     void poll_events(int timeout_ms);

@@ -10,9 +10,9 @@
 #include <string>
 
 #include "conn/frame.h"
-#include "main/backoff.h"
-#include "main/config.h"
-#include "work/timers.h"
+#include "core/backoff.h"
+#include "core/config.h"
+#include "core/timers.h"
 
 namespace asyncd {
 namespace {

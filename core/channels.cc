@@ -1,4 +1,4 @@
-#include "main/channels.h"
+#include "core/channels.h"
 
 #include <errno.h>
 #include <fcntl.h>

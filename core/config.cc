@@ -1,4 +1,4 @@
-#include "main/config.h"
+#include "core/config.h"
 
 #include <arpa/inet.h>
 

@@ -1,4 +1,4 @@
-#include "main/log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <string>
 
-#include "main/config.h"
+#include "core/config.h"
 
 namespace asyncd {
 

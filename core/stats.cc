@@ -1,4 +1,4 @@
-#include "main/stats.h"
+#include "core/stats.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "main/log.h"
+#include "core/log.h"
 
 namespace asyncd {
 

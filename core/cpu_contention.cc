@@ -1,4 +1,4 @@
-#include "main/cpu_contention.h"
+#include "core/cpu_contention.h"
 
 #include <fcntl.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-#include "main/loop_fds.h"
+#include "core/loop_fds.h"
 
 #include <errno.h>
 #include <signal.h>

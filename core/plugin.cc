@@ -1,4 +1,4 @@
-#include "work/plugin.h"
+#include "core/plugin.h"
 
 #include <dlfcn.h>
 #include <errno.h>

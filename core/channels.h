@@ -10,27 +10,14 @@
 #include <string>
 #include <vector>
 
-#include "main/config.h"
-#include "main/stats.h"
+#include "core/config.h"
+#include "core/records.h"
+#include "core/stats.h"
 #include "plugin_api/asyncd_plugin.h"
 #include "shmq/ring.h"
 #include "shmq/waker.h"
 
 namespace asyncd {
-
-// Record types from conn to a worker.
-enum : uint16_t {
-    kRecPacket = 1,     // a whole packet of conn_id; seq counts the connection's packets
-    kRecLinkUp = 2,     // payload: asyncd_peer_t
-    kRecLinkDown = 3,   // seq: the asyncd_down_reason
-    kRecConnReset = 4,  // a new conn process: every connection before it is gone
-};
-
-// Record types from a worker to conn.
-enum : uint16_t {
-    kRecReply = 1,  // bytes for conn_id
-    kRecClose = 2,  // close conn_id after its pending replies
-};
 
 // Where the supervisor has the whole system in a stop.
 enum class Phase : uint32_t {

@@ -1,0 +1,32 @@
+// The records that travel in the rings between conn and a worker. Two typed enums, one per
+// direction: a ring carries only its own direction's types, and the compiler keeps them apart.
+// A shmq record's type is a plain uint16_t (the ring knows nothing of packets); type_of and
+// the comparisons below are the only places the two meet.
+#pragma once
+
+#include <cstdint>
+
+namespace asyncd {
+
+// conn -> worker.
+enum class ToWorker : uint16_t {
+    kPacket = 1,     // a whole packet of conn_id; seq counts the connection's packets
+    kLinkUp = 2,     // payload: asyncd_peer_t
+    kLinkDown = 3,   // seq: the asyncd_down_reason
+    kConnReset = 4,  // a new conn process: every connection before it is gone
+};
+
+// worker -> conn.
+enum class FromWorker : uint16_t {
+    kReply = 1,  // bytes for conn_id
+    kClose = 2,  // close conn_id after its pending replies
+};
+
+constexpr uint16_t type_of(ToWorker t) {
+    return uint16_t(t);
+}
+constexpr uint16_t type_of(FromWorker t) {
+    return uint16_t(t);
+}
+
+}  // namespace asyncd
