@@ -6,7 +6,7 @@
 #include <unordered_map>
 #include <utility>
 
-namespace asyncd::work {
+namespace asyncd {
 
 class Timers {
   public:
@@ -71,4 +71,4 @@ class Timers {
     uint64_t last_id_ = 0;
 };
 
-}  // namespace asyncd::work
+}  // namespace asyncd

@@ -251,7 +251,7 @@ void fire(void *arg) {
 }
 
 TEST(Timers, FireInDeadlineOrderAndCancel) {
-    work::Timers t;
+    Timers t;
     memset(g_fired, 0, sizeof g_fired);
     uint64_t a = t.add(1000, 50, fire, reinterpret_cast<void *>(1));
     uint64_t b = t.add(1000, 10, fire, reinterpret_cast<void *>(2));
