@@ -51,7 +51,7 @@ ASYNCD_SAN := $(BUILD)/san/asyncd
 # start these.
 ASYNCD_HOOKS := $(BUILD)/asyncd-hooks
 ASYNCD_HOOKS_SAN := $(BUILD)/san/asyncd-hooks
-HOOK_SRCS := conn/conn_server.cc
+HOOK_SRCS := conn/clients.cc
 TEST_BIN := $(BUILD)/asyncd-test
 TEST_BIN_SAN := $(BUILD)/asyncd-test-san
 SHMQ_BENCH := $(BUILD)/shmq-bench

@@ -150,6 +150,13 @@ class Channels {
     // Children: one note to the supervisor.
     void note(char kind, int index) const;
 
+    // Workers new connections may go to, 0..N-1 (a reload may change it; at least 1, at most
+    // the rings made at start).
+    uint32_t active_workers() const {
+        uint32_t n = state->active_workers.load(std::memory_order_acquire);
+        return n < 1 ? 1 : (n > workers.size() ? uint32_t(workers.size()) : n);
+    }
+
     SharedState *state = nullptr;
     PeerSlot *peers = nullptr;
     size_t npeers = 0;

@@ -21,19 +21,22 @@ bool watch_fd(int ep, int fd, uint64_t tag, std::string *err) {
 
 }  // namespace
 
-bool open_loop_fds(std::initializer_list<int> signals, uint64_t sig_tag,
-                   std::initializer_list<std::pair<int, uint64_t>> watch, LoopFds *out,
-                   std::string *err) {
+int open_signal_fd(std::initializer_list<int> signals, std::string *err) {
     sigset_t set;
     sigemptyset(&set);
     for (int s : signals)
         sigaddset(&set, s);
     sigprocmask(SIG_BLOCK, &set, nullptr);
-    out->sig = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (out->sig < 0) {
-        *err = std::string("signalfd: ") + strerror(errno);
-        return false;
-    }
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0) *err = std::string("signalfd: ") + strerror(errno);
+    return fd;
+}
+
+bool open_loop_fds(std::initializer_list<int> signals, uint64_t sig_tag,
+                   std::initializer_list<std::pair<int, uint64_t>> watch, LoopFds *out,
+                   std::string *err) {
+    out->sig = open_signal_fd(signals, err);
+    if (out->sig < 0) return false;
     out->ep = epoll_create1(EPOLL_CLOEXEC);
     if (out->ep < 0) {
         *err = std::string("epoll_create1: ") + strerror(errno);

@@ -20,4 +20,8 @@ struct LoopFds {
                                  std::initializer_list<std::pair<int, uint64_t>> watch,
                                  LoopFds *out, std::string *err);
 
+// Blocks `signals` and returns a non-blocking, close-on-exec signalfd for them, or -1 with
+// the failed call and errno text in *err.
+int open_signal_fd(std::initializer_list<int> signals, std::string *err);
+
 }  // namespace asyncd
