@@ -44,7 +44,7 @@ Supervisor::Supervisor(const Config &cfg, Log *log) : cfg_(cfg), log_(log) {
     workers_.resize(size_t(cfg_.max_workers));
     for (int i = 0; i < cfg_.max_workers; i++) {
         workers_[size_t(i)].index = i;
-        workers_[size_t(i)].enabled = i < cfg_.workers;
+        workers_[size_t(i)].state = i < cfg_.workers ? ChildState::kIdle : ChildState::kRetired;
     }
 }
 
@@ -182,7 +182,7 @@ int Supervisor::run() {
     }
     if (!spawn(conn_)) return 1;
     for (Child &w : workers_) {
-        if (w.enabled && !spawn(w)) {
+        if (w.wanted() && !spawn(w)) {
             begin_stop(1);
             break;
         }
@@ -231,6 +231,7 @@ bool Supervisor::spawn(Child &c) {
     }
     if (pid == 0) child_main(c);
     c.pid = pid;
+    set_state(c, ChildState::kStarting);
     c.plugin_id = plugin_id_;
     c.roll_spawned = c.rolling;
     if (!c.is_conn) c.packets_at_start = get(ch_.stats->workers[c.index].packets);
@@ -433,13 +434,12 @@ void Supervisor::revert_reload(Child &c, const char *how) {
 void Supervisor::resize_workers(int from, int to) {
     for (int i = 0; i < int(workers_.size()); i++) {
         Child &w = workers_[size_t(i)];
-        if (i < to && !w.enabled) {
-            w.enabled = true;
-            w.retired = false;
+        if (i < to && w.state == ChildState::kRetired) {
+            set_state(w, ChildState::kIdle);
             w.backoff = Backoff();
             if (!w.pid) spawn(w);
-        } else if (i < to) {
-            w.retired = false;  // retiring, and wanted again before it stopped
+        } else if (i < to && w.state == ChildState::kRetiring) {
+            w.retire_cancelled = true;  // it stops, and starts again at once
         }
     }
     ch_.state->active_workers.store(uint32_t(to), std::memory_order_release);
@@ -457,13 +457,15 @@ void Supervisor::resize_workers(int from, int to) {
 void Supervisor::retire(int index) {
     if (index < 0 || index >= int(workers_.size())) return;
     Child &w = workers_[size_t(index)];
-    if (index < cfg_.workers || !w.enabled || stop_ != Stop::kNone) return;  // wanted again
+    if (index < cfg_.workers || !w.wanted() || stop_ != Stop::kNone) return;  // wanted again
+    if (w.state == ChildState::kRetiring) return;
     if (!w.pid) {
-        w.enabled = false;
+        set_state(w, ChildState::kRetired);
         w.restart_at_ms = 0;
         return;
     }
-    w.retired = true;
+    w.retire_cancelled = false;
+    set_state(w, ChildState::kRetiring);
     kill(w.pid, SIGTERM);  // it answers what is in its ring and exits
 }
 
@@ -478,8 +480,10 @@ void Supervisor::announce_plugin() {
 void Supervisor::roll_next() {
     for (; roll_index_ < workers_.size(); roll_index_++) {
         Child &w = workers_[roll_index_];
-        if (w.pid && !w.fatal && stop_ == Stop::kNone && w.plugin_id != plugin_id_) {
+        bool running = w.state == ChildState::kStarting || w.state == ChildState::kServing;
+        if (w.pid && running && stop_ == Stop::kNone && w.plugin_id != plugin_id_) {
             w.rolling = true;
+            set_state(w, ChildState::kRolling);
             kill(w.pid, SIGUSR2);
             return;
         }
@@ -508,16 +512,24 @@ void Supervisor::reap_children() {
 
 void Supervisor::on_exit(Child &c, int status) {
     pid_t pid = c.pid;
-    bool was_ready = c.ready;
+    bool was_ready = c.state == ChildState::kServing || c.state == ChildState::kRolling;
+    bool retiring = c.state == ChildState::kRetiring;
     c.pid = 0;
-    c.ready = false;
     if (!c.is_conn) set(ch_.stats->workers[c.index].pid, 0);
     bool recycled = WIFEXITED(status) && WEXITSTATUS(status) == kExitRecycle;
     // A worker in back-off takes no new connections (conn sends them to those that serve);
     // one recycled between two packets is back at once and keeps its place.
     if (!c.is_conn && !recycled) set_serving(c, false);
-    if (c.retired && stop_ == Stop::kNone) {
-        c.enabled = c.retired = false;
+    if (retiring && stop_ == Stop::kNone) {
+        if (c.retire_cancelled) {
+            c.retire_cancelled = false;
+            set_state(c, ChildState::kBackoff);
+            c.restart_at_ms = monotonic_ms();
+            log_->write(LogLevel::kInfo, "%s (pid %d) stopped; wanted again: restarting now",
+                        name(c).c_str(), int(pid));
+            return;
+        }
+        set_state(c, ChildState::kRetired);
         log_->write(LogLevel::kInfo, "%s (pid %d) retired", name(c).c_str(), int(pid));
         return;
     }
@@ -532,7 +544,8 @@ void Supervisor::on_exit(Child &c, int status) {
     }
     if (stop_ != Stop::kNone) {
         log_->write(LogLevel::kInfo, "%s (pid %d) %s", name(c).c_str(), int(pid), how);
-        if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal) c.fatal = true;
+        bool fatal = WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal;
+        set_state(c, fatal ? ChildState::kFatal : ChildState::kStopped);
         // Until conn says its input has stopped, it may still put packets into the rings: a
         // worker gone meanwhile does not move the stop on (restart_for_stop starts it again
         // once conn is through), conn gone does.
@@ -544,10 +557,12 @@ void Supervisor::on_exit(Child &c, int status) {
         c.pid = pid;  // for the line
         revert_reload(c, how);
         c.pid = 0;
+        set_state(c, ChildState::kBackoff);
         c.restart_at_ms = now;
         return;
     }
     if (recycled && !c.is_conn) {
+        set_state(c, ChildState::kBackoff);
         // Recycled on purpose (worker_max_rss, or a reload), between two packets: no
         // back-off, unless it passes worker_max_rss as soon as it serves (a life of one or
         // two packets: the plugin's working size is above the cap, not a leak).
@@ -570,13 +585,13 @@ void Supervisor::on_exit(Child &c, int status) {
         return;
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal) {
-        c.fatal = true;
+        set_state(c, ChildState::kFatal);
         if (!c.is_conn) set_fatal(c);
         log_->write(LogLevel::kError, "%s (pid %d) %s (fatal): not restarted", name(c).c_str(),
                     int(pid), how);
         bool any = false;
         for (const Child &w : workers_)
-            any = any || (w.enabled && !w.fatal);
+            any = any || (w.wanted() && w.state != ChildState::kFatal);
         if (c.is_conn || !any) {
             log_->write(LogLevel::kError, "nothing can serve: stopping");
             begin_stop(1);
@@ -588,6 +603,7 @@ void Supervisor::on_exit(Child &c, int status) {
     uint64_t delay = c.backoff.next_delay(c.started_ms, now);
     c.restarts++;
     if (!c.is_conn) bump(ch_.stats->workers[c.index].restarts);
+    set_state(c, ChildState::kBackoff);
     c.restart_at_ms = now + delay;
     log_->write(LogLevel::kWarn, "%s (pid %d) %s; restart #%d in %llu ms", name(c).c_str(),
                 int(pid), how, c.restarts, (unsigned long long)delay);
@@ -595,9 +611,11 @@ void Supervisor::on_exit(Child &c, int status) {
 
 void Supervisor::on_note(const ChildNote &n) {
     if (n.kind == 'C') {
-        conn_.ready = true;
+        if (conn_.state == ChildState::kStarting) set_state(conn_, ChildState::kServing);
     } else if (n.kind == 'W' && n.index < workers_.size()) {
-        workers_[n.index].ready = true;
+        if (workers_[n.index].state == ChildState::kStarting) {
+            set_state(workers_[n.index], ChildState::kServing);
+        }
         set_serving(workers_[n.index], true);
         workers_[n.index].roll_spawned = false;
         if (workers_[n.index].rolling) {
@@ -628,11 +646,13 @@ void Supervisor::on_note(const ChildNote &n) {
 // "asyncd ready" once conn and every worker that can serve are up (a fatal slot does not
 // hold it back: it is said once, at ERROR, and takes no connections).
 void Supervisor::check_ready() {
-    if (ready_logged_ || !conn_.ready) return;
+    if (ready_logged_ || conn_.state != ChildState::kServing) return;
     int serving = 0;
     for (const Child &w : workers_) {
-        if (w.enabled && !w.fatal && !w.ready) return;
-        serving += w.enabled && w.ready;
+        bool settled = w.state == ChildState::kServing || w.state == ChildState::kFatal ||
+                       w.state == ChildState::kRetired;
+        if (!settled) return;
+        serving += w.state == ChildState::kServing;
     }
     if (!serving) return;
     ready_logged_ = true;
@@ -668,9 +688,10 @@ void Supervisor::begin_stop(int exit_code) {
     exit_code_ = exit_code;
     stop_ = Stop::kInput;
     stop_deadline_ms_ = monotonic_ms() + uint64_t(cfg_.shutdown_timeout) * 1000;
-    conn_.restart_at_ms = 0;
-    for (Child &w : workers_)
-        w.restart_at_ms = 0;
+    for (Child *c : all_children()) {
+        if (c->state == ChildState::kBackoff) set_state(*c, ChildState::kStopped);
+        c->restart_at_ms = 0;
+    }
     ch_.state->phase.store(uint32_t(Phase::kStopInput), std::memory_order_release);
     ch_.conn_wake.signal();
     if (!conn_.pid) advance_stop();
@@ -703,7 +724,7 @@ bool Supervisor::restart_for_stop() {
         if (w.pid || w.given_up) continue;
         shmq::Ring &ring = ch_.workers[size_t(w.index)]->in;
         if (ring.used_bytes() == 0) continue;
-        if (w.fatal) {
+        if (w.state == ChildState::kFatal) {
             report_abandoned(w, "its plugin cannot start (fatal)");
             continue;
         }
@@ -731,6 +752,45 @@ void Supervisor::report_abandoned(Child &w, const char *why) {
                 "plugin: %s",
                 (unsigned long long)ring.count_messages(), (unsigned long long)ring.used_bytes(),
                 name(w).c_str(), why);
+}
+
+const char *Supervisor::state_name(ChildState s) {
+    switch (s) {
+        case ChildState::kIdle:
+            return "idle";
+        case ChildState::kStarting:
+            return "starting";
+        case ChildState::kServing:
+            return "serving";
+        case ChildState::kRolling:
+            return "rolling";
+        case ChildState::kRetiring:
+            return "retiring";
+        case ChildState::kBackoff:
+            return "back-off";
+        case ChildState::kFatal:
+            return "fatal";
+        case ChildState::kRetired:
+            return "retired";
+        case ChildState::kStopped:
+            return "stopped";
+    }
+    return "?";
+}
+
+// The one place a child slot's state changes.
+void Supervisor::set_state(Child &c, ChildState s) {
+    if (c.state == s) return;
+    log_->write(LogLevel::kDebug, "%s: %s -> %s", name(c).c_str(), state_name(c.state),
+                state_name(s));
+    c.state = s;
+}
+
+std::vector<Supervisor::Child *> Supervisor::all_children() {
+    std::vector<Child *> all{&conn_};
+    for (Child &w : workers_)
+        all.push_back(&w);
+    return all;
 }
 
 bool Supervisor::any_worker_running() const {

@@ -32,21 +32,36 @@ class Supervisor {
     void set_pid_fd(int fd) { pid_fd_ = fd; }
 
   private:
+    // What a child slot is doing. Set only by set_state(), which logs each change.
+    enum class ChildState : uint8_t {
+        kIdle,      // wanted, not started yet
+        kStarting,  // running, not ready yet
+        kServing,   // ready
+        kRolling,   // told to exit for a reload; its replacement starts at once
+        kRetiring,  // told to stop for good (a reload lowered `workers`)
+        kBackoff,   // dead; restart_at_ms says when it starts again
+        kFatal,     // exited with code 2: never restarted
+        kRetired,   // not part of the running `workers`
+        kStopped,   // gone during a stop, not to be restarted
+    };
+    static const char *state_name(ChildState s);
+
     // One child slot: the conn process, or worker `index`.
     struct Child {
         bool is_conn = false;
         int index = 0;
         pid_t pid = 0;
+        ChildState state = ChildState::kIdle;
         uint64_t started_ms = 0;
         uint64_t restart_at_ms = 0;  // 0: no restart pending
         int restarts = 0;
-        bool fatal = false;
-        bool ready = false;
         bool hang_killed = false;
-        bool rolling = false;           // asked to exit for a reload; its replacement moves it on
-        bool enabled = true;            // a slot of the running `workers` (or one retiring)
-        bool retired = false;           // stopped for good: its exit is not a death
-        bool roll_spawned = false;      // this process was started by a reload and is not ready yet
+        // The roll of a reload: this slot was told to roll, and its replacement's ready note
+        // moves the roll on; the process now running was started for it.
+        bool rolling = false;
+        bool roll_spawned = false;
+        bool retire_cancelled = false;  // retiring, and wanted again before it stopped
+        bool wanted() const { return state != ChildState::kRetired; }
         bool given_up = false;          // a stop gave up on the records left in its ring
         int stop_spawns = 0;            // started during a stop to answer what its ring holds
         uint64_t packets_at_start = 0;  // its packets counter when this process started
@@ -65,6 +80,8 @@ class Supervisor {
     void retire(int index);
     bool bind_listen(std::string *err);
     void check_ready();
+    void set_state(Child &c, ChildState s);
+    std::vector<Child *> all_children();
     void set_serving(const Child &c, bool serving);
     void set_fatal(const Child &c);
     bool restart_for_stop();
