@@ -175,24 +175,13 @@ void ConnServer::on_signal() {
     }
 }
 
-// A reload (the supervisor has checked the file): the client limits change live, and a new
-// plugin's get_pkg_len and select_worker take over from the next packet on.
+// A reload, or one sent back: the client limits change live to the supervisor's validated
+// snapshot (conn never reads the file), and a new plugin's get_pkg_len and select_worker
+// take over from the next packet on.
 void ConnServer::reload_limits() {
-    Config next;
-    std::string err;
-    if (!load_config(cfg_.path, &next, &err)) {
-        log_->write(LogLevel::kError, "reload: %s; keeping the running limits", err.c_str());
-        return;
-    }
-    cfg_.max_conns = next.max_conns;
-    cfg_.idle_timeout = next.idle_timeout;
-    cfg_.pkg_timeout_ms = next.pkg_timeout_ms;
-    cfg_.out_buf_soft = next.out_buf_soft;
-    cfg_.out_buf_soft_ms = next.out_buf_soft_ms;
-    cfg_.out_buf_hard = next.out_buf_hard;
-    cfg_.input_budget = next.input_budget;
-    cfg_.busy_poll_us = next.busy_poll_us;
-    cfg_.log_level = next.log_level;
+    LiveLimits v;
+    ch_->state->limits.read(&v);
+    LiveLimitsSlot::apply(v, &cfg_);
     log_->set_level(cfg_.log_level);
     loop_.set_busy_poll_us(cfg_.busy_poll_us);
     clients_->limits_changed();

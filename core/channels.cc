@@ -32,6 +32,7 @@ bool Channels::create(const Config &cfg, std::string *err) {
     peers = reinterpret_cast<PeerSlot *>(static_cast<char *>(shared_) + state_size);
     state->conn_serial.store(1);
     state->active_workers.store(uint32_t(cfg.workers));
+    state->limits.publish(cfg);
     if (!create_stats(cfg.max_workers, &stats, &stats_fd, err)) return false;
 
     shmq::RingParams in_params, out_params;
@@ -101,6 +102,54 @@ const char *callback_name(Callback cb) {
             return "fini_service";
     }
     return "?";
+}
+
+void LiveLimitsSlot::publish(const Config &cfg) {
+    LiveLimits v{};
+    v.max_conns = cfg.max_conns;
+    v.idle_timeout = cfg.idle_timeout;
+    v.pkg_timeout_ms = cfg.pkg_timeout_ms;
+    v.out_buf_soft_ms = cfg.out_buf_soft_ms;
+    v.busy_poll_us = cfg.busy_poll_us;
+    v.log_level = int(cfg.log_level);
+    v.out_buf_soft = cfg.out_buf_soft;
+    v.out_buf_hard = cfg.out_buf_hard;
+    v.input_budget = cfg.input_budget;
+    uint64_t w[kWords];
+    memcpy(w, &v, sizeof v);
+    uint32_t s = seq_.load(std::memory_order_relaxed);
+    seq_.store(s + 1, std::memory_order_relaxed);  // odd: being written
+    std::atomic_thread_fence(std::memory_order_release);
+    for (int i = 0; i < kWords; i++)
+        words_[i].store(w[i], std::memory_order_relaxed);
+    seq_.store(s + 2, std::memory_order_release);
+}
+
+uint32_t LiveLimitsSlot::read(LiveLimits *out) const {
+    uint64_t w[kWords];
+    for (;;) {
+        uint32_t before = seq_.load(std::memory_order_acquire);
+        if (before & 1) continue;  // the supervisor is writing: a few stores, it is done soon
+        for (int i = 0; i < kWords; i++)
+            w[i] = words_[i].load(std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (seq_.load(std::memory_order_relaxed) == before) {
+            memcpy(out, w, sizeof *out);
+            return before;
+        }
+    }
+}
+
+void LiveLimitsSlot::apply(const LiveLimits &v, Config *cfg) {
+    cfg->max_conns = v.max_conns;
+    cfg->idle_timeout = v.idle_timeout;
+    cfg->pkg_timeout_ms = v.pkg_timeout_ms;
+    cfg->out_buf_soft_ms = v.out_buf_soft_ms;
+    cfg->busy_poll_us = v.busy_poll_us;
+    cfg->log_level = LogLevel(v.log_level);
+    cfg->out_buf_soft = size_t(v.out_buf_soft);
+    cfg->out_buf_hard = size_t(v.out_buf_hard);
+    cfg->input_budget = size_t(v.input_budget);
 }
 
 bool read_peer(const Channels &ch, uint64_t conn_id, asyncd_peer_t *peer_out) {

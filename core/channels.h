@@ -80,6 +80,40 @@ struct WorkerState {
     WorkerProgress progress[2];
 };
 
+// The settings a reload applies to running children, as the supervisor validated them: conn's
+// client limits and the log level. The supervisor is the only writer; conn and the workers
+// read it when told (SIGUSR2) or when `seq` moved, and never re-read the config file, so that
+// a reload sent back puts every process back on the old values and a second edit of the file
+// cannot race the first. A seqlock: seq is odd while the supervisor writes.
+struct LiveLimits {
+    int max_conns;
+    int idle_timeout;
+    int pkg_timeout_ms;
+    int out_buf_soft_ms;
+    int busy_poll_us;
+    int log_level;
+    uint64_t out_buf_soft;
+    uint64_t out_buf_hard;
+    uint64_t input_budget;
+};
+
+class LiveLimitsSlot {
+  public:
+    // The supervisor.
+    void publish(const Config &cfg);
+    // Readers: the values now, and the sequence they carry (even).
+    uint32_t read(LiveLimits *out) const;
+    uint32_t seq() const { return seq_.load(std::memory_order_acquire); }
+    // Applies v to cfg (the fields a reload changes live).
+    static void apply(const LiveLimits &v, Config *cfg);
+
+  private:
+    static constexpr int kWords = sizeof(LiveLimits) / sizeof(uint64_t);
+    std::atomic<uint32_t> seq_;
+    std::atomic<uint64_t> words_[kWords];
+};
+static_assert(sizeof(LiveLimits) % sizeof(uint64_t) == 0, "copied as whole words");
+
 struct SharedState {
     std::atomic<uint64_t> conn_serial;        // conn: fetch_add per accepted connection
     std::atomic<uint32_t> phase;              // supervisor: a Phase
@@ -89,6 +123,7 @@ struct SharedState {
     std::atomic<uint32_t> plugin_generation;  // supervisor: bumped when a reload changes it
     std::atomic<uint32_t> slots_used;         // conn: the peer table's slots ever used (release)
     std::atomic<uint32_t> workers_stop;       // supervisor: 1 once a stop tells workers to drain
+    LiveLimitsSlot limits;                    // supervisor: what a reload applies live
     std::atomic<uint32_t> fatal_generation;   // supervisor: bumped when a slot turns fatal
     // supervisor (release), one bit per worker slot: serving: ready, not dead or in back-off,
     // so conn may bind new connections to it; fatal: it will never serve.

@@ -398,7 +398,8 @@ void Supervisor::reload() {
     plugin_id_ = id;
     log_->set_level(cfg_.log_level);
     if (plugin_changed) announce_plugin();
-    if (conn_.pid) kill(conn_.pid, SIGUSR2);  // conn re-reads its limits (and plugin)
+    ch_.state->limits.publish(cfg_);
+    if (conn_.pid) kill(conn_.pid, SIGUSR2);  // conn takes its limits (and plugin) from it
     if (cfg_.workers != prev_cfg_.workers) resize_workers(prev_cfg_.workers, cfg_.workers);
     log_->write(LogLevel::kInfo, "reload: %s applied%s", cfg_.path.c_str(),
                 plugin_changed ? "; restarting the workers one at a time for the new plugin" : "");
@@ -417,10 +418,14 @@ void Supervisor::revert_reload(Child &c, const char *how) {
                 "reload: %s (pid %d) %s with the new plugin before it was ready; going back to "
                 "the old config",
                 name(c).c_str(), int(c.pid), how);
+    int workers_now = cfg_.workers;
     cfg_ = prev_cfg_;
     plugin_id_ = file_id(cfg_.plugin);
-    announce_plugin();  // conn goes back too
+    log_->set_level(cfg_.log_level);
+    announce_plugin();  // conn goes back too, to the old plugin and the old limits
+    ch_.state->limits.publish(cfg_);
     if (conn_.pid) kill(conn_.pid, SIGUSR2);
+    if (workers_now != cfg_.workers) resize_workers(workers_now, cfg_.workers);
     for (Child &w : workers_)
         w.rolling = w.roll_spawned = false;
     rolling_back_ = true;

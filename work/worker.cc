@@ -136,6 +136,7 @@ int Worker::run() {
         return kExitFatal;
     }
     link_up_bound();
+    limits_seq_ = ch_->state->limits.seq();
     ch_->note('W', index_);
     unsigned busy_turns = 0;
     while (!orphaned_) {
@@ -160,6 +161,11 @@ int Worker::run() {
         in_.commit_advanced();
         set(stats_->ring_depth, in_.backlog());
         check_rss();
+        if (ch_->state->limits.seq() != limits_seq_) {
+            LiveLimits v;
+            limits_seq_ = ch_->state->limits.read(&v);
+            log_->set_level(LogLevel(v.log_level));  // a reload's log_level, or its undoing
+        }
         if (!stopping_ && ch_->state->workers_stop.load(std::memory_order_acquire)) {
             stopping_ = true;  // started during a stop: drain, and stop
         }

@@ -79,6 +79,7 @@ class Worker {
     int exit_code_ = 0;  // 0, or why the loop ended early (corrupt ring, recycle)
     CpuContention cpu_;
     bool stopping_ = false;
+    uint32_t limits_seq_ = 0;  // the shared live limits this worker has applied
     bool orphaned_ = false;
 };
 
