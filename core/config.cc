@@ -127,6 +127,7 @@ class Parser {
                 return false;
             }
             cfg_->max_workers = int(n);
+            cfg_->max_workers_set = true;
         } else if (key == "plugin") {
             cfg_->plugin = resolve(dir, value);
         } else if (key == "frame") {
@@ -162,20 +163,21 @@ class Parser {
             }
             cfg_->max_conns = int(n);
         } else if (key == "idle_timeout" || key == "shutdown_timeout") {
-            if (!parse_int(value, 0, 86400 * 365, &n)) {
-                *why = key + " must be whole seconds, got '" + value + "'";
+            uint64_t ms;
+            if (!parse_duration(value, uint64_t(86400) * 365 * 1000, &ms) || ms % 1000) {
+                *why = key + " must be whole seconds (30, 30s, 5m, 1h), got '" + value + "'";
                 return false;
             }
-            (key == "idle_timeout" ? cfg_->idle_timeout : cfg_->shutdown_timeout) = int(n);
+            (key == "idle_timeout" ? cfg_->idle_timeout : cfg_->shutdown_timeout) = int(ms / 1000);
         } else if (key == "handler_timeout" || key == "pkg_timeout" ||
                    key == "out_buf_soft_seconds") {
-            double secs = atof(value.c_str());
-            if (value.empty() || value.find_first_not_of("0123456789.") != std::string::npos ||
-                secs < 0 || secs > 3600) {
-                *why = key + " must be seconds from 0 (off) to 3600, got '" + value + "'";
+            uint64_t ms64;
+            if (!parse_duration(value, 3600 * 1000, &ms64)) {
+                *why = key + " must be a duration from 0 (off) to 1h (1.5, 500ms, 5s, 2m), got '" +
+                       value + "'";
                 return false;
             }
-            int ms = int(secs * 1000);
+            int ms = int(ms64);
             if (key == "handler_timeout") cfg_->handler_timeout_ms = ms;
             if (key == "pkg_timeout") cfg_->pkg_timeout_ms = ms;
             if (key == "out_buf_soft_seconds") cfg_->out_buf_soft_ms = ms;
@@ -226,7 +228,8 @@ class Parser {
         } else if (key == "log_file") {
             cfg_->log_file = value == "-" ? value : resolve(dir, value);
         } else if (key == "pid_file") {
-            cfg_->pid_file = value == "-" ? "" : resolve(dir, value);
+            cfg_->pid_file = value == "-" || value == "off" ? "" : resolve(dir, value);
+            cfg_->pid_file_set = true;
         } else if (key == "admin_listen") {
             if (value == "off" || value == "-") {
                 cfg_->admin_listen.clear();
@@ -278,6 +281,34 @@ const char *Config::plugin_value(const char *key) const {
         if (kv.first == key) return kv.second.c_str();
     }
     return nullptr;
+}
+
+bool parse_duration(const std::string &text, uint64_t max_ms, uint64_t *ms_out) {
+    size_t digits = text.find_first_not_of("0123456789.");
+    std::string number = text.substr(0, digits),
+                unit = digits == std::string::npos ? "" : text.substr(digits);
+    if (number.empty() || number == "." || std::count(number.begin(), number.end(), '.') > 1)
+        return false;
+    double scale;
+    if (unit.empty() || unit == "s") {
+        scale = 1000;
+    } else if (unit == "ms") {
+        scale = 1;
+    } else if (unit == "m") {
+        scale = 60 * 1000;
+    } else if (unit == "h") {
+        scale = 3600 * 1000;
+    } else {
+        return false;
+    }
+    double ms = atof(number.c_str()) * scale;
+    if (ms < 0 || ms > double(max_ms)) return false;
+    *ms_out = uint64_t(ms + 0.5);
+    return true;
+}
+
+int default_max_workers(int workers) {
+    return std::min(kMaxWorkers, std::max(8, workers * 2));
 }
 
 size_t auto_input_budget(size_t max_pkg_len) {
@@ -358,7 +389,8 @@ bool load_config(const std::string &path, Config *out, std::string *err) {
                "unless admin_allow_remote yes";
         return false;
     }
-    if (cfg.max_workers == 0) cfg.max_workers = cfg.workers;
+    if (!cfg.max_workers_set) cfg.max_workers = default_max_workers(cfg.workers);
+    if (!cfg.pid_file_set) cfg.pid_file = resolve(dir_of(path), "asyncd.pid");
     if (cfg.max_workers < cfg.workers) {
         *err = path + ": workers (" + std::to_string(cfg.workers) + ") is above max_workers (" +
                std::to_string(cfg.max_workers) + ")";

@@ -56,7 +56,11 @@ struct Config {
     std::string admin_host;
     uint16_t admin_port = 0;
     bool admin_allow_remote = false;  // admin_listen may be a non-loopback address
-    std::string pid_file = "";        // written and locked while running; "" (or "-"): none
+    // Written and locked while running; default asyncd.pid beside the config file, so that
+    // `asyncd -s` always finds the running asyncd; "" ("-" or off in the file): none.
+    std::string pid_file = "";
+    bool pid_file_set = false;
+    bool max_workers_set = false;  // the file names max_workers (else it has room to grow)
 
     std::vector<std::pair<std::string, std::string>> plugin_values;
 
@@ -71,6 +75,15 @@ struct Config {
 // input_budget's "auto": a sixteenth of physical memory, within 64M..1G, at least twice
 // max_pkg_len.
 size_t auto_input_budget(size_t max_pkg_len);
+
+// A duration: "1.5" (seconds), "500ms", "5s", "2m", "1h". *ms_out in milliseconds. False
+// on anything else, or above max_ms.
+[[nodiscard]] bool parse_duration(const std::string &text, uint64_t max_ms, uint64_t *ms_out);
+
+// max_workers when the file does not say: room for a reload to grow `workers` to 8 (or to
+// twice workers) without a restart. The rings of slots never started cost address space, not
+// memory.
+int default_max_workers(int workers);
 
 // "4M" -> 4194304. Suffixes K, M, G (powers of 1024), either case. False on anything else.
 [[nodiscard]] bool parse_size(const std::string &text, size_t *out);

@@ -86,6 +86,12 @@ const ConnField kConnFields[] = {
      &ConnStats::input_dropped},
 };
 
+// A worker slot that has never run (max_workers leaves room to grow) is left out of every
+// format; one that ran keeps its row, with pid 0 while it is down.
+bool slot_used(const WorkerStats &w) {
+    return get(w.pid) || get(w.packets) || get(w.restarts);
+}
+
 }  // namespace
 
 bool create_stats(int nworkers, Stats **out, int *fd, std::string *err) {
@@ -202,6 +208,7 @@ std::string format_metrics(const Stats &s) {
     for (const WorkerField &f : wf) {
         head(&out, f.metric, f.type, f.help);
         for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
+            if (!slot_used(s.workers[w])) continue;
             add(&out, "%s{worker=\"%u\"} %llu\n", f.metric, w,
                 (unsigned long long)get(s.workers[w].*f.field));
         }
@@ -223,6 +230,7 @@ std::string format_status(const Stats &s) {
         "restarts", "ring depth", "ring peak");
     for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
         const WorkerStats &ws = s.workers[w];
+        if (!slot_used(ws)) continue;
         add(&out, "%-8u %8llu %14llu %14llu %9llu %12llu %12llu\n", w,
             (unsigned long long)get(ws.pid), (unsigned long long)get(ws.packets),
             (unsigned long long)get(ws.bytes_out), (unsigned long long)get(ws.restarts),
@@ -254,6 +262,7 @@ std::string format_html(const Stats &s) {
         "<th>restarts</th><th>ring depth</th><th>ring peak</th></tr>";
     for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
         const WorkerStats &ws = s.workers[w];
+        if (!slot_used(ws)) continue;
         add(&out,
             "<tr><td>%u</td><td>%llu</td><td id=\"w%u-packets\">%llu</td><td>%llu</td>"
             "<td>%llu</td><td>%llu</td><td>%llu</td></tr>",

@@ -140,7 +140,7 @@ void AdminServer::answer(Client &c) {
     struct epoll_event ev = {};
     ev.events = EPOLLOUT;
     ev.data.u64 = tag_base_ + uint64_t(&c - clients_.data());
-    epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+    if (epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev) != 0) drop(c);  // nothing would ever write it
 }
 
 // Writes what the socket takes. False once it is all out, or the client is gone.

@@ -130,7 +130,10 @@ bool Supervisor::setup_events(std::string *err) {
         struct epoll_event ev = {};
         ev.events = EPOLLIN;
         ev.data.u64 = kTagAdmin;
-        epoll_ctl(ep_, EPOLL_CTL_ADD, admin_fd_, &ev);
+        if (epoll_ctl(ep_, EPOLL_CTL_ADD, admin_fd_, &ev) != 0) {
+            *err = std::string("epoll_ctl(ADD) of admin_listen: ") + strerror(errno);
+            return false;
+        }
         admin_ = std::make_unique<AdminServer>(admin_fd_, ep_, kTagAdminClient, ch_.stats, log_);
     }
     return ok;
@@ -366,6 +369,9 @@ void Supervisor::reload() {
     keep(next.listen != cfg_.listen, "listen", next.listen, cfg_.listen);
     next.listen_host = cfg_.listen_host;
     next.listen_port = cfg_.listen_port;
+    // A file that does not name max_workers keeps the running one (its default follows
+    // `workers`, and the rings were made at start).
+    if (!next.max_workers_set) next.max_workers = cfg_.max_workers;
     keep(next.max_workers != cfg_.max_workers, "max_workers", next.max_workers, cfg_.max_workers);
     if (next.workers > cfg_.max_workers) {
         log_->write(LogLevel::kWarn,

@@ -82,7 +82,8 @@ void proc_events(void);
  * max_reply_len or conn is 0. A reply for a connection that has gone is dropped by conn.
  * Replies to one connection go out in order, coalesced into one write per loop turn. */
 int net_send_cli(asyncd_conn_t conn, const void *buf, size_t len);
-/* Closes the connection once everything sent to it before has gone out. Returns 0. */
+/* Closes the connection once everything sent to it before has gone out. Returns 0, or -1
+ * when conn is 0 or called outside a worker. */
 int net_close_cli(asyncd_conn_t conn);
 
 typedef void (*asyncd_timer_fn)(void *arg);

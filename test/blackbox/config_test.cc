@@ -78,5 +78,21 @@ TEST_F(ConfigSnapshot, AReloadSentBackPutsEveryProcessOnTheOldConfig) {
         << after;
 }
 
+// Without a pid_file line asyncd still writes one (beside its config), so that `asyncd -s`
+// always finds it.
+TEST_F(ConfigSnapshot, SignalCommandsWorkWithoutAPidFileLine) {
+    start("workers 1\nplugin " + plugin_path("testplug.so") + "\n");
+    std::string out;
+    int rc = run_shell(
+        shell_quote(asyncd_bin()) + " -s status -c " + shell_quote(server_->config_path()), &out,
+        20);
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_NE(out.find(std::to_string(server_->pid())), std::string::npos) << out;
+    rc = run_shell(shell_quote(asyncd_bin()) + " -s stop -c " + shell_quote(server_->config_path()),
+                   &out, 20);
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_EQ(server_->wait_exit(seconds(15)), 0);
+}
+
 }  // namespace
 }  // namespace asyncd::test

@@ -531,7 +531,7 @@ TEST_F(Reload, NewPluginThatWillNotStartSendsTheReloadBack) {
 }
 
 TEST_F(Reload, BrokenConfigIsKeptOutAndRestartKeysAreNamed) {
-    start("workers 2\nplugin " + plugin_path("testplug.so") + "\npkg_timeout 30\n");
+    start("workers 2\nplugin " + plugin_path("testplug.so") + "\npkg_timeout 30\nmax_workers 2\n");
     Client c;
     ASSERT_TRUE(c.connect(server_->port()));
     std::string good = slurp(server_->config_path());
@@ -549,7 +549,9 @@ TEST_F(Reload, BrokenConfigIsKeptOutAndRestartKeysAreNamed) {
 
     // A limit changes live; `workers` needs a restart and is named.
     spit(server_->config_path(),
-         replaced(replaced(good, "pkg_timeout 30", "pkg_timeout 7"), "workers 2", "workers 3"));
+         replaced(
+             replaced(replaced(good, "pkg_timeout 30", "pkg_timeout 7"), "workers 2", "workers 3"),
+             "max_workers 2", "max_workers 3"));
     ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
     ASSERT_TRUE(server_->wait_log("reload: limits now")) << server_->log();
     EXPECT_NE(server_->log().find("pkg_timeout 7 s"), std::string::npos) << server_->log();
@@ -557,8 +559,24 @@ TEST_F(Reload, BrokenConfigIsKeptOutAndRestartKeysAreNamed) {
         server_->log().find("reload: workers 3 is above max_workers 2, which needs a restart"),
         std::string::npos)
         << server_->log();
+    EXPECT_NE(server_->log().find("reload: max_workers changed, which needs a restart"),
+              std::string::npos)
+        << server_->log();
     EXPECT_EQ(server_->child("asyncd-work2"), 0) << "no third worker without a restart";
     EXPECT_EQ(c.call("pong"), "pong");
+}
+
+// Without a max_workers line there is room to grow: workers 2 -> 3 by a reload starts a
+// third worker, and the reload names no key as changed (max_workers follows its default).
+TEST_F(Reload, WorkersGrowWithoutAMaxWorkersLine) {
+    start("workers 2\nplugin " + plugin_path("testplug.so") + "\n");
+    std::string good = slurp(server_->config_path());
+    spit(server_->config_path(), replaced(good, "workers 2", "workers 3"));
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(server_->wait_log("reload: workers 2 -> 3: started 1")) << server_->log();
+    EXPECT_TRUE(eventually([&] { return server_->child("asyncd-work2") != 0; })) << server_->log();
+    EXPECT_EQ(server_->count_log("which needs a restart"), 0) << server_->log();
+    EXPECT_EQ(server_->count_log("max_workers changed"), 0) << server_->log();
 }
 
 }  // namespace

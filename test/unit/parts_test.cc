@@ -90,6 +90,16 @@ TEST(LogLimit, SomeLinesASecondThenACountOfTheRest) {
     EXPECT_EQ(suppressed, 0u);
 }
 
+TEST_F(ConfigFiles, PidFileDefaultsBesideTheConfig) {
+    Config cfg;
+    std::string err;
+    ASSERT_TRUE(load_config(write("a.conf", "plugin plugin.so\n"), &cfg, &err)) << err;
+    EXPECT_EQ(cfg.pid_file, dir_ + "/asyncd.pid");
+    EXPECT_EQ(cfg.max_workers, default_max_workers(cfg.workers));
+    ASSERT_TRUE(load_config(write("b.conf", "plugin plugin.so\npid_file -\n"), &cfg, &err)) << err;
+    EXPECT_EQ(cfg.pid_file, "") << "'-' turns it off";
+}
+
 TEST_F(ConfigFiles, ErrorsNameFileAndLine) {
     struct Case {
         std::string body;
@@ -100,7 +110,10 @@ TEST_F(ConfigFiles, ErrorsNameFileAndLine) {
         {"plugin plugin.so\nframe len16\n", "bad.conf:2: frame must be len32be"},
         {"plugin plugin.so\nlisten 7000\n", "bad.conf:2: listen wants HOST:PORT"},
         {"plugin plugin.so\nlog_level loud\n", "bad.conf:2: log_level must be"},
-        {"plugin plugin.so\npkg_timeout soon\n", "bad.conf:2: pkg_timeout must be seconds"},
+        {"plugin plugin.so\npkg_timeout soon\n", "bad.conf:2: pkg_timeout must be a duration"},
+        {"plugin plugin.so\npkg_timeout 5d\n", "bad.conf:2: pkg_timeout must be a duration"},
+        {"plugin plugin.so\nidle_timeout 500ms\n",
+         "bad.conf:2: idle_timeout must be whole seconds"},
         {"plugin plugin.so\nout_buf_hard 10\n", "bad.conf:2: out_buf_hard must be a size"},
         {"plugin plugin.so\nout_buf_soft 2M\nout_buf_hard 1M\n",
          "bad.conf: out_buf_soft (2097152) is above out_buf_hard (1048576)"},
@@ -118,6 +131,30 @@ TEST_F(ConfigFiles, ErrorsNameFileAndLine) {
         EXPECT_FALSE(load_config(path, &cfg, &err)) << c.body;
         EXPECT_NE(err.find(c.want), std::string::npos) << "got: " << err << "\nwant: " << c.want;
     }
+}
+
+TEST(ParseDuration, UnitsAndLimits) {
+    uint64_t ms = 0;
+    ASSERT_TRUE(parse_duration("1.5", 3600000, &ms));
+    EXPECT_EQ(ms, 1500u) << "plain numbers are seconds";
+    ASSERT_TRUE(parse_duration("500ms", 3600000, &ms));
+    EXPECT_EQ(ms, 500u);
+    ASSERT_TRUE(parse_duration("5s", 3600000, &ms));
+    EXPECT_EQ(ms, 5000u);
+    ASSERT_TRUE(parse_duration("2m", 3600000, &ms));
+    EXPECT_EQ(ms, 120000u);
+    ASSERT_TRUE(parse_duration("1h", 3600000, &ms));
+    EXPECT_EQ(ms, 3600000u);
+    ASSERT_TRUE(parse_duration("0", 3600000, &ms));
+    EXPECT_EQ(ms, 0u);
+    for (const char *bad : {"", "s", ".", "1.2.3", "5 s", "-1", "5d", "1e3", "2h"})
+        EXPECT_FALSE(parse_duration(bad, 3600000, &ms)) << bad;
+}
+
+TEST(ConfigDefaults, PidFileAndMaxWorkers) {
+    EXPECT_EQ(default_max_workers(2), 8);
+    EXPECT_EQ(default_max_workers(10), 20);
+    EXPECT_EQ(default_max_workers(200), 256);
 }
 
 TEST(ParseSize, SuffixesAndLimits) {
