@@ -85,8 +85,8 @@ int open_conn(const Shared &sh) {
 
 class Thread {
   public:
-    Thread(Shared *sh, int index, std::vector<uint32_t> conn_ids, int idle)
-        : sh_(sh), spec_(*sh->spec), index_(index), ids_(std::move(conn_ids)), idle_(idle) {}
+    Thread(Shared *sh, std::vector<uint32_t> conn_ids, int idle)
+        : sh_(sh), spec_(*sh->spec), ids_(std::move(conn_ids)), idle_(idle) {}
 
     void run();
 
@@ -107,7 +107,6 @@ class Thread {
 
     Shared *sh_;
     const LoadSpec &spec_;
-    int index_;
     std::vector<uint32_t> ids_;
     int idle_;
     std::vector<std::unique_ptr<Conn>> conns_;
@@ -407,7 +406,7 @@ LoadResult run_load(const LoadSpec &spec, LoadProgress *progress) {
         for (int c = t; c < spec.conns; c += nthreads)
             ids.push_back(uint32_t(c));
         int idle = spec.idle / nthreads + (t < spec.idle % nthreads ? 1 : 0);
-        threads.push_back(std::make_unique<Thread>(&sh, t, std::move(ids), idle));
+        threads.push_back(std::make_unique<Thread>(&sh, std::move(ids), idle));
     }
     std::vector<std::thread> running;
     for (auto &t : threads)

@@ -62,7 +62,7 @@ class Log {
 
     bool enabled(LogLevel level) const { return level >= level_; }
     void write(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-    void vwrite(LogLevel level, const char *fmt, va_list ap);
+    void vwrite(LogLevel level, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
     // write() through a LogLimit: a line that gets through says how many like it did not.
     void write_limited(LogLimit *limit, uint64_t now_ms, LogLevel level, const char *fmt, ...)
         __attribute__((format(printf, 5, 6)));
