@@ -525,6 +525,22 @@ void Clients::close_bound_to(int worker) {
     }
 }
 
+void Clients::abandon_unwritten() {
+    size_t n = 0, bytes = 0;
+    for (Connection *c : slots_) {
+        if (!c || c->closed() || c->out.empty()) continue;
+        n++;
+        bytes += c->out.size();
+        close_conn(c, ASYNCD_DOWN_SHUTDOWN);
+    }
+    if (n) {
+        log_->write(LogLevel::kWarn,
+                    "stop: closing %zu clients that did not read %zu bytes of their answers "
+                    "before shutdown_timeout",
+                    n, bytes);
+    }
+}
+
 // Whether c must wait its turn at p (or conn takes no input); if so it is in p's FIFO, and
 // its whole-packet clock stops: the wait is conn's doing.
 bool Clients::must_wait(Port &p, Connection *c) {
@@ -797,6 +813,7 @@ void Clients::handle_reply(const shmq::Message &m) {
     }
     if (FromWorker(m.type) == FromWorker::kReply) {
         bump(st_->reply_records);
+        c->last_active_ms = loop_->now_ms();
         if (!output_fits(c, m.len)) return;
         if (!c->out.append(m.data, m.len)) {
             log_->write(LogLevel::kCrit, "out of memory buffering output of %s", c->peer_text);
@@ -896,9 +913,11 @@ void Clients::check_timeouts() {
     bool again = false;
     for (Connection *c : slots_) {
         if (!c || c->closed()) continue;
-        // Not idle while conn itself does not read it (its worker's ring is full, or
-        // input_budget): backpressure is not idleness.
-        if (idle && !c->waiting_for_room() && !c->starved && now - c->last_active_ms >= idle) {
+        // Not idle while conn itself does not read it (its worker's ring is full,
+        // input_budget, or a stop): backpressure is not idleness. An answer it gets is
+        // activity too (handle_reply).
+        if (idle && !input_stopped_ && !c->waiting_for_room() && !c->starved &&
+            now - c->last_active_ms >= idle) {
             bump(st_->idle_closed);
             log_->write_limited(&close_log_, now, LogLevel::kInfo, "closing %s: idle for %d s",
                                 c->peer_text, cfg_->idle_timeout);

@@ -88,6 +88,8 @@ class Clients {
     void end_turn();
     // A slot turned fatal: close the connections bound to it.
     void close_bound_to(int worker);
+    // The end of a stop: close the connections that still have answers they did not read.
+    void abandon_unwritten();
 
     size_t live() const { return live_; }
     // Every open connection has written everything it was given.

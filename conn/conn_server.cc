@@ -57,7 +57,9 @@ ConnServer::~ConnServer() {
 
 bool ConnServer::setup(std::string *err) {
     plugin_generation_ = ch_->state->plugin_generation.load(std::memory_order_acquire);
-    if (!plugin_->load(cfg_.plugin, err)) return false;
+    // A private copy: a plugin file written over in place (cp new.so plugin.so) must not
+    // change the code conn runs, nor what dlclose runs when a reload replaces it.
+    if (!plugin_->load_fresh(cfg_.plugin, err)) return false;
     if (cfg_.frame == FrameMode::kPlugin && !plugin_->exports().get_pkg_len) {
         *err = "frame plugin needs get_pkg_len, and plugin " + cfg_.plugin + " does not export it";
         return false;
@@ -238,7 +240,17 @@ void ConnServer::check_phase() {
             p->flush();
         ch_->note('I', 0);
     }
-    if (stop == Phase::kDrainOutput) set_phase(ConnPhase::kDraining);
+    if (stop == Phase::kDrainOutput && phase_ < ConnPhase::kDraining) {
+        set_phase(ConnPhase::kDraining);
+        // Clients that do not read their answers must not hold the stop past its deadline:
+        // a little before the supervisor would kill conn, they are closed, said in one line.
+        uint64_t deadline = ch_->state->stop_deadline_ms.load(std::memory_order_acquire);
+        uint64_t margin = std::min<uint64_t>(1000, uint64_t(cfg_.shutdown_timeout) * 200);
+        uint64_t now = monotonic_ms();
+        uint64_t in = deadline > now + margin ? deadline - now - margin : 0;
+        loop_.add_timer(uint32_t(std::min<uint64_t>(in, UINT32_MAX)),
+                        [this] { clients_->abandon_unwritten(); });
+    }
     if (ch_->state->quiesce.load(std::memory_order_acquire)) {
         clients_->stop_accepting();  // SIGQUIT: serve who is here, take nobody new
         set_phase(ConnPhase::kQuiescing);

@@ -123,6 +123,7 @@ struct SharedState {
     std::atomic<uint32_t> plugin_generation;  // supervisor: bumped when a reload changes it
     std::atomic<uint32_t> slots_used;         // conn: the peer table's slots ever used (release)
     std::atomic<uint32_t> workers_stop;       // supervisor: 1 once a stop tells workers to drain
+    std::atomic<uint64_t> stop_deadline_ms;   // supervisor: when a stop kills what is left
     LiveLimitsSlot limits;                    // supervisor: what a reload applies live
     std::atomic<uint32_t> fatal_generation;   // supervisor: bumped when a slot turns fatal
     // supervisor (release), one bit per worker slot: serving: ready, not dead or in back-off,

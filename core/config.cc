@@ -302,7 +302,8 @@ bool parse_duration(const std::string &text, uint64_t max_ms, uint64_t *ms_out) 
         return false;
     }
     double ms = atof(number.c_str()) * scale;
-    if (ms < 0 || ms > double(max_ms)) return false;
+    // Below a millisecond but not 0 would round to 0, which means off: refused, not guessed.
+    if (ms < 0 || ms > double(max_ms) || (ms > 0 && ms < 0.5)) return false;
     *ms_out = uint64_t(ms + 0.5);
     return true;
 }

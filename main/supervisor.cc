@@ -235,7 +235,7 @@ bool Supervisor::spawn(Child &c) {
     if (pid == 0) child_main(c);
     c.pid = pid;
     set_state(c, ChildState::kStarting);
-    c.plugin_id = plugin_id_;
+    c.config_id = config_id_;
     c.roll_spawned = c.rolling;
     if (!c.is_conn) c.packets_at_start = get(ch_.stats->workers[c.index].packets);
     if (!c.is_conn) set(ch_.stats->workers[c.index].pid, uint64_t(pid));
@@ -308,8 +308,10 @@ void Supervisor::on_signal(int signo) {
         case SIGINT:
             if (stop_ != Stop::kNone) {
                 log_->write(LogLevel::kWarn, "second stop signal: killing every child");
+                stop_ = Stop::kKilled;
                 kill_all(SIGKILL);
                 exit_code_ = 1;
+                advance_stop();
                 break;
             }
             log_->write(LogLevel::kInfo, "signal %d: stopping", signo);
@@ -398,18 +400,29 @@ void Supervisor::reload() {
     }
     std::string id = file_id(next.plugin);
     bool plugin_changed = next.plugin != cfg_.plugin || id != plugin_id_;
+    // What a worker reads only as it starts: a change of it restarts them one at a time, and
+    // is sent back if the first cannot start with it.
+    bool roll = plugin_changed || next.plugin_values != cfg_.plugin_values ||
+                next.worker_max_rss != cfg_.worker_max_rss;
     prev_cfg_ = cfg_;
     cfg_ = next;
     bump(ch_.stats->reloads);
     plugin_id_ = id;
     log_->set_level(cfg_.log_level);
     if (plugin_changed) announce_plugin();
+    if (roll) {
+        prev_config_id_ = config_id_;
+        config_id_ = ++last_config_id_;
+    }
     ch_.state->limits.publish(cfg_);
     if (conn_.pid) kill(conn_.pid, SIGUSR2);  // conn takes its limits (and plugin) from it
     if (cfg_.workers != prev_cfg_.workers) resize_workers(prev_cfg_.workers, cfg_.workers);
     log_->write(LogLevel::kInfo, "reload: %s applied%s", cfg_.path.c_str(),
-                plugin_changed ? "; restarting the workers one at a time for the new plugin" : "");
-    if (plugin_changed) {
+                !roll ? ""
+                : plugin_changed
+                    ? "; restarting the workers one at a time for the new plugin"
+                    : "; restarting the workers one at a time for the new plugin settings");
+    if (roll) {
         rolling_back_ = false;
         roll_index_ = 0;
         roll_next();
@@ -427,6 +440,7 @@ void Supervisor::revert_reload(Child &c, const char *how) {
     int workers_now = cfg_.workers;
     cfg_ = prev_cfg_;
     plugin_id_ = file_id(cfg_.plugin);
+    config_id_ = prev_config_id_;
     log_->set_level(cfg_.log_level);
     announce_plugin();  // conn goes back too, to the old plugin and the old limits
     ch_.state->limits.publish(cfg_);
@@ -492,11 +506,19 @@ void Supervisor::roll_next() {
     for (; roll_index_ < workers_.size(); roll_index_++) {
         Child &w = workers_[roll_index_];
         bool running = w.state == ChildState::kStarting || w.state == ChildState::kServing;
-        if (w.pid && running && stop_ == Stop::kNone && w.plugin_id != plugin_id_) {
+        if (stop_ != Stop::kNone || w.config_id == config_id_) continue;
+        if (w.pid && running) {
             w.rolling = true;
             set_state(w, ChildState::kRolling);
             kill(w.pid, SIGUSR2);
             return;
+        }
+        if (w.state == ChildState::kBackoff) {
+            // Down, waiting out its back-off: it is tried with the new config now, so that a
+            // plugin that will not start on it sends the reload back too.
+            w.rolling = true;
+            if (spawn(w)) return;
+            w.rolling = false;
         }
     }
     if (roll_index_ == workers_.size()) {
@@ -699,6 +721,7 @@ void Supervisor::begin_stop(int exit_code) {
     exit_code_ = exit_code;
     stop_ = Stop::kInput;
     stop_deadline_ms_ = monotonic_ms() + uint64_t(cfg_.shutdown_timeout) * 1000;
+    ch_.state->stop_deadline_ms.store(stop_deadline_ms_, std::memory_order_release);
     for (Child *c : all_children()) {
         if (c->state == ChildState::kBackoff) set_state(*c, ChildState::kStopped);
         c->restart_at_ms = 0;
@@ -724,6 +747,7 @@ void Supervisor::advance_stop() {
         ch_.conn_wake.signal();
     }
     if (stop_ == Stop::kOutput && !conn_.pid) done_ = true;
+    if (stop_ == Stop::kKilled && !conn_.pid && !any_worker_running()) done_ = true;
 }
 
 // In a stop, every packet accepted into a ring is answered: a slot whose worker is not
@@ -868,7 +892,7 @@ void Supervisor::run_timers() {
     }
     if (stop_ != Stop::kNone) {
         if (now < stop_deadline_ms_ || done_) return;
-        log_->write(LogLevel::kAlert, "shutdown_timeout (%d s) passed: killing what is left",
+        log_->write(LogLevel::kError, "shutdown_timeout (%d s) passed: killing what is left",
                     cfg_.shutdown_timeout);
         for (Child &w : workers_) {
             if (!w.given_up && ch_.workers[size_t(w.index)]->in.used_bytes()) {

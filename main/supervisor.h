@@ -65,11 +65,13 @@ class Supervisor {
         bool given_up = false;          // a stop gave up on the records left in its ring
         int stop_spawns = 0;            // started during a stop to answer what its ring holds
         uint64_t packets_at_start = 0;  // its packets counter when this process started
-        std::string plugin_id;          // file_id() of the plugin this process was started with
+        uint64_t config_id = 0;         // the worker config this process was started with
         Backoff backoff;
     };
 
-    enum class Stop { kNone, kInput, kWorkers, kOutput };
+    // The stop's steps; kKilled: a second stop signal killed every child, and nothing is
+    // started or waited for but their exits.
+    enum class Stop { kNone, kInput, kWorkers, kOutput, kKilled };
 
     bool check_plugin(const Config &cfg);
     static std::string file_id(const std::string &path);
@@ -104,8 +106,12 @@ class Supervisor {
     std::string name(const Child &c) const;
 
     Config cfg_;
-    Config prev_cfg_;          // the config before the last reload, to go back to
-    std::string plugin_id_;    // file_id() of the plugin the workers were started with
+    Config prev_cfg_;        // the config before the last reload, to go back to
+    std::string plugin_id_;  // file_id() of the plugin the workers were started with
+    // What a worker is started with (plugin, its plugin.* values, worker_max_rss) changes
+    // only by a reload that rolls the workers: each such config has an id, and a roll
+    // restarts the workers started with another one.
+    uint64_t config_id_ = 1, prev_config_id_ = 1, last_config_id_ = 1;
     size_t roll_index_ = 257;  // the worker a reload restarts next; past the end: none
     Log *log_;
     Channels ch_;

@@ -334,7 +334,7 @@ size_t Worker::rss_bytes() {
 }
 
 void Worker::check_rss() {
-    if (cfg_.worker_max_rss == 0 || stopping_) return;
+    if (cfg_.worker_max_rss == 0 || stopping_ || exit_code_) return;  // said once
     uint64_t now = monotonic_ms();
     if (now < next_rss_check_ms_) return;
     next_rss_check_ms_ = now + 1;  // after each batch, at most once a millisecond

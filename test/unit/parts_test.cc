@@ -147,7 +147,7 @@ TEST(ParseDuration, UnitsAndLimits) {
     EXPECT_EQ(ms, 3600000u);
     ASSERT_TRUE(parse_duration("0", 3600000, &ms));
     EXPECT_EQ(ms, 0u);
-    for (const char *bad : {"", "s", ".", "1.2.3", "5 s", "-1", "5d", "1e3", "2h"})
+    for (const char *bad : {"", "s", ".", "1.2.3", "5 s", "-1", "5d", "1e3", "2h", "0.0004"})
         EXPECT_FALSE(parse_duration(bad, 3600000, &ms)) << bad;
 }
 
