@@ -104,6 +104,10 @@ class Parser {
             cfg_->plugin_values.emplace_back(key.substr(7), value);
             return true;
         }
+        if (!find_config_key(key)) {
+            *why = "unknown key '" + key + "'";
+            return false;
+        }
         bool single = value.find_first_of(" \t") == std::string::npos;
         if (!single) {
             *why = "'" + key + "' takes one value, got '" + value + "'";
@@ -252,7 +256,8 @@ class Parser {
             }
             cfg_->daemon = value == "yes";
         } else {
-            *why = "unknown key '" + key + "'";
+            // In the key table but not here: a test (ConfigKeys) keeps the two in step.
+            *why = "key '" + key + "' is not handled by the parser";
             return false;
         }
         return true;
@@ -310,6 +315,82 @@ bool parse_duration(const std::string &text, uint64_t max_ms, uint64_t *ms_out) 
 
 int default_max_workers(int workers) {
     return std::min(kMaxWorkers, std::max(8, workers * 2));
+}
+
+const char *on_reload_name(OnReload r) {
+    switch (r) {
+        case OnReload::kLive:
+            return "live";
+        case OnReload::kRoll:
+            return "rolls the workers";
+        case OnReload::kRestart:
+            return "restart";
+    }
+    return "?";
+}
+
+namespace {
+
+// A kRestart key whose value lives in one field (and, for the addresses, the fields parsed
+// from it).
+#define RESTART_KEY(key, dflt, field, ...)                                       \
+    ConfigKey {                                                                  \
+        key, dflt, OnReload::kRestart,                                           \
+            [](const Config &n, const Config &r) { return n.field != r.field; }, \
+            [](Config *n, const Config &r) {                                     \
+                n->field = r.field;                                              \
+                __VA_ARGS__;                                                     \
+            }                                                                    \
+    }
+#define OTHER_KEY(key, dflt, effect)        \
+    ConfigKey {                             \
+        key, dflt, effect, nullptr, nullptr \
+    }
+
+const std::vector<ConfigKey> kKeys = {
+    RESTART_KEY("listen", "127.0.0.1:7000", listen, n->listen_host = r.listen_host,
+                n->listen_port = r.listen_port),
+    OTHER_KEY("workers", "2", OnReload::kLive),
+    RESTART_KEY("max_workers", "the larger of 8 and twice `workers`", max_workers),
+    OTHER_KEY("plugin", "none: required", OnReload::kRoll),
+    RESTART_KEY("frame", "len32be", frame),
+    RESTART_KEY("max_pkg_len", "1M", max_pkg_len),
+    RESTART_KEY("max_reply_len", "16M", max_reply_len),
+    RESTART_KEY("ring_size", "4M", ring_size),
+    OTHER_KEY("max_conns", "10000", OnReload::kLive),
+    OTHER_KEY("idle_timeout", "0", OnReload::kLive),
+    OTHER_KEY("pkg_timeout", "30", OnReload::kLive),
+    OTHER_KEY("out_buf_hard", "64M", OnReload::kLive),
+    OTHER_KEY("out_buf_soft", "8M", OnReload::kLive),
+    OTHER_KEY("out_buf_soft_seconds", "10", OnReload::kLive),
+    OTHER_KEY("shutdown_timeout", "10", OnReload::kLive),
+    OTHER_KEY("handler_timeout", "5", OnReload::kLive),
+    OTHER_KEY("worker_max_rss", "off", OnReload::kRoll),
+    OTHER_KEY("input_budget", "auto", OnReload::kLive),
+    OTHER_KEY("busy_poll_us", "50", OnReload::kLive),
+    OTHER_KEY("log_level", "info", OnReload::kLive),
+    RESTART_KEY("log_file", "-", log_file),
+    RESTART_KEY("pid_file", "`asyncd.pid` beside the config file", pid_file),
+    RESTART_KEY("daemon", "no", daemon),
+    RESTART_KEY("admin_listen", "off", admin_listen, n->admin_host = r.admin_host,
+                n->admin_port = r.admin_port),
+    RESTART_KEY("admin_allow_remote", "no", admin_allow_remote),
+};
+
+#undef RESTART_KEY
+#undef OTHER_KEY
+
+}  // namespace
+
+const std::vector<ConfigKey> &config_keys() {
+    return kKeys;
+}
+
+const ConfigKey *find_config_key(const std::string &name) {
+    for (const ConfigKey &k : kKeys) {
+        if (name == k.name) return &k;
+    }
+    return nullptr;
 }
 
 size_t auto_input_budget(size_t max_pkg_len) {

@@ -68,6 +68,30 @@ struct Config {
     const char *plugin_value(const char *key) const;
 };
 
+// What a reload does with a key's new value.
+enum class OnReload {
+    kLive,     // applied to the running processes (conn's limits, the supervisor's timers)
+    kRoll,     // the workers are restarted one at a time with it (and it is sent back if the
+               // first cannot start)
+    kRestart,  // needs a restart: the running value is kept, and the reload says so
+};
+const char *on_reload_name(OnReload r);  // as the README's table says it
+
+// The one table of config keys: the parser accepts exactly these (and plugin.KEY), the
+// reload names the kRestart ones it keeps, and a test checks that the README lists each
+// with its default and what a reload does with it.
+struct ConfigKey {
+    const char *name;
+    const char *default_text;  // as the README's table shows it
+    OnReload on_reload;
+    // kRestart keys: whether the reload's value differs from the running one, and putting
+    // the running one back (with what is derived from it).
+    bool (*differs)(const Config &next, const Config &running);
+    void (*keep)(Config *next, const Config &running);
+};
+const std::vector<ConfigKey> &config_keys();
+const ConfigKey *find_config_key(const std::string &name);
+
 // Parses path (and what it includes) into *out, starting from the defaults. On error
 // returns false with "FILE:LINE: reason" (or "FILE: reason") in *err.
 [[nodiscard]] bool load_config(const std::string &path, Config *out, std::string *err);

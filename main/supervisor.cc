@@ -361,20 +361,16 @@ void Supervisor::reload() {
         return;
     }
     // What the rings, the listen socket and the process layout were made from needs a
-    // restart: keep the running values and say so.
-    std::string kept;
-    auto keep = [&](bool changed, const char *key, auto &field, const auto &running) {
-        if (!changed) return;
-        kept += kept.empty() ? key : std::string(", ") + key;
-        field = running;
-    };
-    keep(next.listen != cfg_.listen, "listen", next.listen, cfg_.listen);
-    next.listen_host = cfg_.listen_host;
-    next.listen_port = cfg_.listen_port;
+    // restart: keep the running values and say so. The config's key table says which.
     // A file that does not name max_workers keeps the running one (its default follows
     // `workers`, and the rings were made at start).
     if (!next.max_workers_set) next.max_workers = cfg_.max_workers;
-    keep(next.max_workers != cfg_.max_workers, "max_workers", next.max_workers, cfg_.max_workers);
+    std::string kept;
+    for (const ConfigKey &k : config_keys()) {
+        if (k.on_reload != OnReload::kRestart) continue;
+        if (k.differs(next, cfg_)) kept += kept.empty() ? k.name : std::string(", ") + k.name;
+        k.keep(&next, cfg_);
+    }
     if (next.workers > cfg_.max_workers) {
         log_->write(LogLevel::kWarn,
                     "reload: workers %d is above max_workers %d, which needs a restart: "
@@ -382,18 +378,6 @@ void Supervisor::reload() {
                     next.workers, cfg_.max_workers, cfg_.workers);
         next.workers = cfg_.workers;
     }
-    keep(next.ring_size != cfg_.ring_size, "ring_size", next.ring_size, cfg_.ring_size);
-    keep(next.frame != cfg_.frame, "frame", next.frame, cfg_.frame);
-    keep(next.max_pkg_len != cfg_.max_pkg_len, "max_pkg_len", next.max_pkg_len, cfg_.max_pkg_len);
-    keep(next.max_reply_len != cfg_.max_reply_len, "max_reply_len", next.max_reply_len,
-         cfg_.max_reply_len);
-    keep(next.log_file != cfg_.log_file, "log_file", next.log_file, cfg_.log_file);
-    keep(next.pid_file != cfg_.pid_file, "pid_file", next.pid_file, cfg_.pid_file);
-    keep(next.daemon != cfg_.daemon, "daemon", next.daemon, cfg_.daemon);
-    keep(next.admin_listen != cfg_.admin_listen, "admin_listen", next.admin_listen,
-         cfg_.admin_listen);
-    next.admin_host = cfg_.admin_host;
-    next.admin_port = cfg_.admin_port;
     if (!kept.empty()) {
         log_->write(LogLevel::kWarn, "reload: %s changed, which needs a restart: kept as running",
                     kept.c_str());

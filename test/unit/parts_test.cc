@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <random>
 #include <string>
 
@@ -130,6 +131,76 @@ TEST_F(ConfigFiles, ErrorsNameFileAndLine) {
         std::string err;
         EXPECT_FALSE(load_config(path, &cfg, &err)) << c.body;
         EXPECT_NE(err.find(c.want), std::string::npos) << "got: " << err << "\nwant: " << c.want;
+    }
+}
+
+// The key table and the parser agree: every key of the table is accepted with a valid
+// value, and a key outside it is refused.
+TEST_F(ConfigFiles, EveryKeyOfTheTableParses) {
+    // A valid value per key (the defaults are README text, not always values).
+    const std::map<std::string, std::string> value = {
+        {"listen", "127.0.0.1:7001"},
+        {"workers", "3"},
+        {"max_workers", "4"},
+        {"plugin", "plugin.so"},
+        {"frame", "len32le"},
+        {"max_pkg_len", "64K"},
+        {"max_reply_len", "1M"},
+        {"ring_size", "1M"},
+        {"max_conns", "10"},
+        {"idle_timeout", "5s"},
+        {"pkg_timeout", "2"},
+        {"out_buf_hard", "128M"},
+        {"out_buf_soft", "64K"},
+        {"out_buf_soft_seconds", "1"},
+        {"shutdown_timeout", "3"},
+        {"handler_timeout", "1"},
+        {"worker_max_rss", "64M"},
+        {"input_budget", "16M"},
+        {"busy_poll_us", "0"},
+        {"log_level", "warn"},
+        {"log_file", "x.log"},
+        {"pid_file", "x.pid"},
+        {"daemon", "no"},
+        {"admin_listen", "127.0.0.1:0"},
+        {"admin_allow_remote", "no"},
+    };
+    for (const ConfigKey &k : config_keys()) {
+        auto v = value.find(k.name);
+        ASSERT_NE(v, value.end()) << "no test value for the table's key " << k.name;
+        std::string body = std::string("plugin plugin.so\n") + k.name + " " + v->second + "\n";
+        Config cfg;
+        std::string err;
+        EXPECT_TRUE(load_config(write("k.conf", body), &cfg, &err)) << k.name << ": " << err;
+        EXPECT_EQ(k.on_reload == OnReload::kRestart, k.differs != nullptr && k.keep != nullptr)
+            << k.name;
+    }
+    EXPECT_EQ(value.size(), config_keys().size()) << "a test value for a key not in the table";
+    Config cfg;
+    std::string err;
+    EXPECT_FALSE(load_config(write("u.conf", "plugin plugin.so\nworkerz 2\n"), &cfg, &err));
+    EXPECT_NE(err.find("unknown key 'workerz'"), std::string::npos) << err;
+}
+
+// The README's configuration table lists every key of the table, with its default and what
+// a reload does with it.
+TEST(ConfigKeys, TheReadmeListsEveryKeyWithItsDefaultAndReload) {
+    std::ifstream in("README.md");
+    ASSERT_TRUE(in) << "run from the repository's top folder";
+    std::map<std::string, std::string> rows;  // key -> its table row
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("| `", 0) != 0) continue;
+        size_t end = line.find_first_of(" `", 3);
+        rows.emplace(line.substr(3, end - 3), line);
+    }
+    for (const ConfigKey &k : config_keys()) {
+        auto row = rows.find(k.name);
+        ASSERT_NE(row, rows.end()) << "README has no row for " << k.name;
+        EXPECT_NE(row->second.find(k.default_text), std::string::npos)
+            << k.name << ": default '" << k.default_text << "' not in: " << row->second;
+        EXPECT_NE(row->second.find(std::string("| ") + on_reload_name(k.on_reload) + " |"),
+                  std::string::npos)
+            << k.name << ": '" << on_reload_name(k.on_reload) << "' not in: " << row->second;
     }
 }
 
