@@ -66,6 +66,7 @@ for dir in "$PREFIX" "$SYSCONFDIR" "$UNITDIR" "$LOGDIR" "$RUNDIR"; do
 done
 BINDIR=$PREFIX/bin
 INCLUDEDIR=$PREFIX/include/asyncd
+PKGCONFIGDIR=$PREFIX/lib/pkgconfig
 LIBDIR=$PREFIX/lib/asyncd
 PLUGINDIR=$LIBDIR/plugins
 DATADIR=$PREFIX/share/asyncd
@@ -145,6 +146,15 @@ if [ "$action" = install ]; then
     set -x
     install -D -m 0755 "$ASYNCD" "$DESTDIR$BINDIR/asyncd"
     install -D -m 0644 plugin_api/asyncd_plugin.h "$DESTDIR$INCLUDEDIR/asyncd_plugin.h"
+    { set +x; } 2>/dev/null
+    # pkg-config's description, so that a plugin builds as with any other C library:
+    #   cc $(pkg-config --cflags asyncd) -std=c99 -O2 -fPIC -shared hello.c -o hello.so
+    abi=$(sed -n 's/^#define ASYNCD_ABI_VERSION \([0-9]*\).*/\1/p' plugin_api/asyncd_plugin.h)
+    printf '%s\n' "prefix=$PREFIX" 'includedir=${prefix}/include' '' 'Name: asyncd' \
+        'Description: the asyncd plugin API (#include <asyncd/asyncd_plugin.h>)' \
+        "Version: $abi" 'Cflags: -I${includedir}' >"$tmp/asyncd.pc"
+    set -x
+    install -D -m 0644 "$tmp/asyncd.pc" "$DESTDIR$PKGCONFIGDIR/asyncd.pc"
     for p in $PLUGINS; do
         install -D -m 0644 "$PLUGIN_DIR/$p" "$DESTDIR$PLUGINDIR/$p"
     done
@@ -184,6 +194,7 @@ rm_file() {
 }
 rm_file "$DESTDIR$BINDIR/asyncd"
 rm_file "$DESTDIR$INCLUDEDIR/asyncd_plugin.h"
+rm_file "$DESTDIR$PKGCONFIGDIR/asyncd.pc"
 for p in $PLUGINS; do rm_file "$DESTDIR$PLUGINDIR/$p"; done
 for e in $EXAMPLES; do rm_file "$DESTDIR$EXAMPLEDIR/$e"; done
 for c in $CONFIGS; do

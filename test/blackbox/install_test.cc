@@ -127,6 +127,7 @@ class InstallTest : public ::testing::Test {
         std::vector<Installed> out = {
             {top + "/bin/asyncd", 0755},
             {top + "/include/asyncd/asyncd_plugin.h", 0644},
+            {top + "/lib/pkgconfig/asyncd.pc", 0644},
             {etc + "/asyncd/asyncd.conf", 0644},
             {etc + "/asyncd/resp.conf", 0644},
             {etc + "/asyncd/http.conf", 0644},
@@ -178,6 +179,21 @@ TEST_F(InstallTest, InstallsChecksAndUninstalls) {
                             &out),
                   0)
             << out;
+    }
+    // And as any C library's users build: the flags from pkg-config.
+    if (have_tool("pkg-config") && have_tool("cc")) {
+        std::string pc = "PKG_CONFIG_PATH=" + shell_quote(prefix + "/lib/pkgconfig") + " ";
+        EXPECT_EQ(run_shell(pc + "pkg-config --cflags asyncd", &out), 0) << out;
+        EXPECT_TRUE(contains(out, "-I" + prefix + "/include")) << out;
+        std::string echo = prefix + "/share/asyncd/examples/echo.c";
+        EXPECT_EQ(
+            run_shell("cc $(" + pc + "pkg-config --cflags asyncd) -std=c99 -O2 -fPIC -shared " +
+                          shell_quote(echo) + " -o " + shell_quote(tmp_ + "/pc-echo.so"),
+                      &out),
+            0)
+            << out;
+    } else {
+        std::cout << "[   INFO   ] pkg-config or cc not found: asyncd.pc is not used\n";
     }
 
     // The installed binary: its help names every option, and it passes -t on every
