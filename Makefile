@@ -12,7 +12,10 @@
 #
 # Warnings are errors when CI is set in the environment (CI=true make test).
 
-CXX ?= g++
+# The C++ compiler the machine has: g++, or clang++ where there is no g++ (CXX=... picks).
+ifeq ($(origin CXX),default)
+CXX := $(shell command -v g++ >/dev/null 2>&1 && echo g++ || echo clang++)
+endif
 BUILD := build
 
 WARN := -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-qual -Wformat=2
