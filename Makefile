@@ -60,7 +60,7 @@ TEST_BIN_SAN := $(BUILD)/asyncd-test-san
 SHMQ_BENCH := $(BUILD)/shmq-bench
 BENCH_TOOL := $(BUILD)/asyncd-bench
 REF_ECHO := $(BUILD)/ref_echo
-BENCH_LIB_SRCS := bench/histogram.cc bench/protocol.cc bench/loadgen.cc bench/report.cc
+BENCH_LIB_SRCS := bench/histogram.cc bench/protocol.cc bench/loadgen.cc bench/report.cc bench/server_cpu.cc
 
 # The frame decoder's libFuzzer target (R7): conn/frame.cc alone, under ASan+UBSan. g++ has
 # no libFuzzer, so it is built only where clang++ is installed. `make fuzz` runs it for
@@ -259,11 +259,11 @@ LOGDIR ?= /var/log/asyncd
 RUNDIR ?= /run/asyncd
 INSTALL_VARS = PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' SYSCONFDIR='$(SYSCONFDIR)' \
 	UNITDIR='$(UNITDIR)' LOGDIR='$(LOGDIR)' RUNDIR='$(RUNDIR)' \
-	ASYNCD='$(ASYNCD)' PLUGIN_DIR='$(BUILD)/plugins'
+	ASYNCD='$(ASYNCD)' PLUGIN_DIR='$(BUILD)/plugins' BENCH='$(BENCH_TOOL)'
 
 .PHONY: install uninstall
 
-install: $(ASYNCD) $(EXAMPLE_PLUGINS)
+install: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL)
 	@sh scripts/install.sh install $(INSTALL_VARS)
 
 uninstall:

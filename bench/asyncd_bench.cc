@@ -11,9 +11,11 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "bench/loadgen.h"
 #include "bench/report.h"
+#include "bench/server_cpu.h"
 
 namespace {
 
@@ -23,10 +25,15 @@ using asyncd::bench::LoadSpec;
 
 void usage(FILE *out) {
     fprintf(out,
-            "usage: asyncd-bench [options] HOST:PORT\n"
-            "  -p PROTO     echo (len32be, the default), len32le, resp (PING), http (GET /)\n"
+            "usage: asyncd-bench [options] [HOST:PORT]\n"
+            "  -h HOST      the server (default 127.0.0.1); with -p, as redis-benchmark's\n"
+            "  -p PORT      its port (or give HOST:PORT as the last argument)\n"
+            "  -e PROTO     echo (len32be, the default), len32le, resp (PING), http (GET /)\n"
             "  -c N         connections (default 50)\n"
             "  -P N         requests in flight per connection, closed loop (default 1)\n"
+            "  --batch      pipelining as redis-benchmark: write P requests, wait for all P\n"
+            "               replies, write the next P (default: a window, a new request as\n"
+            "               each reply comes)\n"
             "  -n N         requests in all (default 100000 unless -d is given)\n"
             "  -d SECONDS   run for this long instead of a count\n"
             "  -R RATE      open loop: RATE requests/s in all, spread evenly; latency counts\n"
@@ -38,7 +45,10 @@ void usage(FILE *out) {
             "  --max-time S stop any run after S seconds (default 120)\n"
             "  --json FILE  write the whole result as JSON\n"
             "  --svg FILE   draw the latency percentile curve (and throughput over time)\n"
+            "  --server-pid PID  report the server's CPU per request: PID and every\n"
+            "               process below it (for asyncd, the supervisor); may be repeated\n"
             "  -q           no progress line\n"
+            "  --help       this text\n"
             "Exit status: 0 when every reply was right, 1 when any was wrong or missing, 2 on\n"
             "bad usage.\n");
 }
@@ -86,18 +96,45 @@ int main(int argc, char **argv) {
     LoadSpec spec;
     std::string json_path, svg_path;
     bool quiet = false;
-    enum { kIdle = 1000, kCpu, kMaxTime, kJson, kSvg };
+    enum { kIdle = 1000, kCpu, kMaxTime, kJson, kSvg, kBatch, kServerPid };
+    std::vector<pid_t> server_pids;
+    bool have_port = false;
     static const struct option longopts[] = {{"idle", required_argument, nullptr, kIdle},
+                                             {"batch", no_argument, nullptr, kBatch},
+                                             {"server-pid", required_argument, nullptr, kServerPid},
                                              {"cpu", required_argument, nullptr, kCpu},
                                              {"max-time", required_argument, nullptr, kMaxTime},
                                              {"json", required_argument, nullptr, kJson},
                                              {"svg", required_argument, nullptr, kSvg},
-                                             {"help", no_argument, nullptr, 'h'},
+                                             {"help", no_argument, nullptr, 'H'},
                                              {nullptr, 0, nullptr, 0}};
     int opt;
-    while ((opt = getopt_long(argc, argv, "p:c:P:n:d:R:s:t:qh", longopts, nullptr)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h:p:e:c:P:n:d:R:s:t:q", longopts, nullptr)) != -1) {
         switch (opt) {
-            case 'p':
+            case 'h':
+                spec.host = optarg;
+                break;
+            case 'p': {
+                int port = atoi(optarg);
+                if (port <= 0 || port > 65535) {
+                    fprintf(stderr, "asyncd-bench: -p takes a port (the protocol is -e)\n");
+                    return 2;
+                }
+                spec.port = uint16_t(port);
+                have_port = true;
+                break;
+            }
+            case kBatch:
+                spec.batch = true;
+                break;
+            case kServerPid:
+                server_pids.push_back(pid_t(atoi(optarg)));
+                if (server_pids.back() <= 0) {
+                    fprintf(stderr, "asyncd-bench: --server-pid takes a pid\n");
+                    return 2;
+                }
+                break;
+            case 'e':
                 if (!asyncd::bench::parse_proto(optarg, &spec.proto)) {
                     fprintf(stderr, "asyncd-bench: unknown protocol '%s'\n", optarg);
                     return 2;
@@ -142,7 +179,7 @@ int main(int argc, char **argv) {
             case kSvg:
                 svg_path = optarg;
                 break;
-            case 'h':
+            case 'H':
                 usage(stdout);
                 return 0;
             default:
@@ -150,7 +187,9 @@ int main(int argc, char **argv) {
                 return 2;
         }
     }
-    if (optind != argc - 1 || !parse_target(argv[optind], &spec)) {
+    bool target_ok =
+        optind == argc - 1 ? parse_target(argv[optind], &spec) : optind == argc && have_port;
+    if (!target_ok) {
         usage(stderr);
         return 2;
     }
@@ -167,7 +206,13 @@ int main(int argc, char **argv) {
     std::thread shower;
     if (!quiet && isatty(2))
         shower = std::thread(show_progress, std::cref(progress), std::cref(done));
+    auto cpu_before = asyncd::bench::tree_cpu(server_pids);
     LoadResult r = asyncd::bench::run_load(spec, &progress);
+    if (!server_pids.empty()) {
+        auto cpu_after = asyncd::bench::tree_cpu(server_pids);
+        r.server_cpu_ns = asyncd::bench::cpu_used_ns(cpu_before, cpu_after);
+        r.server_processes = int(cpu_after.size());
+    }
     done.store(true);
     if (shower.joinable()) shower.join();
 

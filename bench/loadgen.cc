@@ -97,6 +97,7 @@ class Thread {
     bool connect_all();
     bool may_send();
     void queue_request(Conn &c, uint64_t intended);
+    void queue_batch(Conn &c, uint64_t now);
     void flush(Conn &c);
     void on_readable(Conn &c, uint64_t now);
     void drop(Conn &c, const std::string &why);
@@ -166,11 +167,20 @@ bool Thread::may_send() {
     return sh_->tickets.fetch_sub(1, std::memory_order_relaxed) > 0;
 }
 
+// The request is built once per thread; each one is that copy with its conn and seq patched.
 void Thread::queue_request(Conn &c, uint64_t intended) {
-    build_request(spec_.proto, spec_.payload, c.id, c.next_seq++, &request_);
+    if (request_.empty()) build_request(spec_.proto, spec_.payload, c.id, 0, &request_);
+    size_t at = c.out.size();
     c.out.append(request_);
+    patch_request(spec_.proto, spec_.payload, c.id, c.next_seq++, &c.out[at]);
     c.sent_at.push_back(intended);
     in_flight_++;
+}
+
+// Closed loop, batch mode: the next `pipeline` requests once every one before was answered.
+void Thread::queue_batch(Conn &c, uint64_t now) {
+    for (int k = 0; k < spec_.pipeline && may_send(); k++)
+        queue_request(c, now);
 }
 
 void Thread::flush(Conn &c) {
@@ -215,48 +225,68 @@ void Thread::drop(Conn &c, const std::string &why) {
     alive_--;
 }
 
+// One read per readable event, into the thread's buffer; replies are checked straight from
+// there, and only a partial one is kept on the connection.
 void Thread::on_readable(Conn &c, uint64_t now) {
-    scratch_.resize(kReadChunk);
-    for (;;) {
-        ssize_t n = recv(c.fd, &scratch_[0], kReadChunk, 0);
-        if (n == 0) {
-            drop(c, "the server closed a connection");
-            return;
-        }
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN) drop(c, std::string("recv: ") + strerror(errno));
-            break;
-        }
-        c.in.append(scratch_.data(), size_t(n));
-        if (size_t(n) < kReadChunk) break;
+    if (scratch_.size() < kReadChunk) scratch_.resize(kReadChunk);
+    const char *data;
+    size_t len;
+    ssize_t n;
+    do {
+        n = recv(c.fd, &scratch_[0], kReadChunk, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0) {
+        drop(c, "the server closed a connection");
+        return;
     }
-    if (c.dead || c.in.empty()) return;
+    if (n < 0) {
+        if (errno != EAGAIN) drop(c, std::string("recv: ") + strerror(errno));
+        return;
+    }
+    if (c.in.empty()) {
+        data = scratch_.data();
+        len = size_t(n);
+    } else {
+        c.in.append(scratch_.data(), size_t(n));
+        data = c.in.data();
+        len = c.in.size();
+    }
     size_t used = 0;
     uint64_t errors = 0;
     bool fatal = false;
-    size_t replies = c.checker.consume(c.in.data(), c.in.size(), &used, &errors, &fatal);
-    c.in.erase(0, used);
+    size_t replies = c.checker.consume(data, len, &used, &errors, &fatal);
+    if (data == scratch_.data()) {
+        if (used < len) c.in.assign(data + used, len - used);
+    } else {
+        c.in.erase(0, used);
+    }
     if (errors) {
         result.errors += errors;
         if (sh_->progress) sh_->progress->errors.fetch_add(errors, std::memory_order_relaxed);
         if (result.first_error.empty()) result.first_error = c.checker.last_error();
     }
-    // A duration run counts only the replies that came within its duration.
+    // A duration run counts only the replies that came within its duration. One clock read
+    // (the caller's, per epoll batch) serves every reply of this read.
     bool counted = spec_.seconds <= 0 || now <= sh_->end_ns;
+    size_t done = 0;
+    bool window = spec_.rate <= 0 && !spec_.batch;
     for (size_t i = 0; i < replies && !c.sent_at.empty(); i++) {
         uint64_t sent = c.sent_at.front();
         c.sent_at.pop_front();
         in_flight_--;
         if (!counted) continue;
-        last_ns = now;
+        done++;
         result.latency.record(now > sent ? now - sent : 0);
-        result.completed++;
+        if (window && may_send()) queue_request(c, now);
+    }
+    if (done) {
+        last_ns = now;
+        result.completed += done;
         uint64_t sec = (now - sh_->start_ns) / 1000000000ull;
         if (result.per_second.size() <= sec) result.per_second.resize(sec + 1, 0);
-        result.per_second[sec]++;
-        if (spec_.rate <= 0 && may_send()) queue_request(c, now);
+        result.per_second[sec] += done;
     }
+    if (spec_.batch && spec_.rate <= 0 && c.sent_at.empty() && !fatal) queue_batch(c, now);
     if (sh_->progress) sh_->progress->completed.fetch_add(replies, std::memory_order_relaxed);
     if (fatal) {
         drop(c, c.checker.last_error());
@@ -326,9 +356,9 @@ void Thread::run() {
         }
         send_due(now_ns());
     } else {
+        uint64_t now = now_ns();
         for (auto &c : conns_) {
-            for (int k = 0; k < spec_.pipeline && may_send(); k++)
-                queue_request(*c, now_ns());
+            queue_batch(*c, now);  // the first window, or the first batch
             flush(*c);
         }
     }

@@ -22,6 +22,10 @@ struct LoadSpec {
     size_t payload = 64;
     int conns = 50;
     int pipeline = 1;
+    // Closed loop: window (a new request as each reply comes, `pipeline` always in flight)
+    // or batch (write `pipeline` at once, wait for all of them, write the next ones: as
+    // redis-benchmark -P does).
+    bool batch = false;
     int threads = 1;
     uint64_t requests = 0;     // total to complete; 0: run for `seconds`
     double seconds = 0;        // duration; 0: run until `requests`
@@ -40,6 +44,9 @@ struct LoadResult {
     Histogram latency;            // nanoseconds
     std::vector<uint64_t> per_second;
     std::string first_error;
+    // With --server-pid: the CPU the server's processes used during the run (0: not asked).
+    uint64_t server_cpu_ns = 0;
+    int server_processes = 0;
 };
 
 // Live counters the caller may read while a run goes on (for a progress line).

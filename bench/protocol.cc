@@ -81,6 +81,12 @@ void build_request(Proto p, size_t payload, uint32_t conn, uint64_t seq, std::st
     }
 }
 
+void patch_request(Proto p, size_t payload, uint32_t conn, uint64_t seq, char *request) {
+    if (p == Proto::kResp || p == Proto::kHttp || payload < 12) return;
+    memcpy(request + 4, &conn, 4);
+    memcpy(request + 8, &seq, 8);
+}
+
 size_t ReplyChecker::consume(const char *data, size_t len, size_t *used, uint64_t *errors,
                              bool *fatal) {
     *used = 0;
@@ -111,7 +117,8 @@ size_t ReplyChecker::echo(const char *data, size_t len, size_t *used, uint64_t *
             return n;
         }
         if (len - *used < want) break;
-        build_request(proto_, payload_, conn_, seq_, &expect_);
+        if (expect_.size() != want) build_request(proto_, payload_, conn_, seq_, &expect_);
+        patch_request(proto_, payload_, conn_, seq_, &expect_[0]);
         if (memcmp(r, expect_.data(), want) != 0) {
             (*errors)++;
             last_error_ = "reply bytes differ from request " + std::to_string(seq_);

@@ -17,8 +17,11 @@ const double kPercentiles[] = {50, 90, 99, 99.9};
 std::string describe(const LoadSpec &spec) {
     std::ostringstream o;
     o << proto_name(spec.proto) << " " << spec.host << ":" << spec.port << ", " << spec.conns
-      << " connections, pipeline " << spec.pipeline << ", " << spec.threads << " thread"
-      << (spec.threads == 1 ? "" : "s");
+      << " connections, pipeline " << spec.pipeline
+      << (spec.rate > 0 ? ""
+          : spec.batch  ? " (batch)"
+                        : " (window)")
+      << ", " << spec.threads << " thread" << (spec.threads == 1 ? "" : "s");
     if (spec.proto == Proto::kEcho32be || spec.proto == Proto::kEcho32le) {
         o << ", payload " << spec.payload << " B";
     }
@@ -85,6 +88,11 @@ void print_summary(FILE *out, const LoadSpec &spec, const LoadResult &r) {
         fprintf(out, "  p%g %s", p, human_ns(double(r.latency.percentile(p))).c_str());
     }
     fprintf(out, "  max %s\n", human_ns(double(r.latency.max())).c_str());
+    if (r.server_processes) {
+        fprintf(out, "  server    %.0f ns of CPU per request (%d processes, %.2f s of CPU)\n",
+                r.completed ? double(r.server_cpu_ns) / double(r.completed) : 0, r.server_processes,
+                double(r.server_cpu_ns) / 1e9);
+    }
 }
 
 bool write_json(const std::string &path, const LoadSpec &spec, const LoadResult &r,
@@ -92,13 +100,23 @@ bool write_json(const std::string &path, const LoadSpec &spec, const LoadResult 
     std::ostringstream o;
     o << "{\n  \"params\": {\"host\": \"" << json_escape(spec.host) << "\", \"port\": " << spec.port
       << ", \"protocol\": \"" << proto_name(spec.proto) << "\", \"connections\": " << spec.conns
-      << ", \"pipeline\": " << spec.pipeline << ", \"threads\": " << spec.threads
-      << ", \"payload\": " << spec.payload << ", \"requests\": " << spec.requests
-      << ", \"seconds\": " << spec.seconds << ", \"rate\": " << spec.rate
-      << ", \"idle\": " << spec.idle << "},\n";
+      << ", \"pipeline\": " << spec.pipeline << ", \"mode\": \""
+      << (spec.rate > 0 ? "open"
+          : spec.batch  ? "batch"
+                        : "window")
+      << "\""
+      << ", \"threads\": " << spec.threads << ", \"payload\": " << spec.payload
+      << ", \"requests\": " << spec.requests << ", \"seconds\": " << spec.seconds
+      << ", \"rate\": " << spec.rate << ", \"idle\": " << spec.idle << "},\n";
     double rate = r.elapsed > 0 ? double(r.completed) / r.elapsed : 0;
     o << "  \"completed\": " << r.completed << ",\n  \"elapsed_s\": " << r.elapsed
       << ",\n  \"requests_per_s\": " << rate << ",\n";
+    if (r.server_processes) {
+        o << "  \"server_cpu_ns\": " << r.server_cpu_ns
+          << ",\n  \"server_processes\": " << r.server_processes
+          << ",\n  \"server_cpu_ns_per_request\": "
+          << (r.completed ? double(r.server_cpu_ns) / double(r.completed) : 0) << ",\n";
+    }
     o << "  \"errors\": {\"wrong_replies\": " << r.errors
       << ", \"connect_errors\": " << r.connect_errors << ", \"dropped\": " << r.dropped
       << ", \"first\": \"" << json_escape(r.first_error) << "\"},\n";

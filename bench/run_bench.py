@@ -158,10 +158,13 @@ class Server:
         return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
 
 
-def run_tool(server, conns, pipeline, seconds, cpu, tag, idle=0, svg=True):
+def run_tool(server, conns, pipeline, seconds, cpu, tag, idle=0, svg=True, batch=False):
     base = os.path.join(OUT, tag)
     cmd = [TOOL, "-q", "-c", str(conns), "-P", str(pipeline), "-d", str(seconds), "-s", "64",
-           "--json", base + ".json", "127.0.0.1:%d" % server.port]
+           "--server-pid", str(server.proc.pid), "--json", base + ".json",
+           "127.0.0.1:%d" % server.port]
+    if batch:
+        cmd[1:1] = ["--batch"]
     if idle:
         cmd[1:1] = ["--idle", str(idle)]
     if svg:
@@ -182,7 +185,7 @@ def median_run(runs, key):
     return ordered[len(ordered) // 2]
 
 
-def compare(title, servers, conns, pipeline, args, tag, idle=0):
+def compare(title, servers, conns, pipeline, args, tag, idle=0, batch=False):
     """Alternates the servers round by round; returns medians and spreads."""
     for s in servers:
         s.start()
@@ -193,7 +196,7 @@ def compare(title, servers, conns, pipeline, args, tag, idle=0):
             for s in order:
                 t = "%s-%s-r%d" % (tag, s.name.replace(" ", ""), rnd)
                 runs[s.name].append(run_tool(s, conns, pipeline, args.seconds, args.cpu, t,
-                                             idle=idle))
+                                             idle=idle, batch=batch))
     finally:
         counters = {s.name: s.stop() for s in servers}
     row = {"case": title, "conns": conns, "pipeline": pipeline, "idle": idle, "targets": {}}
@@ -208,6 +211,12 @@ def compare(title, servers, conns, pipeline, args, tag, idle=0):
             "p50_ns": statistics.median(p50s),
             "p99_ns": statistics.median([r["latency_ns"]["p99"] for r in rs]),
             "rounds": len(rs),
+            "cpu_ns_per_request": statistics.median(
+                [r.get("server_cpu_ns_per_request", 0) for r in rs]),
+            # The server's CPU over the run's wall time: near 1.0 for ref_echo (one thread)
+            # means the server, not the load tool, is the limit.
+            "server_cores": statistics.median(
+                [r.get("server_cpu_ns", 0) / 1e9 / r["elapsed_s"] for r in rs]),
             "median_round_svg": "%s-%s-r%d.svg" % (tag, s.name.replace(" ", ""), rs.index(med)),
         }
         c = counters.get(s.name) or {}
@@ -238,6 +247,15 @@ def idle_rss(args):
         out[s.name] = {"idle": args.idle, "rss_before_kib": before_rss, "rss_after_kib": after,
                        "bytes_per_conn": (after - before_rss) * 1024.0 / args.idle}
     return out
+
+
+def cpu_cell(ref, a):
+    return "%d / %d" % (ref.get("cpu_ns_per_request", 0), a.get("cpu_ns_per_request", 0))
+
+
+def cpu_ratio(ref, a):
+    r = ref.get("cpu_ns_per_request", 0)
+    return a.get("cpu_ns_per_request", 0) / r if r else 0
 
 
 def fmt_rate(v):
@@ -273,37 +291,39 @@ def main():
     started = time.monotonic()
     rows = []
     cases = [
-        ("echo 64B c=50 P=1", 50, 1), ("echo 64B c=50 P=16", 50, 16),
-        ("echo 64B c=1 P=1 (latency)", 1, 1),
+        ("echo 64B c=50 P=1", 50, 1, False), ("echo 64B c=50 P=16 window", 50, 16, False),
+        ("echo 64B c=50 P=16 batch", 50, 16, True), ("echo 64B c=1 P=1 (latency)", 1, 1, False),
     ]
     plan = []
     for workers in (1, 2):
-        for title, c, p in cases:
+        for title, c, p, batch in cases:
             title_w = "%s, asyncd %d worker%s" % (title, workers, "s" if workers > 1 else "")
-            plan.append((title_w, workers, c, p, 0, "w%d-c%d-p%d" % (workers, c, p)))
+            plan.append((title_w, workers, c, p, 0,
+                         "w%d-c%d-p%d%s" % (workers, c, p, "b" if batch else ""), batch))
     # How cost grows with connections: the same total pipeline over 10 and over N
     # connections; and the same 10 busy connections with N - 10 idle ones beside them.
     n = args.idle
     plan.append(("scaling: c=10 P=%d, asyncd 1 worker" % (n // 10), 1, 10, n // 10, 0,
-                 "scale-c10"))
-    plan.append(("scaling: c=%d P=1, asyncd 1 worker" % n, 1, n, 1, 0, "scale-c%d" % n))
-    plan.append(("scaling: c=10 P=16, asyncd 1 worker", 1, 10, 16, 0, "busy10"))
+                 "scale-c10", False))
+    plan.append(("scaling: c=%d P=1, asyncd 1 worker" % n, 1, n, 1, 0, "scale-c%d" % n, False))
+    plan.append(("scaling: c=10 P=16, asyncd 1 worker", 1, 10, 16, 0, "busy10", False))
     plan.append(("scaling: c=10 P=16 + %d idle, asyncd 1 worker" % (n - 10), 1, 10, 16, n - 10,
-                 "busy10-idle"))
-    for title, workers, c, p, idle, tag in plan:
+                 "busy10-idle", False))
+    for title, workers, c, p, idle, tag, batch in plan:
         if args.only and args.only not in title:
             continue
         print("running: " + title, flush=True)
         rows.append(compare(title, [Server("ref"), Server("asyncd", workers)], c, p, args, tag,
-                            idle))
+                            idle, batch))
     rss = {}
     if not args.only:
         print("running: conn RSS with %d idle connections" % args.idle, flush=True)
         rss = idle_rss(args)
 
     print()
-    print("%-46s %12s %12s %7s %22s %10s" % ("case", "ref_echo", "asyncd", "ratio",
-                                              "spread ref / asyncd", "wakeup/pkt"))
+    print("%-46s %12s %12s %7s %22s %19s %6s %10s" % (
+        "case", "ref_echo", "asyncd", "ratio", "spread ref / asyncd", "CPU ns/req ref/asd",
+        "ratio", "wakeup/pkt"))
     for row in rows:
         ref = row["targets"]["ref_echo"]
         name = [k for k in row["targets"] if k != "ref_echo"][0]
@@ -311,17 +331,19 @@ def main():
         if row["conns"] == 1:
             ratio = ref["p50_ns"] / a["p50_ns"] if a["p50_ns"] else 0
             row["ratio"] = ratio
-            print("%-46s %12s %12s %6.2fx %22s %10s" % (
+            print("%-46s %12s %12s %6.2fx %22s %19s %5.2fx %10s" % (
                 row["case"] + " p50", fmt_us(ref["p50_ns"]), fmt_us(a["p50_ns"]), ratio,
-                "", "%.4f" % a.get("wakeups_per_packet", 0)))
+                "", cpu_cell(ref, a), cpu_ratio(ref, a),
+                "%.4f" % a.get("wakeups_per_packet", 0)))
             continue
         ratio = a["requests_per_s"] / ref["requests_per_s"]
         row["ratio"] = ratio
         spread = "%s-%s / %s-%s" % (fmt_rate(ref["spread"][0]), fmt_rate(ref["spread"][1]),
                                     fmt_rate(a["spread"][0]), fmt_rate(a["spread"][1]))
-        print("%-46s %12s %12s %6.2fx %22s %10s" % (
+        print("%-46s %12s %12s %6.2fx %22s %19s %5.2fx %10s" % (
             row["case"], fmt_rate(ref["requests_per_s"]), fmt_rate(a["requests_per_s"]), ratio,
-            spread, "%.4f" % a.get("wakeups_per_packet", 0)))
+            spread, cpu_cell(ref, a), cpu_ratio(ref, a),
+            "%.4f" % a.get("wakeups_per_packet", 0)))
     by_tag = {r["case"]: r for r in rows}
     pairs = [("same total pipeline", plan[-4][0], plan[-3][0]),
              ("10 busy, with and without idle ones", plan[-2][0], plan[-1][0])]
@@ -335,7 +357,10 @@ def main():
     for name, r in rss.items():
         print("%s: RSS %d KiB idle, %d KiB with %d idle connections: %.0f bytes per connection"
               % (name, r["rss_before_kib"], r["rss_after_kib"], r["idle"], r["bytes_per_conn"]))
-    print("(ratio: asyncd / ref_echo throughput; for c=1, ref p50 / asyncd p50, higher is better)")
+    print("(ratio: asyncd / ref_echo throughput; for c=1, ref p50 / asyncd p50, higher is better;")
+    print(" CPU ns/req: the server's processes' CPU per request, from /proc, asyncd / ref_echo:")
+    print(" lower is better. ref_echo's server_cores near 1.0 means the server, not the load")
+    print(" tool, was the limit: see results.json)")
     elapsed = time.monotonic() - started
     print("make bench took %.0f s; results in %s" % (elapsed, os.path.join(OUT, "results.json")))
     with open(os.path.join(OUT, "results.json"), "w") as f:

@@ -33,7 +33,7 @@ shift
 case $action in install | uninstall) ;; *) usage ;; esac
 
 PREFIX=/usr/local DESTDIR='' SYSCONFDIR='' UNITDIR='' LOGDIR=/var/log/asyncd RUNDIR=/run/asyncd
-ASYNCD='' PLUGIN_DIR=''
+ASYNCD='' PLUGIN_DIR='' BENCH=''
 for arg in "$@"; do
     case $arg in
         PREFIX=*) PREFIX=${arg#*=} ;;
@@ -44,6 +44,7 @@ for arg in "$@"; do
         RUNDIR=*) RUNDIR=${arg#*=} ;;
         ASYNCD=*) ASYNCD=${arg#*=} ;;
         PLUGIN_DIR=*) PLUGIN_DIR=${arg#*=} ;;
+        BENCH=*) BENCH=${arg#*=} ;;
         *) echo "install.sh: unknown setting '$arg'" >&2 && usage ;;
     esac
 done
@@ -81,9 +82,11 @@ abs() { case $1 in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
 [ -z "$DESTDIR" ] || DESTDIR=$(abs "$DESTDIR")
 [ -z "$ASYNCD" ] || ASYNCD=$(abs "$ASYNCD")
 [ -z "$PLUGIN_DIR" ] || PLUGIN_DIR=$(abs "$PLUGIN_DIR")
+[ -z "$BENCH" ] || BENCH=$(abs "$BENCH")
 cd "$(dirname "$0")/.."
 [ -n "$ASYNCD" ] || ASYNCD=$(pwd)/build/asyncd
 [ -n "$PLUGIN_DIR" ] || PLUGIN_DIR=$(pwd)/build/plugins
+[ -n "$BENCH" ] || BENCH=$(pwd)/build/asyncd-bench
 CONFIGS="asyncd resp http"
 EXAMPLES=$(for f in plugin_api/examples/*; do basename "$f"; done)
 PLUGINS=$(for f in plugin_api/examples/*.c; do basename "$f" .c; done | sed 's/$/.so/')
@@ -136,7 +139,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 if [ "$action" = install ]; then
     missing=''
-    for f in "$ASYNCD" $(for p in $PLUGINS; do echo "$PLUGIN_DIR/$p"; done); do
+    for f in "$ASYNCD" "$BENCH" $(for p in $PLUGINS; do echo "$PLUGIN_DIR/$p"; done); do
         [ -f "$f" ] || missing="$missing $f"
     done
     if [ -n "$missing" ]; then
@@ -145,6 +148,7 @@ if [ "$action" = install ]; then
     fi
     set -x
     install -D -m 0755 "$ASYNCD" "$DESTDIR$BINDIR/asyncd"
+    install -D -m 0755 "$BENCH" "$DESTDIR$BINDIR/asyncd-bench"
     install -D -m 0644 plugin_api/asyncd_plugin.h "$DESTDIR$INCLUDEDIR/asyncd_plugin.h"
     { set +x; } 2>/dev/null
     # pkg-config's description, so that a plugin builds as with any other C library:
@@ -193,6 +197,7 @@ rm_file() {
     rm -f "$1"
 }
 rm_file "$DESTDIR$BINDIR/asyncd"
+rm_file "$DESTDIR$BINDIR/asyncd-bench"
 rm_file "$DESTDIR$INCLUDEDIR/asyncd_plugin.h"
 rm_file "$DESTDIR$PKGCONFIGDIR/asyncd.pc"
 for p in $PLUGINS; do rm_file "$DESTDIR$PLUGINDIR/$p"; done

@@ -196,5 +196,44 @@ TEST(AsyncdBench, ShortRunAgainstAsyncd) {
     EXPECT_EQ(wrong.stop(), 0);
 }
 
+std::string slurp_file(const std::string &path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// Batch pipelining (write P, wait for all P), the target as -h HOST -p PORT, and the
+// server's CPU per request from --server-pid (asyncd's supervisor: conn and the workers
+// below it): every reply right, the mode named, and a CPU figure that a run which did
+// nothing could not have.
+TEST(AsyncdBench, BatchModeAndServerCpuPerRequest) {
+    test::Server server("workers 1\nplugin " + test::plugin_path("echo.so") + "\n");
+    std::string why;
+    ASSERT_TRUE(server.start(&why)) << why;
+    std::string json = server.dir() + "/b.json", out;
+    int rc = run(bench_bin() + " -q -c 4 -P 16 --batch -n 20000 --server-pid " +
+                     std::to_string(server.pid()) + " --json " + json + " -h 127.0.0.1 -p " +
+                     std::to_string(server.port()),
+                 &out);
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_NE(out.find("pipeline 16 (batch)"), std::string::npos) << out;
+    EXPECT_NE(out.find("ns of CPU per request (3 processes"), std::string::npos)
+        << "the supervisor, conn and the worker: " << out;
+    std::string j = slurp_file(json);
+    EXPECT_NE(j.find("\"completed\": 20000,"), std::string::npos) << j;
+    EXPECT_NE(j.find("\"mode\": \"batch\""), std::string::npos) << j;
+    size_t at = j.find("\"server_cpu_ns_per_request\": ");
+    ASSERT_NE(at, std::string::npos) << j;
+    double ns = atof(j.c_str() + at + strlen("\"server_cpu_ns_per_request\": "));
+    EXPECT_GT(ns, 0) << "20000 requests cost the server some CPU";
+    EXPECT_LT(ns, 1e7) << "and not 10 ms each";
+    // -p is the port now; a protocol name there is refused with a hint.
+    rc = run(bench_bin() + " -q -n 10 -p resp", &out);
+    EXPECT_EQ(rc, 2) << out;
+    EXPECT_NE(out.find("the protocol is -e"), std::string::npos) << out;
+    EXPECT_EQ(server.stop(), 0);
+}
+
 }  // namespace
 }  // namespace asyncd::bench

@@ -126,6 +126,7 @@ class InstallTest : public ::testing::Test {
     std::vector<Installed> expected(const std::string &top, const std::string &etc) {
         std::vector<Installed> out = {
             {top + "/bin/asyncd", 0755},
+            {top + "/bin/asyncd-bench", 0755},
             {top + "/include/asyncd/asyncd_plugin.h", 0644},
             {top + "/lib/pkgconfig/asyncd.pc", 0644},
             {etc + "/asyncd/asyncd.conf", 0644},
