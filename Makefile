@@ -60,6 +60,7 @@ TEST_BIN_SAN := $(BUILD)/asyncd-test-san
 SHMQ_BENCH := $(BUILD)/shmq-bench
 BENCH_TOOL := $(BUILD)/asyncd-bench
 REF_ECHO := $(BUILD)/ref_echo
+MIN_CLIENT := $(BUILD)/min_client
 BENCH_LIB_SRCS := bench/histogram.cc bench/protocol.cc bench/loadgen.cc bench/report.cc bench/server_cpu.cc
 
 # The frame decoder's libFuzzer target (R7): conn/frame.cc alone, under ASan+UBSan. g++ has
@@ -75,7 +76,7 @@ FUZZ_SKIPPED := R7 libFuzzer: clang++ not found; skipped (apt-get install clang 
 
 .PHONY: all test test-tools asan run bench reliability fuzz clean format format-check check-gtest FORCE
 
-all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO)
+all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO) $(MIN_CLIENT)
 
 # Each flavour's flags are kept in a file that changes only when they do, so that turning
 # CI on (or changing a flag) rebuilds what was built without it.
@@ -133,6 +134,10 @@ $(BENCH_TOOL): $(call rel_objs,bench/asyncd_bench.cc $(BENCH_LIB_SRCS))
 	$(CXX) $(RELFLAGS) $^ -o $@ $(LDLIBS)
 
 $(REF_ECHO): bench/ref_echo.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -O2 -g -Wall -Wextra $(if $(CI),-Werror) $< -o $@
+
+$(MIN_CLIENT): bench/min_client.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 -O2 -g -Wall -Wextra $(if $(CI),-Werror) $< -o $@
 
@@ -242,7 +247,7 @@ run: $(ASYNCD) $(EXAMPLE_PLUGINS)
 # short pass, "--cpu 0" to pin the load generator), the resp and http plugins against
 # redis-server and nginx (bench/run_proto_bench.py, PROTO_BENCH_ARGS likewise), then the
 # ring on its own.
-bench: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL) $(REF_ECHO) $(SHMQ_BENCH)
+bench: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL) $(REF_ECHO) $(MIN_CLIENT) $(SHMQ_BENCH)
 	python3 bench/run_bench.py $(BENCH_ARGS)
 	python3 bench/run_proto_bench.py $(PROTO_BENCH_ARGS)
 	$(SHMQ_BENCH) -r 3
