@@ -166,6 +166,14 @@ void Clients::limits_changed() {
     check_every_ms_ = shortest == UINT64_MAX ? 0 : std::clamp<uint64_t>(shortest / 10, 50, 1000);
     if (check_timer_) loop_->cancel_timer(check_timer_);
     check_timer_ = 0;
+    // A pkg_timeout turned on finds packets begun while it was off: their clock starts now.
+    if (cfg_->pkg_timeout_ms > 0) {
+        for (Connection *c : slots_) {
+            if (c && !c->closed() && !c->in.empty() && !c->pkg_start_ms && !c->waiting_for_room()) {
+                c->pkg_start_ms = loop_->now_ms();
+            }
+        }
+    }
     if (live_) arm_check();  // connections already open may be due
 }
 

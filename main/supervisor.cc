@@ -234,6 +234,7 @@ bool Supervisor::spawn(Child &c) {
     }
     if (pid == 0) child_main(c);
     c.pid = pid;
+    c.ready_seen = false;
     set_state(c, ChildState::kStarting);
     c.config_id = config_id_;
     c.roll_spawned = c.rolling;
@@ -388,14 +389,17 @@ void Supervisor::reload() {
     // is sent back if the first cannot start with it.
     bool roll = plugin_changed || next.plugin_values != cfg_.plugin_values ||
                 next.worker_max_rss != cfg_.worker_max_rss;
-    prev_cfg_ = cfg_;
+    // The config to go back to is the last one known to start: while a roll has not proven
+    // the previous reload, a new one does not make it the fallback.
+    bool proving = roll_index_ <= workers_.size();
+    if (!proving) prev_cfg_ = cfg_;
     cfg_ = next;
     bump(ch_.stats->reloads);
     plugin_id_ = id;
     log_->set_level(cfg_.log_level);
     if (plugin_changed) announce_plugin();
     if (roll) {
-        prev_config_id_ = config_id_;
+        if (!proving) prev_config_id_ = config_id_;
         config_id_ = ++last_config_id_;
     }
     ch_.state->limits.publish(cfg_);
@@ -446,7 +450,9 @@ void Supervisor::resize_workers(int from, int to) {
         if (i < to && w.state == ChildState::kRetired) {
             set_state(w, ChildState::kIdle);
             w.backoff = Backoff();
-            if (!w.pid) spawn(w);
+            // A new slot starts with the reload's config: like a roll's first worker, one
+            // that cannot come up sends the reload back.
+            if (!w.pid && spawn(w)) w.roll_spawned = true;
         } else if (i < to && w.state == ChildState::kRetiring) {
             w.retire_cancelled = true;  // it stops, and starts again at once
         }
@@ -489,9 +495,14 @@ void Supervisor::announce_plugin() {
 void Supervisor::roll_next() {
     for (; roll_index_ < workers_.size(); roll_index_++) {
         Child &w = workers_[roll_index_];
-        bool running = w.state == ChildState::kStarting || w.state == ChildState::kServing;
         if (stop_ != Stop::kNone || w.config_id == config_id_) continue;
-        if (w.pid && running) {
+        if (w.pid && w.state == ChildState::kStarting) {
+            // Not ready yet (started for an earlier reload, or restarting): its ready note
+            // rolls it, or its death before that sends the reload back.
+            w.rolling = true;
+            return;
+        }
+        if (w.pid && w.state == ChildState::kServing) {
             w.rolling = true;
             set_state(w, ChildState::kRolling);
             kill(w.pid, SIGUSR2);
@@ -529,7 +540,8 @@ void Supervisor::reap_children() {
 
 void Supervisor::on_exit(Child &c, int status) {
     pid_t pid = c.pid;
-    bool was_ready = c.state == ChildState::kServing || c.state == ChildState::kRolling;
+    bool was_ready = c.ready_seen;  // this process said it was ready
+    bool told_to_roll = c.state == ChildState::kRolling;
     bool retiring = c.state == ChildState::kRetiring;
     c.pid = 0;
     if (!c.is_conn) set(ch_.stats->workers[c.index].pid, 0);
@@ -574,8 +586,29 @@ void Supervisor::on_exit(Child &c, int status) {
         c.pid = pid;  // for the line
         revert_reload(c, how);
         c.pid = 0;
+        if (!c.is_conn && c.index >= cfg_.workers) {
+            set_state(c, ChildState::kRetired);  // a slot only the reload wanted
+            c.restart_at_ms = 0;
+            return;
+        }
         set_state(c, ChildState::kBackoff);
         c.restart_at_ms = now;
+        return;
+    }
+    if (!c.is_conn && !was_ready && c.config_id != config_id_ && !recycled) {
+        // Started with a config that has been sent back since: its failure says nothing
+        // about the config that runs now. Its slot starts again with that one (or retires,
+        // if only the sent-back config wanted it).
+        log_->write(LogLevel::kInfo, "%s (pid %d) %s, started with a config since sent back",
+                    name(c).c_str(), int(pid), how);
+        c.roll_spawned = false;
+        if (c.index >= cfg_.workers) {
+            set_state(c, ChildState::kRetired);
+            c.restart_at_ms = 0;
+        } else {
+            set_state(c, ChildState::kBackoff);
+            c.restart_at_ms = now;
+        }
         return;
     }
     if (recycled && !c.is_conn) {
@@ -584,7 +617,7 @@ void Supervisor::on_exit(Child &c, int status) {
         // back-off, unless it passes worker_max_rss as soon as it serves (a life of one or
         // two packets: the plugin's working size is above the cap, not a leak).
         uint64_t served = get(ch_.stats->workers[c.index].packets) - c.packets_at_start;
-        if (!c.rolling && served <= kShortLifePackets) {
+        if (!told_to_roll && served <= kShortLifePackets) {
             uint64_t delay = c.backoff.next_delay(c.started_ms, now);
             c.restarts++;
             bump(ch_.stats->workers[c.index].restarts);
@@ -598,7 +631,7 @@ void Supervisor::on_exit(Child &c, int status) {
         }
         c.restart_at_ms = now;
         log_->write(LogLevel::kInfo, "%s (pid %d) recycled%s: restarting now", name(c).c_str(),
-                    int(pid), c.rolling ? " for the reload" : " at worker_max_rss");
+                    int(pid), told_to_roll ? " for the reload" : " at worker_max_rss");
         return;
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal) {
@@ -630,13 +663,19 @@ void Supervisor::on_note(const ChildNote &n) {
     if (n.kind == 'C') {
         if (conn_.state == ChildState::kStarting) set_state(conn_, ChildState::kServing);
     } else if (n.kind == 'W' && n.index < workers_.size()) {
+        workers_[n.index].ready_seen = true;
         if (workers_[n.index].state == ChildState::kStarting) {
             set_state(workers_[n.index], ChildState::kServing);
         }
         set_serving(workers_[n.index], true);
-        workers_[n.index].roll_spawned = false;
-        if (workers_[n.index].rolling) {
-            workers_[n.index].rolling = false;
+        Child &w = workers_[n.index];
+        w.roll_spawned = false;
+        if (w.rolling && w.config_id != config_id_ && stop_ == Stop::kNone) {
+            // Ready, but on an older config than the roll's: roll it now.
+            set_state(w, ChildState::kRolling);
+            kill(w.pid, SIGUSR2);
+        } else if (w.rolling) {
+            w.rolling = false;
             roll_index_ = n.index + 1;
             roll_next();
         }

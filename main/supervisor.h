@@ -61,6 +61,7 @@ class Supervisor {
         bool rolling = false;
         bool roll_spawned = false;
         bool retire_cancelled = false;  // retiring, and wanted again before it stopped
+        bool ready_seen = false;        // the process now running said it was ready
         bool wanted() const { return state != ChildState::kRetired; }
         bool given_up = false;          // a stop gave up on the records left in its ring
         int stop_spawns = 0;            // started during a stop to answer what its ring holds

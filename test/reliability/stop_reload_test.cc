@@ -432,3 +432,85 @@ TEST_F(StopReload, ReloadOfPluginValuesOnlyIsTriedAndSentBack) {
 
 }  // namespace
 }  // namespace asyncd::test
+
+namespace asyncd::test {
+namespace {
+
+// Two reloads of configs whose plugin will not start, close together: the second comes
+// while the first is still being tried. Both are sent back to the config that worked (not
+// to the first bad one, which never came up), and every worker serves again: no slot turns
+// fatal, asyncd keeps running.
+TEST_F(StopReload, QuickReloadsOfFailingConfigsGoBackToTheOneThatWorked) {
+    std::string plugin = plugin_path("testplug.so");
+    start("workers 2\nplugin " + plugin + "\n");
+    std::string good = read_text(server_->config_path());
+    for (int k = 1; k <= 2; k++) {
+        ASSERT_TRUE(spit(server_->config_path(),
+                         good + "plugin.fail_init yes\nplugin.x " + std::to_string(k) + "\n"));
+        ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    }
+    ASSERT_TRUE(server_->wait_log("going back to the old config", 1, seconds(10)))
+        << server_->log();
+    // Both workers come back on the good config and serve.
+    std::set<std::string> who;
+    ASSERT_TRUE(eventually(
+        [&] {
+            Client c;
+            if (c.connect(server_->port())) who.insert(c.call("WHO"));
+            return who.count("w0") && who.count("w1");
+        },
+        seconds(10)))
+        << server_->log();
+    EXPECT_EQ(server_->count_log("(fatal)"), 0) << server_->log();
+    EXPECT_EQ(server_->count_log("nothing can serve"), 0) << server_->log();
+    EXPECT_EQ(server_->stop(), 0);
+}
+
+// A reload that adds workers whose plugin will not start is sent back like a roll: the new
+// slots are not fatal, and a later good reload to the same count starts them.
+TEST_F(StopReload, ReloadAddingWorkersThatCannotStartIsSentBack) {
+    std::string plugin = plugin_path("testplug.so");
+    start("workers 1\nmax_workers 4\nplugin " + plugin + "\n");
+    std::string good = read_text(server_->config_path());
+    std::string three = good;
+    three.replace(three.find("workers 1"), 9, "workers 3");
+    ASSERT_TRUE(spit(server_->config_path(), three + "plugin.fail_init yes\n"));
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(server_->wait_log("going back to the old config", 1, seconds(10)))
+        << server_->log();
+    EXPECT_EQ(server_->count_log("(fatal)"), 0) << server_->log();
+    ASSERT_TRUE(spit(server_->config_path(), three));
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    std::set<std::string> who;
+    EXPECT_TRUE(eventually(
+        [&] {
+            Client c;
+            if (c.connect(server_->port())) who.insert(c.call("WHO"));
+            return who.count("w2") > 0;
+        },
+        seconds(10)))
+        << server_->log();
+    EXPECT_EQ(server_->stop(), 0);
+}
+
+// pkg_timeout turned on by a reload also closes a packet begun while it was off.
+TEST_F(StopReload, PkgTimeoutTurnedOnByAReloadReachesPacketsBegunBefore) {
+    start("workers 1\npkg_timeout 0\nplugin " + plugin_path("testplug.so") + "\n");
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    ASSERT_TRUE(
+        c.send_all("\0\0\0\x20"
+                   "abc",
+                   7));  // 7 of a 32-byte packet, then nothing
+    ASSERT_TRUE(eventually([&] { return server_->count_log("asyncd ready") > 0; }));
+    std::string text = read_text(server_->config_path());
+    text.replace(text.find("pkg_timeout 0"), 13, "pkg_timeout 1");
+    ASSERT_TRUE(spit(server_->config_path(), text));
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(server_->wait_log("reload: limits now", 1, seconds(10))) << server_->log();
+    EXPECT_TRUE(c.wait_closed(seconds(6))) << server_->log();
+    EXPECT_EQ(server_->count_log("no whole packet within pkg_timeout"), 1) << server_->log();
+}
+
+}  // namespace
+}  // namespace asyncd::test
