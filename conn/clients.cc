@@ -126,13 +126,10 @@ Clients::Clients(Config *cfg, Channels *ch, Log *log, Loop *loop,
       listen_handler_([this](uint32_t) { on_accept(); }),
       scratch_(new uint8_t[kScratch]) {}
 
+// Every connection is in slots_ until it is reaped (those waiting to be reaped too).
 Clients::~Clients() {
     for (Connection *c : slots_) {
         if (!c) continue;
-        if (c->fd >= 0) close(c->fd);
-        delete c;
-    }
-    for (Connection *c : reap_) {
         if (c->fd >= 0) close(c->fd);
         delete c;
     }
