@@ -19,13 +19,6 @@ namespace {
 
 using std::chrono::seconds;
 
-void write_text(const std::string &path, const std::string &text) {
-    std::ofstream out(path + ".tmp", std::ios::binary);
-    out << text;
-    out.close();
-    rename((path + ".tmp").c_str(), path.c_str());  // a reader never sees half a file
-}
-
 class ConfigSnapshot : public ServerTest {};
 
 // max_conns 1000, then a reload to max_conns 1 with a plugin that refuses to start: the
@@ -34,8 +27,8 @@ class ConfigSnapshot : public ServerTest {};
 TEST_F(ConfigSnapshot, AReloadSentBackPutsEveryProcessOnTheOldConfig) {
     Server scratch("");  // lends its folder to the two copies of the plugin
     std::string a = scratch.dir() + "/a.so", b = scratch.dir() + "/b.so";
-    write_text(a, read_text(plugin_path("testplug.so")));
-    write_text(b, read_text(plugin_path("testplug.so")));
+    spit(a, read_text(plugin_path("testplug.so")));
+    spit(b, read_text(plugin_path("testplug.so")));
     start("workers 2\nmax_workers 4\nmax_conns 1000\nlog_level info\nplugin " + a + "\n");
     std::string conf = server_->config_path();
     std::string text = read_text(conf);
@@ -50,7 +43,7 @@ TEST_F(ConfigSnapshot, AReloadSentBackPutsEveryProcessOnTheOldConfig) {
                                                                : "log_level debug";
         text.replace(k, std::string(from).size(), to);
     }
-    write_text(conf, text + "plugin.fail_init yes\n");
+    spit(conf, text + "plugin.fail_init yes\n");
     ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
     ASSERT_TRUE(server_->wait_log("going back to the old config", 1, seconds(10)))
         << server_->log();

@@ -50,20 +50,6 @@ std::string excerpt(const std::string &log, size_t keep = 3000) {
            " bytes ...]\n" + log.substr(log.size() - keep);
 }
 
-// The log lines that contain both a and b.
-std::vector<std::string> lines_with(const std::string &log, const std::string &a,
-                                    const std::string &b = "") {
-    std::vector<std::string> out;
-    std::istringstream in(log);
-    std::string line;
-    for (int i = 0; std::getline(in, line) && i < 100000000; i++) {
-        if (line.find(a) != std::string::npos && line.find(b) != std::string::npos) {
-            out.push_back(line);
-        }
-    }
-    return out;
-}
-
 // A count from conn's exit line ("conn exiting: ... name=N ..."), or -1 if it is not there.
 long long exit_count(const std::string &log, const std::string &name) {
     std::vector<std::string> lines = lines_with(log, "conn exiting:");
@@ -259,12 +245,6 @@ std::string joined(const std::vector<std::string> &items, size_t most = 8) {
         out += "\n  " + items[i];
     if (items.size() > most) out += "\n  ... " + std::to_string(items.size() - most) + " more";
     return out;
-}
-
-void copy_file(const std::string &from, const std::string &to) {
-    std::ifstream in(from, std::ios::binary);
-    std::ofstream out(to, std::ios::binary);
-    out << in.rdbuf();
 }
 
 class Bounds : public ServerTest {

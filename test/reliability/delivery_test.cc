@@ -41,25 +41,10 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-void spit(const std::string &path, const std::string &text) {
-    std::ofstream out(path + ".tmp", std::ios::binary);
-    out << text;
-    out.close();
-    rename((path + ".tmp").c_str(), path.c_str());  // a reader never sees half a file
-}
-
-void copy_file(const std::string &from, const std::string &to) {
-    spit(to, read_text(from));
-}
-
 std::string replaced(std::string text, const std::string &from, const std::string &to) {
     size_t at = text.find(from);
     if (at != std::string::npos) text.replace(at, from.size(), to);
     return text;
-}
-
-bool ends_with(const std::string &s, const std::string &tail) {
-    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
 // Bytes as C-escaped text, so that a failure shows exactly what came.
@@ -96,20 +81,6 @@ std::string read_up_to(const Client &c, size_t want, milliseconds deadline) {
     return got;
 }
 
-// The payloads of the whole frames in bytes, in order.
-std::vector<std::string> frames_in(const std::string &bytes) {
-    std::vector<std::string> out;
-    for (size_t at = 0; bytes.size() - at >= 4;) {
-        const auto *h = reinterpret_cast<const unsigned char *>(bytes.data() + at);
-        uint32_t total = (uint32_t(h[0]) << 24) | (uint32_t(h[1]) << 16) | (uint32_t(h[2]) << 8) |
-                         uint32_t(h[3]);
-        if (total < 4 || total > bytes.size() - at) break;
-        out.push_back(bytes.substr(at + 4, total - 4));
-        at += total;
-    }
-    return out;
-}
-
 // A loopback port that was free a moment ago, for a server that may never log the one it
 // got (it logs its port only in its "asyncd ready" line).
 uint16_t free_port() {
@@ -125,27 +96,6 @@ uint16_t free_port() {
     }
     if (fd >= 0) close(fd);
     return port;
-}
-
-// The admin listener's port, from its "admin: http://HOST:PORT/ ..." line, or 0.
-uint16_t admin_port(const Server &s) {
-    std::string log = s.log();
-    size_t at = log.find("admin: http://");
-    if (at == std::string::npos) return 0;
-    size_t slash = log.find('/', at + strlen("admin: http://"));
-    size_t colon = log.rfind(':', slash);
-    return uint16_t(atoi(log.substr(colon + 1, slash - colon - 1).c_str()));
-}
-
-// The value of an unlabelled metric from the admin listener's GET /metrics, or -1.
-long long metric(uint16_t admin, const std::string &name) {
-    Client c;
-    if (!c.connect(admin)) return -1;
-    std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-    std::string resp;
-    if (!c.send_all(req.data(), req.size()) || !c.read_to_close(&resp, seconds(2))) return -1;
-    size_t at = resp.find("\n" + name + " ");
-    return at == std::string::npos ? -1 : atoll(resp.c_str() + at + name.size() + 2);
 }
 
 // Sends one payload on each client, then collects every answer against one deadline, so

@@ -179,15 +179,6 @@ bool rewrite(const std::string &path, const std::string &from, const std::string
     return rename((path + ".tmp").c_str(), path.c_str()) == 0;
 }
 
-bool copy_file(const std::string &from, const std::string &to, const std::string &tail = "") {
-    std::string bytes = read_text(from);
-    if (bytes.empty()) return false;
-    std::ofstream out(to + ".tmp", std::ios::binary);
-    out << bytes << tail;
-    out.close();
-    return out && rename((to + ".tmp").c_str(), to.c_str()) == 0;
-}
-
 // Raises RLIMIT_NOFILE's soft limit to the hard one for the test's life, then puts it back.
 class NofileRaise {
   public:
@@ -231,16 +222,6 @@ class Resume {
     pid_t pid_;
 };
 
-// The admin listener's port, from its log line "admin: http://HOST:PORT/ ...".
-uint16_t admin_port(const Server &s) {
-    std::string log = s.log();
-    size_t at = log.find("admin: http://");
-    if (at == std::string::npos) return 0;
-    size_t slash = log.find('/', at + 14);
-    size_t colon = log.rfind(':', slash);
-    return uint16_t(atoi(log.c_str() + colon + 1));
-}
-
 // GET path from the admin listener within the deadline: the whole response, or "".
 std::string http_get(uint16_t port, const std::string &path, milliseconds deadline) {
     Client c;
@@ -250,16 +231,6 @@ std::string http_get(uint16_t port, const std::string &path, milliseconds deadli
     std::string resp;
     if (!c.read_to_close(&resp, deadline)) return "";
     return resp;
-}
-
-// The value of an unlabelled metric, or -1.
-double metric(uint16_t admin, const std::string &name) {
-    std::istringstream in(http_get(admin, "/metrics", seconds(5)));
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.rfind(name + " ", 0) == 0) return atof(line.c_str() + name.size() + 1);
-    }
-    return -1;
 }
 
 // Connections to the admin listener that never send a byte.

@@ -122,4 +122,65 @@ long rss_kib(pid_t pid) {
     return status_kib(pid, "VmRSS");
 }
 
+bool spit(const std::string &path, const std::string &text) {
+    std::ofstream out(path + ".tmp", std::ios::binary);
+    out << text;
+    out.close();
+    return out && rename((path + ".tmp").c_str(), path.c_str()) == 0;
+}
+
+bool copy_file(const std::string &from, const std::string &to, const std::string &tail) {
+    std::string bytes = read_text(from);
+    return !bytes.empty() && spit(to, bytes + tail);
+}
+
+bool ends_with(const std::string &s, const std::string &tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+std::vector<std::string> lines_with(const std::string &log, const std::string &a,
+                                    const std::string &b) {
+    std::vector<std::string> out;
+    std::istringstream in(log);
+    for (std::string line; std::getline(in, line);) {
+        if (line.find(a) != std::string::npos && line.find(b) != std::string::npos)
+            out.push_back(line);
+    }
+    return out;
+}
+
+std::vector<std::string> frames_in(const std::string &bytes) {
+    std::vector<std::string> out;
+    for (size_t at = 0; bytes.size() - at >= 4;) {
+        const auto *h = reinterpret_cast<const unsigned char *>(bytes.data() + at);
+        uint32_t total = (uint32_t(h[0]) << 24) | (uint32_t(h[1]) << 16) | (uint32_t(h[2]) << 8) |
+                         uint32_t(h[3]);
+        if (total < 4 || total > bytes.size() - at) break;
+        out.push_back(bytes.substr(at + 4, total - 4));
+        at += total;
+    }
+    return out;
+}
+
+uint16_t admin_port(const Server &s) {
+    std::string log = s.log();
+    size_t at = log.find("admin: http://");
+    if (at == std::string::npos) return 0;
+    size_t slash = log.find('/', at + strlen("admin: http://"));
+    size_t colon = log.rfind(':', slash);
+    return uint16_t(atoi(log.substr(colon + 1, slash - colon - 1).c_str()));
+}
+
+long long metric(uint16_t admin, const std::string &name) {
+    Client c;
+    if (!c.connect(admin)) return -1;
+    std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::string resp;
+    if (!c.send_all(req.data(), req.size()) || !c.read_to_close(&resp, std::chrono::seconds(2))) {
+        return -1;
+    }
+    size_t at = resp.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : atoll(resp.c_str() + at + name.size() + 2);
+}
+
 }  // namespace asyncd::test

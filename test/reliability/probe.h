@@ -44,4 +44,24 @@ bool dead(pid_t pid);
 long status_kib(pid_t pid, const char *field);
 long rss_kib(pid_t pid);
 
+class Server;
+
+// Files and text the black-box tests share.
+// Writes a whole file under a new name and renames it into place: a reader (a reload, a
+// dlopen) never sees half a file.
+bool spit(const std::string &path, const std::string &text);
+// The same, with the bytes of `from` (and `tail` after them); false if `from` is empty.
+bool copy_file(const std::string &from, const std::string &to, const std::string &tail = "");
+bool ends_with(const std::string &s, const std::string &tail);
+// The log lines that contain both a and b.
+std::vector<std::string> lines_with(const std::string &log, const std::string &a,
+                                    const std::string &b = "");
+// The payloads of the whole length-prefixed frames in bytes, in order.
+std::vector<std::string> frames_in(const std::string &bytes);
+
+// The admin listener's port, from its "admin: http://HOST:PORT/ ..." line, or 0.
+uint16_t admin_port(const Server &s);
+// The value of an unlabelled metric from the admin listener's GET /metrics, or -1.
+long long metric(uint16_t admin, const std::string &name);
+
 }  // namespace asyncd::test

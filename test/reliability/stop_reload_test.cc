@@ -43,15 +43,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-// Writes a whole file under a new name and renames it into place: a reader (a reload, a
-// dlopen) never sees half a file.
-bool spit(const std::string &path, const std::string &text) {
-    std::ofstream out(path + ".tmp", std::ios::binary);
-    out << text;
-    out.close();
-    return out && rename((path + ".tmp").c_str(), path.c_str()) == 0;
-}
-
 // Writes over an existing file in place, as `cp` does: the same inode, truncated and
 // rewritten, so that every process that mapped it sees the new bytes.
 bool overwrite_in_place(const std::string &path, const std::string &bytes) {
@@ -76,57 +67,6 @@ bool rewrite_config(const Server &s, const std::string &from, const std::string 
     if (at == std::string::npos) return false;
     text.replace(at, from.size(), to);
     return spit(s.config_path(), text + "\n" + tail);
-}
-
-bool ends_with(const std::string &s, const std::string &tail) {
-    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
-// The log lines that contain both needles.
-std::vector<std::string> lines_with(const std::string &log, const std::string &a,
-                                    const std::string &b = "") {
-    std::vector<std::string> out;
-    std::istringstream in(log);
-    for (std::string line; std::getline(in, line);) {
-        if (line.find(a) != std::string::npos && line.find(b) != std::string::npos)
-            out.push_back(line);
-    }
-    return out;
-}
-
-// The payloads of the whole frames in bytes, in order.
-std::vector<std::string> frames_in(const std::string &bytes) {
-    std::vector<std::string> out;
-    for (size_t at = 0; bytes.size() - at >= 4;) {
-        const auto *h = reinterpret_cast<const unsigned char *>(bytes.data() + at);
-        uint32_t total = (uint32_t(h[0]) << 24) | (uint32_t(h[1]) << 16) | (uint32_t(h[2]) << 8) |
-                         uint32_t(h[3]);
-        if (total < 4 || total > bytes.size() - at) break;
-        out.push_back(bytes.substr(at + 4, total - 4));
-        at += total;
-    }
-    return out;
-}
-
-// The admin listener's port, from its "admin: http://HOST:PORT/ ..." line, or 0.
-uint16_t admin_port(const Server &s) {
-    std::string log = s.log();
-    size_t at = log.find("admin: http://");
-    if (at == std::string::npos) return 0;
-    size_t slash = log.find('/', at + strlen("admin: http://"));
-    size_t colon = log.rfind(':', slash);
-    return uint16_t(atoi(log.substr(colon + 1, slash - colon - 1).c_str()));
-}
-
-// The value of an unlabelled metric from the admin listener's GET /metrics, or -1.
-long long metric(uint16_t admin, const std::string &name) {
-    Client c;
-    if (!c.connect(admin)) return -1;
-    std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-    std::string resp;
-    if (!c.send_all(req.data(), req.size()) || !c.read_to_close(&resp, seconds(2))) return -1;
-    size_t at = resp.find("\n" + name + " ");
-    return at == std::string::npos ? -1 : atoll(resp.c_str() + at + name.size() + 2);
 }
 
 // Config lines for an admin listener on a free port. They name `listen` too: the harness
