@@ -126,7 +126,7 @@ $(BUILD)/plugins/%.so: plugin_api/examples/%.c plugin_api/asyncd_plugin.h $(wild
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) $< -o $@
 
-$(BUILD)/test-plugins/%.so: test/plugins/%.c plugin_api/asyncd_plugin.h
+$(BUILD)/test-plugins/%.so: test/plugins/%.c plugin_api/asyncd_plugin.h test/plugins/plugin_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) $< -o $@
 

@@ -19,26 +19,13 @@
 #include <unistd.h>
 
 #include "plugin_api/asyncd_plugin.h"
+#include "test/plugins/plugin_util.h"
 
 static long g_delay_us;
 
 static int yes(const char *key) {
     const char *v = asyncd_config(key);
     return v && strcmp(v, "yes") == 0;
-}
-
-static int reply(asyncd_conn_t conn, const char *text) {
-    char buf[4 + 4096];
-    size_t n = strlen(text);
-    uint32_t total;
-    if (n > sizeof buf - 4) n = sizeof buf - 4;
-    total = (uint32_t)(n + 4);
-    buf[0] = (char)(total >> 24);
-    buf[1] = (char)(total >> 16);
-    buf[2] = (char)(total >> 8);
-    buf[3] = (char)total;
-    memcpy(buf + 4, text, n);
-    return net_send_cli(conn, buf, n + 4);
 }
 
 int init_service(int worker_index) {

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "plugin_api/asyncd_plugin.h"
+#include "test/plugins/plugin_util.h"
 
 #define PEER_SLOTS 4096
 #define FLOOD_FRAME (60 << 10)
@@ -45,27 +46,10 @@ struct peer_entry {
     char text[64];
 };
 
-static int g_log_fd = -1;
 static long g_down_us, g_timer_us, g_delay_us;
 static const char *g_flood_gate;
 static struct peer_entry g_peers[PEER_SLOTS];
 static void *volatile g_leaked; /* keeps the compiler from dropping the leak */
-
-static void event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void event(const char *fmt, ...) {
-    char line[256];
-    va_list ap;
-    int n;
-    if (g_log_fd < 0) return;
-    va_start(ap, fmt);
-    n = vsnprintf(line, sizeof line - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
-    line[n++] = '\n';
-    if (write(g_log_fd, line, (size_t)n) != n) abort(); /* a lost line would mislead a test */
-}
 
 static long setting(const char *key) {
     const char *v = asyncd_config(key);
@@ -77,15 +61,6 @@ static void put_be32(char *p, uint32_t v) {
     p[1] = (char)(v >> 16);
     p[2] = (char)(v >> 8);
     p[3] = (char)v;
-}
-
-static int reply(asyncd_conn_t conn, const char *text) {
-    char buf[4 + 256];
-    size_t n = strlen(text);
-    if (n > sizeof buf - 4) n = sizeof buf - 4;
-    put_be32(buf, (uint32_t)(n + 4));
-    memcpy(buf + 4, text, n);
-    return net_send_cli(conn, buf, n + 4);
 }
 
 /* Open addressing on the connection id; a slot is freed by link_down_cli. */

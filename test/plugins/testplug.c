@@ -24,42 +24,13 @@
 #include <unistd.h>
 
 #include "plugin_api/asyncd_plugin.h"
+#include "test/plugins/plugin_util.h"
 
-static int g_log_fd = -1;
 static asyncd_conn_t g_held;
 static unsigned long g_downs;
 static long g_leak_kib;
 static long g_delay_us;
 static void *volatile g_leaked; /* keeps the compiler from dropping the leak */
-
-static void event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void event(const char *fmt, ...) {
-    char line[256];
-    va_list ap;
-    int n;
-    if (g_log_fd < 0) return;
-    va_start(ap, fmt);
-    n = vsnprintf(line, sizeof line - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
-    line[n++] = '\n';
-    if (write(g_log_fd, line, (size_t)n) < 0) abort();
-}
-
-static int reply(asyncd_conn_t conn, const char *text) {
-    char buf[4 + 4096];
-    size_t n = strlen(text);
-    if (n > sizeof buf - 4) n = sizeof buf - 4;
-    uint32_t total = (uint32_t)(n + 4);
-    buf[0] = (char)(total >> 24);
-    buf[1] = (char)(total >> 16);
-    buf[2] = (char)(total >> 8);
-    buf[3] = (char)total;
-    memcpy(buf + 4, text, n);
-    return net_send_cli(conn, buf, n + 4);
-}
 
 int init_service(int worker_index) {
     const char *path = asyncd_config("event_log");
