@@ -62,17 +62,15 @@ void Port::abort_stream_of(const PortUser *u) {
     }
 }
 
-size_t Port::flush() {
-    size_t used = in_ring_->capacity() - to_.free_bytes();
-    if (!dirty_) return used;
+void Port::flush() {
+    if (!dirty_) return;  // every turn, for every port: nothing to read when nothing changed
     dirty_ = false;
     to_.flush();
-    used = in_ring_->capacity() - to_.free_bytes();
+    size_t used = in_ring_->capacity() - to_.free_bytes();
     if (used > high_water_) {  // rarely: the line is the worker's to write
         high_water_ = used;
         set(ws_->ring_high_water, used);
     }
-    return used;
 }
 
 bool Port::drain(int budget, const std::function<void(const shmq::Message &)> &handle) {

@@ -68,8 +68,8 @@ class Port {
     // Something was pushed: flush() publishes it at the end of the turn.
     void mark_pushed() { dirty_ = true; }
     // Publishes this turn's records, wakes the worker if it sleeps, and keeps the ring's
-    // high-water mark. Returns the bytes the ring holds.
-    size_t flush();
+    // high-water mark.
+    void flush();
     size_t high_water() const { return high_water_; }
 
     // Takes up to `budget` records from the worker, each handed to `handle`, and returns
