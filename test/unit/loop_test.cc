@@ -70,6 +70,7 @@ TEST(Loop, TimersRunInDeadlineOrderAndPeriodicUntilCancelled) {
     std::string err;
     ASSERT_TRUE(loop.open(&err)) << err;
     std::string order;
+    uint64_t t0 = monotonic_ms();  // before the timers are armed: they count from here on
     loop.add_timer(30, [&] { order += 'c'; });
     loop.add_timer(10, [&] { order += 'a'; });
     uint64_t never = loop.add_timer(20, [&] { order += 'X'; });
@@ -83,7 +84,6 @@ TEST(Loop, TimersRunInDeadlineOrderAndPeriodicUntilCancelled) {
             EXPECT_TRUE(loop.cancel_timer(tick));  // from its own callback
         }
     });
-    uint64_t t0 = monotonic_ms();
     ASSERT_TRUE(turn_until(loop, [&] { return order.size() == 3 && ticks >= 4; }));
     EXPECT_EQ(order, "abc");
     EXPECT_GE(monotonic_ms() - t0, 30u) << "nothing ran before its time";
