@@ -212,6 +212,7 @@ int main(int argc, char **argv) {
         auto cpu_after = asyncd::bench::tree_cpu(server_pids);
         r.server_cpu_ns = asyncd::bench::cpu_used_ns(cpu_before, cpu_after);
         r.server_processes = int(cpu_after.size());
+        r.server_cpu_by_name = asyncd::bench::cpu_used_by_name(cpu_before, cpu_after);
     }
     done.store(true);
     if (shower.joinable()) shower.join();

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,7 @@ struct LoadResult {
     // With --server-pid: the CPU the server's processes used during the run (0: not asked).
     uint64_t server_cpu_ns = 0;
     int server_processes = 0;
+    std::map<std::string, uint64_t> server_cpu_by_name;  // the same, by process name
 };
 
 // Live counters the caller may read while a run goes on (for a progress line).

@@ -92,6 +92,13 @@ void print_summary(FILE *out, const LoadSpec &spec, const LoadResult &r) {
         fprintf(out, "  server    %.0f ns of CPU per request (%d processes, %.2f s of CPU)\n",
                 r.completed ? double(r.server_cpu_ns) / double(r.completed) : 0, r.server_processes,
                 double(r.server_cpu_ns) / 1e9);
+        if (r.server_cpu_by_name.size() > 1 && r.completed) {
+            fprintf(out, "  by process");
+            for (const auto &p : r.server_cpu_by_name)
+                fprintf(out, "  %s %.0f ns", p.first.c_str(),
+                        double(p.second) / double(r.completed));
+            fprintf(out, "\n");
+        }
     }
 }
 
@@ -115,7 +122,15 @@ bool write_json(const std::string &path, const LoadSpec &spec, const LoadResult 
         o << "  \"server_cpu_ns\": " << r.server_cpu_ns
           << ",\n  \"server_processes\": " << r.server_processes
           << ",\n  \"server_cpu_ns_per_request\": "
-          << (r.completed ? double(r.server_cpu_ns) / double(r.completed) : 0) << ",\n";
+          << (r.completed ? double(r.server_cpu_ns) / double(r.completed) : 0)
+          << ",\n  \"server_cpu_ns_per_request_by_process\": {";
+        const char *sep = "";
+        for (const auto &p : r.server_cpu_by_name) {
+            o << sep << "\"" << json_escape(p.first)
+              << "\": " << (r.completed ? double(p.second) / double(r.completed) : 0);
+            sep = ", ";
+        }
+        o << "},\n";
     }
     o << "  \"errors\": {\"wrong_replies\": " << r.errors
       << ", \"connect_errors\": " << r.connect_errors << ", \"dropped\": " << r.dropped

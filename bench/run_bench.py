@@ -217,6 +217,7 @@ def compare(title, servers, conns, pipeline, args, tag, idle=0, batch=False):
             # means the server, not the load tool, is the limit.
             "server_cores": statistics.median(
                 [r.get("server_cpu_ns", 0) / 1e9 / r["elapsed_s"] for r in rs]),
+            "cpu_ns_per_request_by_process": by_process(rs),
             "median_round_svg": "%s-%s-r%d.svg" % (tag, s.name.replace(" ", ""), rs.index(med)),
         }
         c = counters.get(s.name) or {}
@@ -224,6 +225,27 @@ def compare(title, servers, conns, pipeline, args, tag, idle=0, batch=False):
             entry["wakeups_per_packet"] = c["wakeup_writes"] / c["packets_in"]
         row["targets"][s.name] = entry
     return row
+
+
+def by_process(runs):
+    """Median CPU per request of each kind of process (conn, the workers together)."""
+    kinds = {}
+    for r in runs:
+        per = {}
+        for name, ns in r.get("server_cpu_ns_per_request_by_process", {}).items():
+            kind = "work" if name.startswith("asyncd-work") else name.replace("asyncd-", "")
+            per[kind] = per.get(kind, 0) + ns
+        for kind, ns in per.items():
+            kinds.setdefault(kind, []).append(ns)
+    return {k: statistics.median(v) for k, v in kinds.items()}
+
+
+def split_cell(a):
+    """asyncd's CPU per request as conn + workers, in ns."""
+    p = a.get("cpu_ns_per_request_by_process", {})
+    if "conn" not in p:
+        return ""
+    return "%d+%d" % (p["conn"], p.get("work", 0))
 
 
 def idle_rss(args):
@@ -321,9 +343,9 @@ def main():
         rss = idle_rss(args)
 
     print()
-    print("%-46s %12s %12s %7s %22s %19s %6s %10s" % (
+    print("%-46s %12s %12s %7s %22s %19s %6s %10s %9s %10s" % (
         "case", "ref_echo", "asyncd", "ratio", "spread ref / asyncd", "CPU ns/req ref/asd",
-        "ratio", "wakeup/pkt"))
+        "ratio", "conn+work", "ref cores", "wakeup/pkt"))
     for row in rows:
         ref = row["targets"]["ref_echo"]
         name = [k for k in row["targets"] if k != "ref_echo"][0]
@@ -331,18 +353,18 @@ def main():
         if row["conns"] == 1:
             ratio = ref["p50_ns"] / a["p50_ns"] if a["p50_ns"] else 0
             row["ratio"] = ratio
-            print("%-46s %12s %12s %6.2fx %22s %19s %5.2fx %10s" % (
+            print("%-46s %12s %12s %6.2fx %22s %19s %5.2fx %10s %9.2f %10s" % (
                 row["case"] + " p50", fmt_us(ref["p50_ns"]), fmt_us(a["p50_ns"]), ratio,
-                "", cpu_cell(ref, a), cpu_ratio(ref, a),
+                "", cpu_cell(ref, a), cpu_ratio(ref, a), split_cell(a), ref["server_cores"],
                 "%.4f" % a.get("wakeups_per_packet", 0)))
             continue
         ratio = a["requests_per_s"] / ref["requests_per_s"]
         row["ratio"] = ratio
         spread = "%s-%s / %s-%s" % (fmt_rate(ref["spread"][0]), fmt_rate(ref["spread"][1]),
                                     fmt_rate(a["spread"][0]), fmt_rate(a["spread"][1]))
-        print("%-46s %12s %12s %6.2fx %22s %19s %5.2fx %10s" % (
+        print("%-46s %12s %12s %6.2fx %22s %19s %5.2fx %10s %9.2f %10s" % (
             row["case"], fmt_rate(ref["requests_per_s"]), fmt_rate(a["requests_per_s"]), ratio,
-            spread, cpu_cell(ref, a), cpu_ratio(ref, a),
+            spread, cpu_cell(ref, a), cpu_ratio(ref, a), split_cell(a), ref["server_cores"],
             "%.4f" % a.get("wakeups_per_packet", 0)))
     by_tag = {r["case"]: r for r in rows}
     pairs = [("same total pipeline", plan[-4][0], plan[-3][0]),
@@ -359,8 +381,8 @@ def main():
               % (name, r["rss_before_kib"], r["rss_after_kib"], r["idle"], r["bytes_per_conn"]))
     print("(ratio: asyncd / ref_echo throughput; for c=1, ref p50 / asyncd p50, higher is better;")
     print(" CPU ns/req: the server's processes' CPU per request, from /proc, asyncd / ref_echo:")
-    print(" lower is better. ref_echo's server_cores near 1.0 means the server, not the load")
-    print(" tool, was the limit: see results.json)")
+    print(" lower is better; conn+work: asyncd's, split by process. ref cores: the share of a")
+    print(" core ref_echo used; near 1.0 means the server, not the load tool, was the limit)")
     elapsed = time.monotonic() - started
     print("make bench took %.0f s; results in %s" % (elapsed, os.path.join(OUT, "results.json")))
     with open(os.path.join(OUT, "results.json"), "w") as f:

@@ -72,15 +72,42 @@ std::map<pid_t, uint64_t> tree_cpu(const std::vector<pid_t> &roots) {
     return out;
 }
 
+namespace {
+
+uint64_t used_since(const std::map<pid_t, uint64_t> &before, pid_t pid, uint64_t now) {
+    auto b = before.find(pid);
+    uint64_t from = b == before.end() ? 0 : b->second;
+    return now > from ? now - from : 0;
+}
+
+std::string comm(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/comm", int(pid));
+    char buf[64] = "";
+    if (FILE *f = fopen(path, "re")) {
+        if (!fgets(buf, sizeof buf, f)) buf[0] = '\0';
+        fclose(f);
+    }
+    buf[strcspn(buf, "\n")] = '\0';
+    return buf[0] ? buf : "pid " + std::to_string(pid);
+}
+
+}  // namespace
+
 uint64_t cpu_used_ns(const std::map<pid_t, uint64_t> &before,
                      const std::map<pid_t, uint64_t> &after) {
     uint64_t used = 0;
-    for (const auto &a : after) {
-        auto b = before.find(a.first);
-        uint64_t from = b == before.end() ? 0 : b->second;
-        if (a.second > from) used += a.second - from;
-    }
+    for (const auto &a : after)
+        used += used_since(before, a.first, a.second);
     return used;
+}
+
+std::map<std::string, uint64_t> cpu_used_by_name(const std::map<pid_t, uint64_t> &before,
+                                                 const std::map<pid_t, uint64_t> &after) {
+    std::map<std::string, uint64_t> out;
+    for (const auto &a : after)
+        out[comm(a.first)] += used_since(before, a.first, a.second);
+    return out;
 }
 
 }  // namespace asyncd::bench

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <string>
 #include <vector>
 
 namespace asyncd::bench {
@@ -19,5 +20,10 @@ std::map<pid_t, uint64_t> tree_cpu(const std::vector<pid_t> &roots);
 // counts from 0; one that went away is lost, so a restart during a run under-counts).
 uint64_t cpu_used_ns(const std::map<pid_t, uint64_t> &before,
                      const std::map<pid_t, uint64_t> &after);
+
+// The same, by process name (/proc/PID/comm, read now; processes of one name are summed):
+// for asyncd it shows what conn and each worker spend.
+std::map<std::string, uint64_t> cpu_used_by_name(const std::map<pid_t, uint64_t> &before,
+                                                 const std::map<pid_t, uint64_t> &after);
 
 }  // namespace asyncd::bench

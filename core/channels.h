@@ -126,6 +126,7 @@ struct SharedState {
     std::atomic<uint64_t> stop_deadline_ms;   // supervisor: when a stop kills what is left
     LiveLimitsSlot limits;                    // supervisor: what a reload applies live
     std::atomic<uint32_t> fatal_generation;   // supervisor: bumped when a slot turns fatal
+    std::atomic<uint64_t> poll_ns;            // conn, workers: time spent busy polling (relaxed)
     // supervisor (release), one bit per worker slot: serving: ready, not dead or in back-off,
     // so conn may bind new connections to it; fatal: it will never serve.
     std::atomic<uint64_t> serving[kMaxWorkers / 64];

@@ -100,19 +100,25 @@ bool Loop::ready() {
 // busy-poll window first: under load the next event is usually that close, and sleeping
 // would cost the other side a wakeup write and us a wakeup.
 int Loop::wait(int timeout) {
-    for (uint64_t now = monotonic_ns(); !more_ && now - last_work_ns_ < poll_ns_ && !cpu_.high(now);
+    uint64_t start = monotonic_ns();
+    bool polled = false, found = false;
+    int n = 0;
+    for (uint64_t now = start; !more_ && now - last_work_ns_ < poll_ns_ && !cpu_.high(now);
          now = monotonic_ns()) {
-        int n = epoll_wait(ep_, events_, kMaxEvents, 0);
-        if (n != 0 || ready()) return n;
-        if (!poll_yield()) break;
+        polled = true;
+        n = epoll_wait(ep_, events_, kMaxEvents, 0);
+        found = n != 0 || ready();
+        if (found || !poll_yield()) break;
     }
+    if (polled) cpu_.polled(monotonic_ns() - start);
+    if (found) return n;
     if (more_) timeout = 0;
     if (timeout != 0) {
         for (auto &fn : may_sleep_) {
             if (!fn(timeout)) timeout = 0;  // every hook still announces: after_wake undoes all
         }
     }
-    int n = epoll_wait(ep_, events_, kMaxEvents, timeout);
+    n = epoll_wait(ep_, events_, kMaxEvents, timeout);
     for (auto &fn : after_wake_)
         fn();
     return n;

@@ -81,6 +81,7 @@ class Loop {
     // Busy polling: for poll_us after a turn that did work (note_work()), the loop polls
     // the fds and the ready hooks instead of sleeping, while the CPU is not contended.
     void set_busy_poll_us(int poll_us) { poll_ns_ = uint64_t(poll_us) * 1000; }
+    CpuContention &cpu() { return cpu_; }
     void note_work(uint64_t now_ns) { last_work_ns_ = now_ns; }
     // Something is left to do without waiting (a batch limit was hit): the next wait polls.
     void set_more(bool more) { more_ = more; }

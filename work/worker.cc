@@ -84,7 +84,9 @@ Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
       state_(&ch->state->workers[index]),
       stats_(&ch->stats->workers[index]),
       in_(&link_->in, &link_->wake, &ch->conn_wake),
-      out_(&link_->out, &ch->conn_wake) {}
+      out_(&link_->out, &ch->conn_wake) {
+    cpu_.share_poll_time(&ch->state->poll_ns);
+}
 
 Worker::~Worker() {
     if (ep_ >= 0) close(ep_);
@@ -193,6 +195,7 @@ int Worker::run() {
         }
     }
     live_.clear();
+    last_live_ = 0;
     if (fns.fini_service) {
         InCallback in(state_, Callback::kFini);
         fns.fini_service(index_);
@@ -206,11 +209,16 @@ int Worker::run() {
 // is usually that close, and a sleep would cost conn a wakeup write and us a wakeup.
 void Worker::sleep_until_work() {
     uint64_t poll_ns = uint64_t(cfg_.busy_poll_us) * 1000;
-    for (uint64_t now = monotonic_ns(); now - last_work_ns_ < poll_ns && !cpu_.high(now);
+    uint64_t start = monotonic_ns();
+    bool polled = false, found = false;
+    for (uint64_t now = start; now - last_work_ns_ < poll_ns && !cpu_.high(now);
          now = monotonic_ns()) {
-        if (!in_.empty()) return;
-        if (!poll_yield()) break;
+        polled = true;
+        found = !in_.empty();
+        if (found || !poll_yield()) break;
     }
+    if (polled) cpu_.polled(monotonic_ns() - start);
+    if (found) return;
     int64_t next = timers_.next_in(monotonic_ms());
     int timeout = (next >= 0 && next < kTickMs) ? int(next) : kTickMs;
     if (!in_.prepare_sleep()) return;
@@ -283,7 +291,7 @@ void Worker::quarantine(const shmq::Message &m, uint64_t attempts) {
     if (ToWorker(m.type) == ToWorker::kPacket || ToWorker(m.type) == ToWorker::kLinkUp) {
         close_conn(m.conn_id);
     }
-    live_.erase(m.conn_id);
+    forget_live(m.conn_id);
 }
 
 void Worker::note_progress() {
@@ -372,8 +380,17 @@ void Worker::link_up_bound() {
     }
 }
 
+bool Worker::forget_live(uint64_t conn) {
+    if (conn == last_live_) last_live_ = 0;
+    return live_.erase(conn) != 0;
+}
+
 void Worker::ensure_linked(uint64_t conn) {
-    if (live_.count(conn)) return;
+    if (conn == last_live_) return;  // packets come in runs of one connection
+    if (live_.count(conn)) {
+        last_live_ = conn;
+        return;
+    }
     // A connection this process never saw linked up: its predecessor did before it died.
     // The plugin gets the link_up it would have had, before the packet.
     live_.insert(conn);
@@ -411,7 +428,7 @@ void Worker::dispatch(const shmq::Message &m) {
             break;
         }
         case ToWorker::kLinkDown:
-            if (!live_.erase(m.conn_id)) break;
+            if (!forget_live(m.conn_id)) break;
             if (fns.link_down_cli) {
                 InCallback in(state_, Callback::kLinkDown);
                 fns.link_down_cli(m.conn_id, int(m.seq));
@@ -425,6 +442,7 @@ void Worker::dispatch(const shmq::Message &m) {
                 }
             }
             live_.clear();
+            last_live_ = 0;
             break;
         default:
             log_->write(LogLevel::kAlert, "worker %d: unknown record type %u", index_,

@@ -55,6 +55,7 @@ class Worker {
     void quarantine(const shmq::Message &m, uint64_t attempts);
     void link_up_bound();
     void ensure_linked(uint64_t conn);
+    bool forget_live(uint64_t conn);  // false: it was not linked up
     bool push_out(FromWorker type, uint64_t conn, const void *buf, size_t len);
     void wait_room(size_t len);
     void sleep_until_work();
@@ -72,6 +73,7 @@ class Worker {
     Plugin plugin_;
     Timers timers_;
     std::unordered_set<uint64_t> live_;  // connections the plugin has seen linked up
+    uint64_t last_live_ = 0;             // the last one looked up in live_ and found (0: none)
     int ep_ = -1;
     int sig_fd_ = -1;
     uint64_t last_work_ns_ = 0;

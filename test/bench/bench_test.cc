@@ -228,6 +228,18 @@ TEST(AsyncdBench, BatchModeAndServerCpuPerRequest) {
     double ns = atof(j.c_str() + at + strlen("\"server_cpu_ns_per_request\": "));
     EXPECT_GT(ns, 0) << "20000 requests cost the server some CPU";
     EXPECT_LT(ns, 1e7) << "and not 10 ms each";
+    // Split by process: conn and the worker each appear, and their shares add up.
+    at = j.find("\"server_cpu_ns_per_request_by_process\": {");
+    ASSERT_NE(at, std::string::npos) << j;
+    std::string split = j.substr(at, j.find('}', at) - at);
+    double sum = 0;
+    for (const char *name : {"\"asyncd-conn\": ", "\"asyncd-work0\": "}) {
+        size_t p = split.find(name);
+        ASSERT_NE(p, std::string::npos) << split;
+        sum += atof(split.c_str() + p + strlen(name));
+    }
+    EXPECT_GT(sum, 0) << split;
+    EXPECT_LE(sum, ns * 1.0001) << split;
     // -p is the port now; a protocol name there is refused with a hint.
     rc = run(bench_bin() + " -q -n 10 -p resp", &out);
     EXPECT_EQ(rc, 2) << out;
