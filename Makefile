@@ -32,7 +32,7 @@ GTEST_LIBS := -lgtest -lgtest_main
 GTEST_HEADER := $(firstword $(wildcard /usr/include/gtest/gtest.h /usr/local/include/gtest/gtest.h))
 
 SHMQ_SRCS := $(wildcard shmq/*.cc)
-CORE_SRCS := $(filter-out main/main.cc,$(wildcard core/*.cc main/*.cc conn/*.cc work/*.cc))
+CORE_SRCS := $(filter-out main/main.cc,$(wildcard core/*.cc main/*.cc conn/*.cc work/*.cc cluster/*.cc))
 TEST_SRCS := $(wildcard test/*/*.cc) $(wildcard test/*.cc)
 
 # Plugins: C shared objects. The runtime functions they call are resolved against the

@@ -39,7 +39,9 @@ class FakeStat {
     std::string path_;
 };
 
-uint64_t ticks_in(uint64_t ns) { return ns / (1000000000 / uint64_t(sysconf(_SC_CLK_TCK))); }
+uint64_t ticks_in(uint64_t ns) {
+    return ns / (1000000000 / uint64_t(sysconf(_SC_CLK_TCK)));
+}
 
 constexpr uint64_t kWindow = CpuContention::kWindowNs;
 constexpr uint64_t kT0 = 1000000000;
