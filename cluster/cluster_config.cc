@@ -31,7 +31,8 @@ std::vector<std::string> words(const std::string &line) {
 
 bool numeric_host(const std::string &host) {
     unsigned char buf[16];
-    return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+    return inet_pton(AF_INET, host.c_str(), buf) == 1 ||
+           inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
 std::string dir_of(const std::string &path) {
@@ -185,8 +186,8 @@ bool parse_cluster(const std::string &text, const std::string &path, const std::
                             (errno ? strerror(errno) : "over 4096 bytes"));
             while (!c.secret.empty() && (c.secret.back() == '\n' || c.secret.back() == '\r'))
                 c.secret.pop_back();
-            if (c.secret.size() < 16) return fail("secret_file " + c.secret_file +
-                                                  ": a secret needs at least 16 bytes");
+            if (c.secret.size() < 16)
+                return fail("secret_file " + c.secret_file + ": a secret needs at least 16 bytes");
         } else {
             return fail("unknown key \"" + key + "\"");
         }
@@ -240,16 +241,15 @@ ClusterDiff diff_clusters(const ClusterConfig &before, const ClusterConfig &afte
     for (const NodeEntry &a : after.nodes) {
         if (!before.find(a.name)) d.added.push_back(a.name);
     }
-    d.options_changed = before.call_timeout_ms != after.call_timeout_ms ||
-                        before.connect_timeout_ms != after.connect_timeout_ms ||
-                        before.handshake_timeout_ms != after.handshake_timeout_ms ||
-                        before.hb_interval_ms != after.hb_interval_ms ||
-                        before.hb_timeout_ms != after.hb_timeout_ms ||
-                        before.max_message != after.max_message ||
-                        before.max_frame != after.max_frame ||
-                        before.queue_max != after.queue_max ||
-                        before.queue_bytes != after.queue_bytes ||
-                        before.pending_max != after.pending_max || before.secret != after.secret;
+    d.options_changed =
+        before.call_timeout_ms != after.call_timeout_ms ||
+        before.connect_timeout_ms != after.connect_timeout_ms ||
+        before.handshake_timeout_ms != after.handshake_timeout_ms ||
+        before.hb_interval_ms != after.hb_interval_ms ||
+        before.hb_timeout_ms != after.hb_timeout_ms || before.max_message != after.max_message ||
+        before.max_frame != after.max_frame || before.queue_max != after.queue_max ||
+        before.queue_bytes != after.queue_bytes || before.pending_max != after.pending_max ||
+        before.secret != after.secret;
     return d;
 }
 

@@ -30,11 +30,11 @@ struct ClusterConfig {
     uint64_t hb_timeout_ms = 3000;
     size_t max_message = size_t(16) << 20;
     size_t max_frame = size_t(256) << 10;
-    size_t queue_max = 10000;             // frames waiting for one node's link
+    size_t queue_max = 10000;               // frames waiting for one node's link
     size_t queue_bytes = size_t(64) << 20;  // their bytes
-    size_t pending_max = 100000;          // calls one worker may have waiting for answers
-    std::string secret_file;              // resolved against the cluster file's directory
-    std::string secret;                   // its contents, read at parse time
+    size_t pending_max = 100000;            // calls one worker may have waiting for answers
+    std::string secret_file;                // resolved against the cluster file's directory
+    std::string secret;                     // its contents, read at parse time
 
     const NodeEntry *find(const std::string &name) const;
 };

@@ -18,9 +18,15 @@ inline void put64(uint8_t *p, uint64_t v) {
     put32(p, uint32_t(v >> 32));
     put32(p + 4, uint32_t(v));
 }
-inline uint16_t get16(const uint8_t *p) { return uint16_t(p[0] << 8 | p[1]); }
-inline uint32_t get32(const uint8_t *p) { return uint32_t(get16(p)) << 16 | get16(p + 2); }
-inline uint64_t get64(const uint8_t *p) { return uint64_t(get32(p)) << 32 | get32(p + 4); }
+inline uint16_t get16(const uint8_t *p) {
+    return uint16_t(p[0] << 8 | p[1]);
+}
+inline uint32_t get32(const uint8_t *p) {
+    return uint32_t(get16(p)) << 16 | get16(p + 2);
+}
+inline uint64_t get64(const uint8_t *p) {
+    return uint64_t(get32(p)) << 32 | get32(p + 4);
+}
 
 // HELLO body: magic u32, version u16, workers u16, max_frame u32, max_message u32,
 // incarnation u64, nonce[16], name_len u8, name, has_mac u8, [mac 32].
@@ -30,15 +36,24 @@ constexpr size_t kHelloFixed = 4 + 2 + 2 + 4 + 4 + 8 + kNonceLen + 1;
 
 const char *frame_type_name(FrameType t) {
     switch (t) {
-        case FrameType::kHello: return "HELLO";
-        case FrameType::kHelloAck: return "HELLO_ACK";
-        case FrameType::kCall: return "CALL";
-        case FrameType::kSend: return "SEND";
-        case FrameType::kReply: return "REPLY";
-        case FrameType::kPing: return "PING";
-        case FrameType::kPong: return "PONG";
-        case FrameType::kGoaway: return "GOAWAY";
-        case FrameType::kPart: return "PART";
+        case FrameType::kHello:
+            return "HELLO";
+        case FrameType::kHelloAck:
+            return "HELLO_ACK";
+        case FrameType::kCall:
+            return "CALL";
+        case FrameType::kSend:
+            return "SEND";
+        case FrameType::kReply:
+            return "REPLY";
+        case FrameType::kPing:
+            return "PING";
+        case FrameType::kPong:
+            return "PONG";
+        case FrameType::kGoaway:
+            return "GOAWAY";
+        case FrameType::kPart:
+            return "PART";
     }
     return "?";
 }

@@ -74,8 +74,8 @@ struct Hello {
     uint32_t max_message = 0;
     uint64_t incarnation = 0;
     uint8_t nonce[kNonceLen] = {};
-    std::string node;       // the sender's name, 1..kMaxServiceLen bytes
-    bool has_mac = false;   // a HELLO_ACK's proof of the shared secret
+    std::string node;      // the sender's name, 1..kMaxServiceLen bytes
+    bool has_mac = false;  // a HELLO_ACK's proof of the shared secret
     uint8_t mac[32] = {};
 };
 

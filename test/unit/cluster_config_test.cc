@@ -26,18 +26,19 @@ std::string error_of(const std::string &text, const std::string &self = "game1")
 TEST(ClusterConfig, NodesAndOptions) {
     ClusterConfig c;
     std::string err;
-    ASSERT_TRUE(parse("# the cluster\n"
-                      "node game1 127.0.0.1:7101\n"
-                      "node game2 127.0.0.1:7102  preconnect   # the battle node\n"
-                      "node db    [::1]:7103\n"
-                      "node old   down\n"
-                      "node spare 127.0.0.1:7105 down\n"
-                      "call_timeout 1.5\n"
-                      "hb_interval 200ms\n"
-                      "hb_timeout 1s\n"
-                      "max_message 1M\n"
-                      "queue_max 50\n",
-                      &c, &err))
+    ASSERT_TRUE(
+        parse("# the cluster\n"
+              "node game1 127.0.0.1:7101\n"
+              "node game2 127.0.0.1:7102  preconnect   # the battle node\n"
+              "node db    [::1]:7103\n"
+              "node old   down\n"
+              "node spare 127.0.0.1:7105 down\n"
+              "call_timeout 1.5\n"
+              "hb_interval 200ms\n"
+              "hb_timeout 1s\n"
+              "max_message 1M\n"
+              "queue_max 50\n",
+              &c, &err))
         << err;
     ASSERT_EQ(c.nodes.size(), 5u);
     EXPECT_EQ(c.nodes[0].name, "game1");
@@ -122,16 +123,18 @@ TEST(ClusterConfig, ASecretFileIsReadBesideTheClusterFile) {
 TEST(ClusterConfig, TheDiffSaysWhatAReloadChanges) {
     ClusterConfig a, b;
     std::string err;
-    ASSERT_TRUE(parse("node game1 127.0.0.1:7101\nnode game2 127.0.0.1:7102\n"
-                      "node db 127.0.0.1:7103\nnode old 127.0.0.1:7104\nnode back down\n",
-                      &a, &err))
+    ASSERT_TRUE(
+        parse("node game1 127.0.0.1:7101\nnode game2 127.0.0.1:7102\n"
+              "node db 127.0.0.1:7103\nnode old 127.0.0.1:7104\nnode back down\n",
+              &a, &err))
         << err;
     EXPECT_TRUE(diff_clusters(a, a).empty());
     EXPECT_EQ(diff_clusters(a, a).describe(), "no change");
-    ASSERT_TRUE(parse("node game1 127.0.0.1:7101\nnode game2 127.0.0.1:7202 preconnect\n"
-                      "node db down\nnode back 127.0.0.1:7105\nnode game3 127.0.0.1:7106\n"
-                      "call_timeout 2\n",
-                      &b, &err))
+    ASSERT_TRUE(
+        parse("node game1 127.0.0.1:7101\nnode game2 127.0.0.1:7202 preconnect\n"
+              "node db down\nnode back 127.0.0.1:7105\nnode game3 127.0.0.1:7106\n"
+              "call_timeout 2\n",
+              &b, &err))
         << err;
     ClusterDiff d = diff_clusters(a, b);
     EXPECT_EQ(d.added, std::vector<std::string>{"game3"});

@@ -105,9 +105,25 @@ TEST(Loop, HooksRunAroundTheWait) {
     loop.on_after_wake([&] { trace += "w"; });
     loop.on_after_events([&] { trace += "e"; });
     loop.on_end_of_turn([&] { trace += "|"; });
+    // A turn that may block (its next timer is a minute away) asks may_sleep first; the fd
+    // that is ready already ends the wait at once.
+    Pipe p;
+    FnHandler h([&](uint32_t) {
+        char c;
+        while (read(p.fd[0], &c, 1) == 1)
+            trace += "r";
+    });
+    ASSERT_TRUE(loop.add(p.fd[0], EPOLLIN, &h));
+    uint64_t far = loop.add_timer(60000, [&] { trace += "t"; });
+    ASSERT_EQ(write(p.fd[1], "x", 1), 1);
+    ASSERT_TRUE(loop.turn());
+    EXPECT_EQ(trace, "swre|");
+    // Timers run after the events' hooks.
+    ASSERT_TRUE(loop.cancel_timer(far));
+    trace.clear();
     loop.add_timer(1, [&] { trace += "t"; });
     ASSERT_TRUE(turn_until(loop, [&] { return trace.find('t') != std::string::npos; }));
-    EXPECT_EQ(trace.substr(trace.size() - 5), "swet|") << trace;
+    EXPECT_EQ(trace.substr(trace.size() - 4), "wet|") << trace;
     // A hook that finds its work ready makes the wait a poll: the turn does not block.
     trace.clear();
     ready_now = true;

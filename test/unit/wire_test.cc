@@ -179,15 +179,16 @@ TEST(Wire, EveryTruncatedOrPaddedHelloIsRefused) {
         std::string longer = body + "x";
         Hello d;
         const char *why = "";
-        EXPECT_FALSE(
-            decode_hello(reinterpret_cast<const uint8_t *>(longer.data()), longer.size(), &d, &why));
+        EXPECT_FALSE(decode_hello(reinterpret_cast<const uint8_t *>(longer.data()), longer.size(),
+                                  &d, &why));
         EXPECT_STREQ(why, "hello of the wrong length");
     }
     std::string body = encode_hello(FrameType::kHello, sample_hello(false)).substr(kFrameHeaderLen);
     body[0] = 'X';
     Hello d;
     const char *why = "";
-    EXPECT_FALSE(decode_hello(reinterpret_cast<const uint8_t *>(body.data()), body.size(), &d, &why));
+    EXPECT_FALSE(
+        decode_hello(reinterpret_cast<const uint8_t *>(body.data()), body.size(), &d, &why));
     EXPECT_STREQ(why, "not an asyncd node (bad magic)");
 }
 
