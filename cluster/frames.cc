@@ -94,7 +94,9 @@ char *FrameReader::room(size_t want) {
     return &buf_[end_];
 }
 
-void FrameReader::wrote(size_t n) { end_ += n; }
+void FrameReader::wrote(size_t n) {
+    end_ += n;
+}
 
 void FrameReader::feed(const void *data, size_t len) {
     memcpy(room(len), data, len);

@@ -19,8 +19,7 @@ namespace asyncd::cluster {
 class MessageWriter {
   public:
     // h: the first frame's header (type CALL, SEND or REPLY; length and flags are set here).
-    MessageWriter(const FrameHeader &h, std::string service, std::string payload,
-                  size_t max_frame);
+    MessageWriter(const FrameHeader &h, std::string service, std::string payload, size_t max_frame);
     bool done() const { return done_; }
     void next(std::string *out);
     size_t frames() const { return frames_; }

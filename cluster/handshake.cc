@@ -34,8 +34,8 @@ void hello_proof(const std::string &secret, char role, const Hello &initiator,
     hmac_sha256(secret.data(), secret.size(), parts, sizeof parts / sizeof parts[0], out);
 }
 
-bool proof_ok(const std::string &secret, char role, const Hello &initiator,
-              const Hello &responder, const Hello &got) {
+bool proof_ok(const std::string &secret, char role, const Hello &initiator, const Hello &responder,
+              const Hello &got) {
     if (!got.has_mac) return false;
     uint8_t want[32];
     hello_proof(secret, role, initiator, responder, want);

@@ -27,8 +27,8 @@ void hello_proof(const std::string &secret, char role, const Hello &initiator,
                  const Hello &responder, uint8_t out[32]);
 
 // With a secret, whether `got` (a HELLO_ACK from the other side) proves it.
-bool proof_ok(const std::string &secret, char role, const Hello &initiator,
-              const Hello &responder, const Hello &got);
+bool proof_ok(const std::string &secret, char role, const Hello &initiator, const Hello &responder,
+              const Hello &got);
 
 // Two links between the same pair, each side having connected to the other: the one
 // initiated by the node whose name sorts lower survives. True when our outgoing link is it.

@@ -47,7 +47,7 @@ bool CpuContention::high(uint64_t now_ns) {
         // safe) count as nothing idle.
         uint64_t free_ns = (idle >= last_idle_ns_ ? idle - last_idle_ns_ : 0) +
                            (polled >= last_polled_ ? polled - last_polled_ : 0);
-        high_ = free_ns < (now_ns - last_ns_) / 2;
+        high_ = free_ns < (now_ns - last_ns_);
     }
     last_ns_ = now_ns;
     last_idle_ns_ = idle;

@@ -5,8 +5,9 @@
 // What would sit idle if nobody polled is the box's idle time plus the time the server's
 // pollers spent polling: every kWindowNs the gate reads the first (idle) from /proc/stat and
 // the second from a counter every poller adds its polling stretches to (shared memory when
-// the process has it, else its own). Below half a CPU of it in the last window, polling would
-// steal: high() says so until a later window says otherwise. (Counting runnable tasks, as
+// the process has it, else its own). A poller holds a whole CPU while it polls: below one CPU
+// of it in the last window, polling would steal, and high() says so until a later window
+// says otherwise. (Counting runnable tasks, as
 // /proc/loadavg does, cannot tell: the pollers are runnable themselves, and a client that is
 // waiting for a CPU is as often asleep in the instant of the sample.)
 #pragma once

@@ -1,5 +1,5 @@
 // core/cpu_contention: busy polling is allowed while what would sit idle without it (the
-// box's idle time plus the pollers' polling time) reaches half a CPU, and refused below.
+// box's idle time plus the pollers' polling time) reaches a whole CPU, and refused below.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -53,15 +53,15 @@ TEST(CpuContention, NothingIdleAndNobodyPollingMeansContended) {
     EXPECT_TRUE(gate.high(kT0 + kWindow));
 }
 
-TEST(CpuContention, HalfACpuIdleAllowsPolling) {
+TEST(CpuContention, ACpuIdleAllowsPolling) {
     FakeStat stat;
     CpuContention gate(stat.path());
     gate.high(kT0);
-    stat.set_idle_ticks(ticks_in(kWindow / 2));
+    stat.set_idle_ticks(ticks_in(kWindow));
     EXPECT_FALSE(gate.high(kT0 + kWindow));
-    stat.set_idle_ticks(ticks_in(kWindow / 2) + ticks_in(kWindow / 4));
-    EXPECT_TRUE(gate.high(kT0 + 2 * kWindow)) << "a quarter of a CPU idle is too little";
-    stat.set_idle_ticks(ticks_in(kWindow), ticks_in(kWindow / 4));
+    stat.set_idle_ticks(ticks_in(kWindow) + ticks_in(kWindow * 3 / 4));
+    EXPECT_TRUE(gate.high(kT0 + 2 * kWindow)) << "three quarters of a CPU idle is too little";
+    stat.set_idle_ticks(ticks_in(kWindow * 2), ticks_in(kWindow * 3 / 4));
     EXPECT_FALSE(gate.high(kT0 + 3 * kWindow)) << "iowait is idle too";
 }
 
@@ -72,10 +72,10 @@ TEST(CpuContention, PollingTimeCountsAsWhatWouldSitIdle) {
     gate.share_poll_time(&shared);
     other.share_poll_time(&shared);
     gate.high(kT0);
-    gate.polled(kWindow / 4);
-    other.polled(kWindow / 4);  // another process of the server polled as long
+    gate.polled(kWindow / 2);
+    other.polled(kWindow / 2);  // another process of the server polled as long
     EXPECT_FALSE(gate.high(kT0 + kWindow));
-    gate.polled(kWindow / 4);  // only half of that in the next window, and nothing idle
+    gate.polled(kWindow / 2);  // only half of that in the next window, and nothing idle
     EXPECT_TRUE(gate.high(kT0 + 2 * kWindow));
 }
 

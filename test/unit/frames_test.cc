@@ -39,9 +39,8 @@ std::string all_frames(MessageWriter &w) {
 }
 
 TEST(Frames, EverySizeRoundTrips) {
-    for (size_t n : {size_t(0), size_t(1), size_t(1000), kMaxFrame - 4, kMaxFrame - 3,
-                     kMaxFrame, kMaxFrame + 1, 3 * kMaxFrame, 3 * kMaxFrame + 17,
-                     size_t(100000)}) {
+    for (size_t n : {size_t(0), size_t(1), size_t(1000), kMaxFrame - 4, kMaxFrame - 3, kMaxFrame,
+                     kMaxFrame + 1, 3 * kMaxFrame, 3 * kMaxFrame + 17, size_t(100000)}) {
         std::string p = payload_of(n, int(n));
         MessageWriter w(call_header(2, 7), "echo", p, kMaxFrame);
         std::string bytes = all_frames(w);
@@ -88,7 +87,8 @@ TEST(Frames, StreamsInterleaveWithoutMixingAtAnySplit) {
             any = true;
         }
     }
-    for (size_t chunk : {size_t(1), size_t(7), size_t(32), size_t(33), size_t(1000), bytes.size()}) {
+    for (size_t chunk :
+         {size_t(1), size_t(7), size_t(32), size_t(33), size_t(1000), bytes.size()}) {
         FrameReader r(kMaxFrame, 1 << 20, 4 << 20);
         std::vector<std::string> got[3];
         const char *why = "";

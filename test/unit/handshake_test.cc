@@ -11,9 +11,10 @@ namespace {
 ClusterConfig three_nodes() {
     ClusterConfig c;
     std::string err;
-    EXPECT_TRUE(parse_cluster("node game1 127.0.0.1:7101\nnode game2 127.0.0.1:7102\n"
-                              "node old down\n",
-                              "cluster.conf", "game1", &c, &err))
+    EXPECT_TRUE(
+        parse_cluster("node game1 127.0.0.1:7101\nnode game2 127.0.0.1:7102\n"
+                      "node old down\n",
+                      "cluster.conf", "game1", &c, &err))
         << err;
     return c;
 }
@@ -37,7 +38,8 @@ TEST(Handshake, WhoMayLink) {
               "connected to db but the peer says it is game2");
     EXPECT_EQ(check_hello(hello("stranger", 1), c, "game1", ""),
               "node stranger is not in cluster.conf");
-    EXPECT_EQ(check_hello(hello("old", 1), c, "game1", ""), "node old is marked down in cluster.conf");
+    EXPECT_EQ(check_hello(hello("old", 1), c, "game1", ""),
+              "node old is marked down in cluster.conf");
     EXPECT_EQ(check_hello(hello("game1", 1), c, "game1", ""),
               "the peer says it is this node (game1)");
     Hello v = hello("game2", 1);
@@ -56,7 +58,8 @@ TEST(Handshake, ProofsBindTheSecretBothNoncesBothNamesAndTheRole) {
     hello_proof(secret, 'R', i, r, ack.mac);
     EXPECT_TRUE(proof_ok(secret, 'R', i, r, ack));
     EXPECT_FALSE(proof_ok("another secret!!", 'R', i, r, ack)) << "the secret";
-    EXPECT_FALSE(proof_ok(secret, 'I', i, r, ack)) << "the responder's proof is not the initiator's";
+    EXPECT_FALSE(proof_ok(secret, 'I', i, r, ack))
+        << "the responder's proof is not the initiator's";
     Hello i2 = i;
     i2.nonce[3] ^= 1;
     EXPECT_FALSE(proof_ok(secret, 'R', i2, r, ack)) << "the initiator's nonce (a replay)";
