@@ -35,13 +35,20 @@ std::string be64_text(uint64_t v) {
 
 const char *link_state_name(LinkState s) {
     switch (s) {
-        case LinkState::kIdle: return "idle";
-        case LinkState::kConnecting: return "connecting";
-        case LinkState::kHandshaking: return "handshaking";
-        case LinkState::kUp: return "up";
-        case LinkState::kDraining: return "draining";
-        case LinkState::kBackoff: return "backoff";
-        case LinkState::kDown: return "down";
+        case LinkState::kIdle:
+            return "idle";
+        case LinkState::kConnecting:
+            return "connecting";
+        case LinkState::kHandshaking:
+            return "handshaking";
+        case LinkState::kUp:
+            return "up";
+        case LinkState::kDraining:
+            return "draining";
+        case LinkState::kBackoff:
+            return "backoff";
+        case LinkState::kDown:
+            return "down";
     }
     return "?";
 }
@@ -55,7 +62,9 @@ Link::Link(LinkHost *host, const ClusterConfig *cfg, const LinkSelf *self, std::
     since_ms_ = host_->now_ms();
 }
 
-Link::~Link() { close_fd(); }
+Link::~Link() {
+    close_fd();
+}
 
 void Link::set_state(LinkState s, uint64_t timer_ms) {
     state_ = s;
@@ -465,8 +474,8 @@ void Link::tick() {
         send_control(FrameType::kPing, ping_seq_, be64_text(ping_sent_us_));
         if (fd_ < 0) return;
     }
-    uint64_t next = std::min(last_sent_ms_ + cfg_->hb_interval_ms,
-                             last_heard_ms_ + cfg_->hb_timeout_ms);
+    uint64_t next =
+        std::min(last_sent_ms_ + cfg_->hb_interval_ms, last_heard_ms_ + cfg_->hb_timeout_ms);
     if (state_ == LinkState::kDraining) next = std::min(next, grace_ms_);
     deadline_ms_ = std::max(next, now + 1);
 }

@@ -88,8 +88,8 @@ class Link {
     int fd() const { return fd_; }
     bool wants_write() const { return out_off_ < out_.size() || state_ == LinkState::kConnecting; }
     uint64_t deadline_ms() const { return deadline_ms_; }  // 0: none
-    uint64_t since_ms() const { return since_ms_; }         // in this state since
-    int64_t rtt_us() const { return rtt_us_; }              // -1 until a PONG came
+    uint64_t since_ms() const { return since_ms_; }        // in this state since
+    int64_t rtt_us() const { return rtt_us_; }             // -1 until a PONG came
     size_t queued_bytes() const { return out_.size() - out_off_; }
     // After a failure: the circuit is open until a reconnect completes its handshake.
     bool failed_since_up() const { return failed_; }

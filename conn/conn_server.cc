@@ -99,7 +99,7 @@ bool ConnServer::setup(std::string *err) {
 
     // The turn: events, then after_events (the rings and the writes), the timers (timeouts,
     // the accept pause), end_of_turn (reap). Around the wait, the rings' sleep protocol.
-    loop_.set_busy_poll_us(cfg_.busy_poll_us);
+    loop_.set_busy_poll_us(cfg_.busy_poll_us, cfg_.busy_poll_contended_us);
     loop_.cpu().share_poll_time(&ch_->state->poll_ns);
     loop_.on_after_events([this] { after_events(); });
     loop_.on_end_of_turn([this] { end_of_turn(); });
@@ -186,7 +186,7 @@ void ConnServer::reload_limits() {
     ch_->state->limits.read(&v);
     LiveLimitsSlot::apply(v, &cfg_);
     log_->set_level(cfg_.log_level);
-    loop_.set_busy_poll_us(cfg_.busy_poll_us);
+    loop_.set_busy_poll_us(cfg_.busy_poll_us, cfg_.busy_poll_contended_us);
     clients_->limits_changed();
     reload_plugin();
     log_->write(LogLevel::kInfo,

@@ -111,6 +111,7 @@ void LiveLimitsSlot::publish(const Config &cfg) {
     v.pkg_timeout_ms = cfg.pkg_timeout_ms;
     v.out_buf_soft_ms = cfg.out_buf_soft_ms;
     v.busy_poll_us = cfg.busy_poll_us;
+    v.busy_poll_contended_us = cfg.busy_poll_contended_us;
     v.log_level = int(cfg.log_level);
     v.out_buf_soft = cfg.out_buf_soft;
     v.out_buf_hard = cfg.out_buf_hard;
@@ -146,6 +147,7 @@ void LiveLimitsSlot::apply(const LiveLimits &v, Config *cfg) {
     cfg->pkg_timeout_ms = v.pkg_timeout_ms;
     cfg->out_buf_soft_ms = v.out_buf_soft_ms;
     cfg->busy_poll_us = v.busy_poll_us;
+    cfg->busy_poll_contended_us = v.busy_poll_contended_us;
     cfg->log_level = LogLevel(v.log_level);
     cfg->out_buf_soft = size_t(v.out_buf_soft);
     cfg->out_buf_hard = size_t(v.out_buf_hard);

@@ -91,6 +91,7 @@ struct LiveLimits {
     int pkg_timeout_ms;
     int out_buf_soft_ms;
     int busy_poll_us;
+    int busy_poll_contended_us;
     int log_level;
     uint64_t out_buf_soft;
     uint64_t out_buf_hard;

@@ -223,6 +223,13 @@ class Parser {
                 return false;
             }
             cfg_->busy_poll_us = int(n);
+        } else if (key == "busy_poll_contended_us") {
+            if (!parse_int(value, 0, 100000, &n)) {
+                *why =
+                    "busy_poll_contended_us must be 0 to 100000 microseconds, got '" + value + "'";
+                return false;
+            }
+            cfg_->busy_poll_contended_us = int(n);
         } else if (key == "log_level") {
             if (!parse_log_level(value, &cfg_->log_level)) {
                 *why = "log_level must be debug, info, warn, error, crit or alert, got '" + value +
@@ -368,6 +375,7 @@ const std::vector<ConfigKey> kKeys = {
     OTHER_KEY("worker_max_rss", "off", OnReload::kRoll),
     OTHER_KEY("input_budget", "auto", OnReload::kLive),
     OTHER_KEY("busy_poll_us", "50", OnReload::kLive),
+    OTHER_KEY("busy_poll_contended_us", "20", OnReload::kLive),
     OTHER_KEY("log_level", "info", OnReload::kLive),
     RESTART_KEY("log_file", "-", log_file),
     RESTART_KEY("pid_file", "`asyncd.pid` beside the config file", pid_file),

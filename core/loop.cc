@@ -103,8 +103,11 @@ int Loop::wait(int timeout) {
     uint64_t start = monotonic_ns();
     bool polled = false, found = false;
     int n = 0;
-    for (uint64_t now = start; !more_ && now - last_work_ns_ < poll_ns_ && !cpu_.high(now);
-         now = monotonic_ns()) {
+    // Under contention a short window still pays: the next event usually comes within a
+    // few microseconds, and a sleep and a wakeup cost more than that.
+    uint64_t window =
+        poll_ns_ && start - last_work_ns_ < poll_ns_ && cpu_.high(start) ? contended_ns_ : poll_ns_;
+    for (uint64_t now = start; !more_ && now - last_work_ns_ < window; now = monotonic_ns()) {
         polled = true;
         n = epoll_wait(ep_, events_, kMaxEvents, 0);
         found = n != 0 || ready();

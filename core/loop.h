@@ -10,6 +10,7 @@
 
 #include <sys/epoll.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -79,8 +80,12 @@ class Loop {
     void on_ready(std::function<bool()> fn) { ready_.push_back(std::move(fn)); }
 
     // Busy polling: for poll_us after a turn that did work (note_work()), the loop polls
-    // the fds and the ready hooks instead of sleeping, while the CPU is not contended.
-    void set_busy_poll_us(int poll_us) { poll_ns_ = uint64_t(poll_us) * 1000; }
+    // the fds and the ready hooks instead of sleeping; for contended_us (at most poll_us)
+    // while no CPU would sit idle (see CpuContention).
+    void set_busy_poll_us(int poll_us, int contended_us = 0) {
+        poll_ns_ = uint64_t(poll_us) * 1000;
+        contended_ns_ = std::min(poll_ns_, uint64_t(contended_us) * 1000);
+    }
     CpuContention &cpu() { return cpu_; }
     void note_work(uint64_t now_ns) { last_work_ns_ = now_ns; }
     // Something is left to do without waiting (a batch limit was hit): the next wait polls.
@@ -116,7 +121,7 @@ class Loop {
     std::vector<std::function<void()>> after_events_, end_of_turn_, after_wake_;
     std::vector<std::function<bool(int)>> may_sleep_;
     std::vector<std::function<bool()>> ready_;
-    uint64_t poll_ns_ = 0;
+    uint64_t poll_ns_ = 0, contended_ns_ = 0;
     uint64_t last_work_ns_ = 0;
     uint64_t now_ms_ = 0;
     bool more_ = false;

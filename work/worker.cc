@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "core/clock.h"
 #include "core/loop_fds.h"
 
@@ -210,9 +212,10 @@ int Worker::run() {
 void Worker::sleep_until_work() {
     uint64_t poll_ns = uint64_t(cfg_.busy_poll_us) * 1000;
     uint64_t start = monotonic_ns();
+    if (poll_ns && start - last_work_ns_ < poll_ns && cpu_.high(start))
+        poll_ns = std::min(poll_ns, uint64_t(cfg_.busy_poll_contended_us) * 1000);
     bool polled = false, found = false;
-    for (uint64_t now = start; now - last_work_ns_ < poll_ns && !cpu_.high(now);
-         now = monotonic_ns()) {
+    for (uint64_t now = start; now - last_work_ns_ < poll_ns; now = monotonic_ns()) {
         polled = true;
         found = !in_.empty();
         if (found || !poll_yield()) break;

@@ -40,9 +40,10 @@ struct FakeHost : LinkHost {
 ClusterConfig config(const std::string &self, const std::string &secret = "") {
     ClusterConfig c;
     std::string err;
-    EXPECT_TRUE(parse_cluster("node game1 127.0.0.1:7101\nnode game2 127.0.0.1:7102\n"
-                              "hb_interval 1s\nhb_timeout 3s\nhandshake_timeout 2s\n",
-                              "cluster.conf", self, &c, &err))
+    EXPECT_TRUE(
+        parse_cluster("node game1 127.0.0.1:7101\nnode game2 127.0.0.1:7102\n"
+                      "hb_interval 1s\nhb_timeout 3s\nhandshake_timeout 2s\n",
+                      "cluster.conf", self, &c, &err))
         << err;
     c.secret = secret;
     return c;
@@ -272,9 +273,9 @@ TEST(Link, ARefusedConnectBacksOffAndTheTimerReconnects) {
     close(s);
     ClusterConfig c;
     std::string err;
-    ASSERT_TRUE(parse_cluster("node game1 127.0.0.1:7101\nnode game2 127.0.0.1:" +
-                                  std::to_string(port) + "\n",
-                              "cluster.conf", "game1", &c, &err))
+    ASSERT_TRUE(parse_cluster(
+        "node game1 127.0.0.1:7101\nnode game2 127.0.0.1:" + std::to_string(port) + "\n",
+        "cluster.conf", "game1", &c, &err))
         << err;
     uint64_t clock = 1000;
     FakeHost h(&clock, 5);

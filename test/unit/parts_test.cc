@@ -158,6 +158,7 @@ TEST_F(ConfigFiles, EveryKeyOfTheTableParses) {
         {"worker_max_rss", "64M"},
         {"input_budget", "16M"},
         {"busy_poll_us", "0"},
+        {"busy_poll_contended_us", "5"},
         {"log_level", "warn"},
         {"log_file", "x.log"},
         {"pid_file", "x.pid"},
