@@ -5,7 +5,7 @@
 #   make asan       the ASan+UBSan flavour alone
 #   make run        start asyncd on etc/asyncd.conf with the echo plugin
 #   make bench      run the benchmarks and print their figures
-#   make fuzz       build the frame decoder's libFuzzer target (needs clang++) and run it a while
+#   make fuzz       build the libFuzzer targets (needs clang++) and run them a while
 #   make format     clang-format every source file; make format-check only checks
 #   make install    build, then install under PREFIX (default /usr/local; DESTDIR for
 #                   packagers); make uninstall removes what it installed
@@ -68,11 +68,13 @@ BENCH_LIB_SRCS := bench/histogram.cc bench/protocol.cc bench/loadgen.cc bench/re
 # FUZZ_SECONDS, `make reliability` for RELIABILITY_FUZZ_SECONDS.
 CLANGXX := $(shell command -v clang++ 2>/dev/null)
 FRAME_FUZZER := $(BUILD)/fuzz/frame-fuzzer
+# The cluster's frame reader (C10): cluster/frames.cc and cluster/wire.cc alone, likewise.
+WIRE_FUZZER := $(BUILD)/fuzz/wire-fuzzer
 FUZZ_FLAGS := -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	$(WARN) -I.
 FUZZ_SECONDS ?= 20
 RELIABILITY_FUZZ_SECONDS ?= 60
-FUZZ_SKIPPED := R7 libFuzzer: clang++ not found; skipped (apt-get install clang to run it)
+FUZZ_SKIPPED := R7 and C10 libFuzzer: clang++ not found; skipped (apt-get install clang to run it)
 
 .PHONY: all test test-tools asan run bench reliability fuzz clean format format-check check-gtest FORCE
 
@@ -186,12 +188,13 @@ RELIABILITY_SCALE ?= 100
 # R7 is there twice: the FrameFuzz tests, and the libFuzzer target for
 # RELIABILITY_FUZZ_SECONDS (when clang++ is installed), whose figure line joins the log.
 RELIABILITY_TESTS := Reliability*:Reload.New*:Wakers/TwoProcess*:GatewayTest.InitService*:GatewayTest.PluginWithAnotherAbi*:FrameFuzz*:Delivery.ReloadThenStop*:Bounds.InputBudget*
-reliability: check-gtest $(TEST_BIN) $(TEST_DEPS) $(if $(CLANGXX),$(FRAME_FUZZER))
+reliability: check-gtest $(TEST_BIN) $(TEST_DEPS) $(if $(CLANGXX),$(FRAME_FUZZER) $(WIRE_FUZZER))
 	@mkdir -p $(BUILD)
 	ASYNCD_TEST_SCALE=$(RELIABILITY_SCALE) ASYNCD_BIN=$(ASYNCD) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS) \
 	  $(TEST_BIN) --gtest_filter='$(RELIABILITY_TESTS)' | tee $(BUILD)/reliability.log
 ifneq ($(CLANGXX),)
 	$(call run_frame_fuzzer,$(RELIABILITY_FUZZ_SECONDS),| tee -a $(BUILD)/reliability.log)
+	$(call run_wire_fuzzer,$(RELIABILITY_FUZZ_SECONDS),| tee -a $(BUILD)/reliability.log)
 else
 	@echo "$(FUZZ_SKIPPED)"
 endif
@@ -209,31 +212,40 @@ $(FRAME_FUZZER): fuzz/frame_fuzzer.cc fuzz/frame_model.h conn/frame.cc conn/fram
 		core/config.h core/log.h $(BUILD)/fuzz/.flags
 	@mkdir -p $(dir $@)
 	$(CLANGXX) $(FUZZ_FLAGS) fuzz/frame_fuzzer.cc conn/frame.cc -o $@
+
+$(WIRE_FUZZER): fuzz/wire_fuzzer.cc fuzz/wire_model.h cluster/frames.cc cluster/frames.h \
+		cluster/wire.cc cluster/wire.h $(BUILD)/fuzz/.flags
+	@mkdir -p $(dir $@)
+	$(CLANGXX) $(FUZZ_FLAGS) fuzz/wire_fuzzer.cc cluster/frames.cc cluster/wire.cc -o $@
 endif
 
-# Runs the frame fuzzer for $(1) seconds and prints its figure line through $(2) (a pipe, or
-# nothing). It works on a fresh copy of fuzz/corpus in build/fuzz/corpus, so that what it
-# finds stays out of the checked-in seeds; its output goes to build/fuzz/frame-fuzzer.log,
-# and an input that breaks the decoder to build/fuzz/crash-*, whose log tail is shown
-# before make stops.
-define run_frame_fuzzer
-@rm -rf $(BUILD)/fuzz/corpus && mkdir -p $(BUILD)/fuzz/corpus && cp fuzz/corpus/* $(BUILD)/fuzz/corpus/
-@echo "R7 libFuzzer: $(FRAME_FUZZER) for $(1) s, log in $(BUILD)/fuzz/frame-fuzzer.log"
-@$(FRAME_FUZZER) -max_total_time=$(1) -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/ \
-  $(BUILD)/fuzz/corpus > $(BUILD)/fuzz/frame-fuzzer.log 2>&1 || \
-  { tail -n 40 $(BUILD)/fuzz/frame-fuzzer.log; \
-    echo "R7 libFuzzer: the frame decoder failed; the input is in $(BUILD)/fuzz/"; exit 1; }
+# Runs fuzzer $(1) (named $(2), figure tag $(3)) for $(4) seconds and prints its figure line
+# through $(5) (a pipe, or nothing). It works on a fresh copy of the seed corpus $(6) (none:
+# it starts empty) in build/fuzz/$(2)-corpus, so that what it finds stays out of the
+# checked-in seeds; its output goes to build/fuzz/$(2)-fuzzer.log, and an input that breaks
+# it to build/fuzz/$(2)-crash-*, whose log tail is shown before make stops.
+define run_fuzzer
+@rm -rf $(BUILD)/fuzz/$(2)-corpus && mkdir -p $(BUILD)/fuzz/$(2)-corpus
+$(if $(6),@cp $(6)/* $(BUILD)/fuzz/$(2)-corpus/)
+@echo "$(3) libFuzzer: $(1) for $(4) s, log in $(BUILD)/fuzz/$(2)-fuzzer.log"
+@$(1) -max_total_time=$(4) -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/$(2)- \
+  $(BUILD)/fuzz/$(2)-corpus > $(BUILD)/fuzz/$(2)-fuzzer.log 2>&1 || \
+  { tail -n 40 $(BUILD)/fuzz/$(2)-fuzzer.log; \
+    echo "$(3) libFuzzer: $(2) failed; the input is in $(BUILD)/fuzz/"; exit 1; }
 @awk '/^stat::number_of_executed_units:/ { n = $$2 } /^stat::average_exec_per_sec:/ { e = $$2 } \
   /^Done [0-9]+ runs in/ { t = $$5 } \
-  END { printf "FIGURE R7 libfuzzer_runs=%s execs_per_s=%s seconds=%s\n", n, e, t }' \
-  $(BUILD)/fuzz/frame-fuzzer.log $(2)
+  END { printf "FIGURE $(3) libfuzzer_runs=%s execs_per_s=%s seconds=%s\n", n, e, t }' \
+  $(BUILD)/fuzz/$(2)-fuzzer.log $(5)
 endef
+run_frame_fuzzer = $(call run_fuzzer,$(FRAME_FUZZER),frame,R7,$(1),$(2),fuzz/corpus)
+run_wire_fuzzer = $(call run_fuzzer,$(WIRE_FUZZER),wire,C10,$(1),$(2),)
 
-# A short fuzzing pass over the frame decoder (FUZZ_SECONDS); the longer one is part of
-# `make reliability`.
+# A short fuzzing pass over the frame decoder and the cluster's frame reader (FUZZ_SECONDS
+# each); the longer ones are part of `make reliability`.
 ifneq ($(CLANGXX),)
-fuzz: $(FRAME_FUZZER)
+fuzz: $(FRAME_FUZZER) $(WIRE_FUZZER)
 	$(call run_frame_fuzzer,$(FUZZ_SECONDS),)
+	$(call run_wire_fuzzer,$(FUZZ_SECONDS),)
 else
 fuzz:
 	@echo "$(FUZZ_SKIPPED)"

@@ -21,8 +21,7 @@ uint64_t CallTable::add_failed(int status, CallFn fn, void *arg) {
     return id;
 }
 
-void CallTable::finish(uint64_t id, Call c, int status, int code, const void *reply,
-                       size_t len) {
+void CallTable::finish(uint64_t id, Call c, int status, int code, const void *reply, size_t len) {
     auto range = by_deadline_.equal_range(c.deadline_ms);
     for (auto it = range.first; it != range.second; ++it) {
         if (it->second == id) {
@@ -45,15 +44,25 @@ bool CallTable::complete(uint64_t call, int status, int code, const void *reply,
     return true;
 }
 
+bool CallTable::end(uint64_t call, int status) {
+    auto it = calls_.find(call);
+    if (it == calls_.end()) return false;  // a callback before it ended it: not a drop
+    Call c = std::move(it->second);
+    calls_.erase(it);
+    finish(call, std::move(c), status, 0, nullptr, 0);
+    return true;
+}
+
 size_t CallTable::fail_node(const std::string &node, int status) {
     std::vector<uint64_t> ids;
     for (const auto &e : calls_) {
         if (e.second.node == node) ids.push_back(e.first);
     }
     std::sort(ids.begin(), ids.end());  // in the order they were made
+    size_t ended = 0;
     for (uint64_t id : ids)
-        complete(id, status, 0, nullptr, 0);
-    return ids.size();
+        ended += end(id, status) ? 1 : 0;
+    return ended;
 }
 
 size_t CallTable::run(uint64_t now_ms, int timeout_status) {
@@ -70,14 +79,19 @@ size_t CallTable::run(uint64_t now_ms, int timeout_status) {
     for (auto it = by_deadline_.begin(); it != by_deadline_.end() && it->first <= now_ms; ++it)
         due.push_back(it->second);
     for (uint64_t id : due) {
-        if (complete(id, timeout_status, 0, nullptr, 0)) ran++;
+        if (end(id, timeout_status)) ran++;
     }
     return ran;
 }
 
-uint64_t CallTable::next_deadline_ms() const {
-    if (!failed_.empty()) return 1;
-    return by_deadline_.empty() ? 0 : by_deadline_.begin()->first;
+bool CallTable::next_deadline_ms(uint64_t *at) const {
+    if (!failed_.empty()) {
+        *at = 0;  // at once
+        return true;
+    }
+    if (by_deadline_.empty()) return false;
+    *at = by_deadline_.begin()->first;
+    return true;
 }
 
 }  // namespace asyncd::cluster

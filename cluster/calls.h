@@ -41,7 +41,8 @@ class CallTable {
     size_t run(uint64_t now_ms, int timeout_status);
 
     size_t pending() const { return calls_.size(); }
-    uint64_t next_deadline_ms() const;  // 0: none
+    // When run() next has something to do; false: nothing pending or deferred.
+    bool next_deadline_ms(uint64_t *at) const;
     uint64_t dropped() const { return dropped_; }
 
   private:
@@ -58,6 +59,7 @@ class CallTable {
         void *arg;
     };
     void finish(uint64_t id, Call c, int status, int code, const void *reply, size_t len);
+    bool end(uint64_t call, int status);  // a local outcome; false if it already ended
 
     uint64_t next_id_;
     size_t max_pending_;

@@ -113,6 +113,12 @@ FrameReader::Next FrameReader::next(Message *out, const char **why) {
         if (d == Decode::kBad) return Next::kBad;
         size_t whole = kFrameHeaderLen + h.body_len();
         if (avail < whole) return Next::kNeedMore;
+        if (control_only_ && (carries_message(h.type) || h.type == FrameType::kPart)) {
+            static thread_local std::string reason;
+            reason = std::string("a ") + frame_type_name(h.type) + " before the handshake";
+            *why = reason.c_str();
+            return Next::kBad;
+        }
         start_ += whole;
         const char *body = p + kFrameHeaderLen;
         std::string_view service(body, h.service_len);
@@ -186,8 +192,7 @@ FrameReader::Next FrameReader::next(Message *out, const char **why) {
         a.first.flags = 0;
         a.service.assign(service.data(), service.size());
         a.total = total;
-        a.data.reserve(total);
-        a.data.assign(rest.data(), rest.size());
+        a.data.assign(rest.data(), rest.size());  // grows as parts come, not as claimed
         pending_ += total;
     }
 }

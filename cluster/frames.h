@@ -57,6 +57,11 @@ class FrameReader {
     // PING, ...), its payload the body. kBad: *why says what the peer did.
     Next next(Message *out, const char **why);
 
+    // Until the handshake passed, only control frames (HELLO, PING, ...) are taken: a CALL,
+    // SEND, REPLY or PART is kBad at once, so a peer that has not proved who it is cannot
+    // make the link gather anything.
+    void set_control_only(bool on) { control_only_ = on; }
+
     size_t pending_bytes() const { return pending_; }
     size_t buffered() const { return end_ - start_; }
 
@@ -70,6 +75,7 @@ class FrameReader {
     size_t start_ = 0, end_ = 0;
     size_t max_frame_, max_message_, max_pending_;
     size_t pending_ = 0;
+    bool control_only_ = false;
     std::unordered_map<uint16_t, Assembly> streams_;
     Assembly done_;  // the last message gathered from parts, handed out by view
 };

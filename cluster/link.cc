@@ -77,7 +77,8 @@ void Link::close_fd() {
     fd_ = -1;
     out_.clear();
     out_off_ = 0;
-    in_ = FrameReader(cfg_->max_frame, cfg_->max_message, 2 * cfg_->max_message);
+    // in_ is reset when the next connection starts: a message handed to the host may still
+    // point into it while the host's callback closes the link.
     peer_hello_seen_ = false;
     await_proof_ = false;
 }
@@ -171,6 +172,8 @@ std::string Link::hello_frame(FrameType type, bool with_mac) {
 }
 
 void Link::start_handshake() {
+    in_ = FrameReader(cfg_->max_frame, cfg_->max_message, 2 * cfg_->max_message);
+    in_.set_control_only(true);
     mine_ = Hello();
     mine_.workers = self_->workers;
     mine_.max_frame = uint32_t(cfg_->max_frame);
@@ -199,11 +202,7 @@ void Link::send_control(FrameType type, uint64_t session, const std::string &bod
     h.type = type;
     h.stream = kStreamConn;
     h.session = session;
-    h.length = uint32_t(kFrameHeaderLen - 4 + body.size());
-    uint8_t head[kFrameHeaderLen];
-    encode_header(h, head);
-    out_.append(reinterpret_cast<const char *>(head), sizeof head);
-    out_ += body;
+    out_ += encode_frame(h, {}, body);
     write_some();
 }
 
@@ -392,6 +391,7 @@ void Link::on_frame(const Message &m) {
 }
 
 void Link::became_up() {
+    in_.set_control_only(false);
     uint64_t now = host_->now_ms();
     failed_ = false;
     up_since_ms_ = now;
@@ -444,7 +444,9 @@ void Link::tick() {
         case LinkState::kBackoff:
             if (now >= deadline_ms_) {
                 set_state(LinkState::kIdle, 0);
-                connect();  // the circuit closes only by a reconnect, never by a call
+                // The circuit closes only by a reconnect, never by a call. An accepted link
+                // has no address of its own: its owner drops it.
+                if (initiator_) connect();
             }
             return;
         case LinkState::kDraining:
@@ -468,14 +470,17 @@ void Link::tick() {
              " ms (hb_timeout " + std::to_string(cfg_->hb_timeout_ms) + " ms)");
         return;
     }
-    if (now - last_sent_ms_ >= cfg_->hb_interval_ms) {
+    // Frames still waiting for the socket are sending already: a PING would only queue
+    // behind them.
+    bool writing = queued_bytes() > 0;
+    if (!writing && now - last_sent_ms_ >= cfg_->hb_interval_ms) {
         ping_seq_++;
         ping_sent_us_ = host_->now_us();
         send_control(FrameType::kPing, ping_seq_, be64_text(ping_sent_us_));
         if (fd_ < 0) return;
     }
-    uint64_t next =
-        std::min(last_sent_ms_ + cfg_->hb_interval_ms, last_heard_ms_ + cfg_->hb_timeout_ms);
+    uint64_t next = last_heard_ms_ + cfg_->hb_timeout_ms;
+    if (!writing) next = std::min(next, last_sent_ms_ + cfg_->hb_interval_ms);
     if (state_ == LinkState::kDraining) next = std::min(next, grace_ms_);
     deadline_ms_ = std::max(next, now + 1);
 }

@@ -70,6 +70,16 @@ void encode_header(const FrameHeader &h, uint8_t out[kFrameHeaderLen]) {
     put64(out + 24, h.key);
 }
 
+std::string encode_frame(FrameHeader h, std::string_view service, std::string_view body) {
+    h.service_len = uint16_t(service.size());
+    h.length = uint32_t(kFrameHeaderLen - 4 + service.size() + body.size());
+    std::string out(kFrameHeaderLen, '\0');
+    encode_header(h, reinterpret_cast<uint8_t *>(&out[0]));
+    out.append(service.data(), service.size());
+    out.append(body.data(), body.size());
+    return out;
+}
+
 Decode decode_header(const uint8_t *p, size_t avail, size_t max_body, FrameHeader *h,
                      const char **why) {
     if (avail < kFrameHeaderLen) return Decode::kNeedMore;

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace asyncd::cluster {
 
@@ -56,6 +57,8 @@ struct FrameHeader {
 
 // Writes the 32 header bytes; h.length must already count the body.
 void encode_header(const FrameHeader &h, uint8_t out[kFrameHeaderLen]);
+// One whole frame: h, its length and service_len set from service and body.
+std::string encode_frame(FrameHeader h, std::string_view service, std::string_view body);
 
 enum class Decode { kOk, kNeedMore, kBad };
 

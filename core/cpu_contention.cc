@@ -40,15 +40,19 @@ bool CpuContention::high(uint64_t now_ns) {
     if (fd_ < 0) return false;  // no /proc: poll as configured
     if (now_ns < next_ns_) return high_;
     uint64_t idle;
-    if (!read_idle_ns(&idle)) return high_;
+    if (!read_idle_ns(&idle)) {
+        next_ns_ = now_ns + kWindowNs;  // not again before the next window
+        return high_;
+    }
     uint64_t polled = polled_->load(std::memory_order_relaxed);
-    if (next_ns_ != 0 && now_ns > last_ns_) {
+    if (sampled_ && now_ns > last_ns_) {
         // Counters that went back (a restarted peer's shared counter is not reset, but be
         // safe) count as nothing idle.
         uint64_t free_ns = (idle >= last_idle_ns_ ? idle - last_idle_ns_ : 0) +
                            (polled >= last_polled_ ? polled - last_polled_ : 0);
         high_ = free_ns < (now_ns - last_ns_);
     }
+    sampled_ = true;
     last_ns_ = now_ns;
     last_idle_ns_ = idle;
     last_polled_ = polled;

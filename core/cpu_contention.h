@@ -15,6 +15,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "core/clock.h"
+
 namespace asyncd {
 
 class CpuContention {
@@ -30,6 +32,34 @@ class CpuContention {
     void polled(uint64_t ns) { polled_->fetch_add(ns, std::memory_order_relaxed); }
     bool high(uint64_t now_ns);
 
+    // The busy-poll window of a wait that starts at start_ns, work having been done at
+    // since_ns: poll_ns while a CPU would sit idle, else contended_ns (at most poll_ns).
+    uint64_t window(uint64_t start_ns, uint64_t since_ns, uint64_t poll_ns, uint64_t contended_ns) {
+        if (!poll_ns || start_ns - since_ns >= poll_ns || !high(start_ns)) return poll_ns;
+        return contended_ns < poll_ns ? contended_ns : poll_ns;
+    }
+
+    // The polling itself: calls found() until it says true, window_ns after since_ns has
+    // passed, or a yield hands the CPU to another process for a while. The time up to the
+    // last yield that came straight back is added as polling (after one that did not, the
+    // time was that process's, not idle). True when found() said so.
+    template <class Found>
+    bool poll(uint64_t start_ns, uint64_t since_ns, uint64_t window_ns, Found found) {
+        uint64_t counted = start_ns;
+        bool got = false;
+        for (uint64_t now = start_ns; now - since_ns < window_ns; now = monotonic_ns()) {
+            if (found()) {
+                got = true;
+                counted = monotonic_ns();
+                break;
+            }
+            if (!poll_yield()) break;
+            counted = monotonic_ns();
+        }
+        if (counted > start_ns) polled(counted - start_ns);
+        return got;
+    }
+
     static constexpr uint64_t kWindowNs = 100000000;
 
   private:
@@ -37,7 +67,8 @@ class CpuContention {
 
     int fd_ = -1;
     uint64_t tick_ns_ = 10000000;
-    uint64_t next_ns_ = 0;  // 0: no sample taken yet
+    uint64_t next_ns_ = 0;
+    bool sampled_ = false;  // last_* hold a sample
     uint64_t last_ns_ = 0, last_idle_ns_ = 0, last_polled_ = 0;
     bool high_ = false;
     std::atomic<uint64_t> own_{0};

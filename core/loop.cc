@@ -101,20 +101,16 @@ bool Loop::ready() {
 // would cost the other side a wakeup write and us a wakeup.
 int Loop::wait(int timeout) {
     uint64_t start = monotonic_ns();
-    bool polled = false, found = false;
     int n = 0;
     // Under contention a short window still pays: the next event usually comes within a
     // few microseconds, and a sleep and a wakeup cost more than that.
-    uint64_t window =
-        poll_ns_ && start - last_work_ns_ < poll_ns_ && cpu_.high(start) ? contended_ns_ : poll_ns_;
-    for (uint64_t now = start; !more_ && now - last_work_ns_ < window; now = monotonic_ns()) {
-        polled = true;
-        n = epoll_wait(ep_, events_, kMaxEvents, 0);
-        found = n != 0 || ready();
-        if (found || !poll_yield()) break;
+    uint64_t window = cpu_.window(start, last_work_ns_, poll_ns_, contended_ns_);
+    if (!more_ && cpu_.poll(start, last_work_ns_, window, [&] {
+            n = epoll_wait(ep_, events_, kMaxEvents, 0);
+            return n != 0 || ready();
+        })) {
+        return n;
     }
-    if (polled) cpu_.polled(monotonic_ns() - start);
-    if (found) return n;
     if (more_) timeout = 0;
     if (timeout != 0) {
         for (auto &fn : may_sleep_) {

@@ -87,6 +87,8 @@ Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
       stats_(&ch->stats->workers[index]),
       in_(&link_->in, &link_->wake, &ch->conn_wake),
       out_(&link_->out, &ch->conn_wake) {
+    busy_poll_us_ = cfg_.busy_poll_us;
+    busy_poll_contended_us_ = cfg_.busy_poll_contended_us;
     cpu_.share_poll_time(&ch->state->poll_ns);
 }
 
@@ -169,6 +171,8 @@ int Worker::run() {
             LiveLimits v;
             limits_seq_ = ch_->state->limits.read(&v);
             log_->set_level(LogLevel(v.log_level));  // a reload's log_level, or its undoing
+            busy_poll_us_ = v.busy_poll_us;
+            busy_poll_contended_us_ = v.busy_poll_contended_us;
         }
         if (!stopping_ && ch_->state->workers_stop.load(std::memory_order_acquire)) {
             stopping_ = true;  // started during a stop: drain, and stop
@@ -210,18 +214,10 @@ int Worker::run() {
 // Right after work it first polls the ring for busy_poll_us: under load the next record
 // is usually that close, and a sleep would cost conn a wakeup write and us a wakeup.
 void Worker::sleep_until_work() {
-    uint64_t poll_ns = uint64_t(cfg_.busy_poll_us) * 1000;
     uint64_t start = monotonic_ns();
-    if (poll_ns && start - last_work_ns_ < poll_ns && cpu_.high(start))
-        poll_ns = std::min(poll_ns, uint64_t(cfg_.busy_poll_contended_us) * 1000);
-    bool polled = false, found = false;
-    for (uint64_t now = start; now - last_work_ns_ < poll_ns; now = monotonic_ns()) {
-        polled = true;
-        found = !in_.empty();
-        if (found || !poll_yield()) break;
-    }
-    if (polled) cpu_.polled(monotonic_ns() - start);
-    if (found) return;
+    uint64_t poll_ns = cpu_.window(start, last_work_ns_, uint64_t(busy_poll_us_) * 1000,
+                                   uint64_t(busy_poll_contended_us_) * 1000);
+    if (cpu_.poll(start, last_work_ns_, poll_ns, [this] { return !in_.empty(); })) return;
     int64_t next = timers_.next_in(monotonic_ms());
     int timeout = (next >= 0 && next < kTickMs) ? int(next) : kTickMs;
     if (!in_.prepare_sleep()) return;

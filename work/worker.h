@@ -62,6 +62,7 @@ class Worker {
     void poll_events(int timeout_ms);
 
     const Config &cfg_;
+    int busy_poll_us_, busy_poll_contended_us_;  // live: a reload changes them
     Channels *ch_;
     int index_;
     Log *log_;

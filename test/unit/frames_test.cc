@@ -134,11 +134,7 @@ std::string frame(FrameType t, uint16_t stream, uint64_t session, uint8_t flags,
     h.stream = stream;
     h.session = session;
     h.flags = flags;
-    h.service_len = uint16_t(service.size());
-    h.length = uint32_t(kFrameHeaderLen - 4 + service.size() + body.size());
-    uint8_t head[kFrameHeaderLen];
-    encode_header(h, head);
-    return std::string(reinterpret_cast<char *>(head), sizeof head) + service + body;
+    return encode_frame(h, service, body);
 }
 
 std::string be32(uint32_t v) {

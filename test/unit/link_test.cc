@@ -126,60 +126,124 @@ TEST(Link, AWrongOrMissingSecretIsRefused) {
     }
 }
 
-TEST(Link, AHandshakeThatNeverCompletesTimesOut) {
+// A link this node accepted, with the other end of its socket in the test's hands.
+struct Accepted {
     uint64_t clock = 5000;
     ClusterConfig c = config("game2");
     LinkSelf self{"game2", 1, 9};
-    FakeHost h(&clock, 3);
-    Link b(&h, &c, &self, "");
-    int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-    b.accept(sv[1]);  // the other end says nothing
-    EXPECT_EQ(b.deadline_ms(), 7000u);
-    clock = 6999;
-    b.tick();
-    EXPECT_EQ(b.state(), LinkState::kHandshaking);
-    clock = 7000;
-    b.tick();
-    EXPECT_EQ(b.state(), LinkState::kBackoff);
-    EXPECT_EQ(h.events, std::vector<std::string>{"lost handshake timed out after 2000 ms"});
-    close(sv[0]);
+    FakeHost h{&clock, 3};
+    Link b{&h, &c, &self, ""};
+    int peer = -1;
+    Accepted() {
+        int sv[2];
+        EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+        b.accept(sv[1]);
+        peer = sv[0];
+    }
+    ~Accepted() { close(peer); }
+    // The peer sends one raw frame.
+    void say(FrameType type, uint8_t flags, uint64_t session, const std::string &service,
+             const std::string &body) {
+        FrameHeader fh;
+        fh.type = type;
+        fh.flags = flags;
+        fh.session = session;
+        std::string f = encode_frame(fh, service, body);
+        EXPECT_EQ(write(peer, f.data(), f.size()), ssize_t(f.size()));
+    }
+};
+
+TEST(Link, AHandshakeThatNeverCompletesTimesOut) {
+    Accepted x;  // the other end says nothing
+    EXPECT_EQ(x.b.deadline_ms(), 7000u);
+    x.clock = 6999;
+    x.b.tick();
+    EXPECT_EQ(x.b.state(), LinkState::kHandshaking);
+    x.clock = 7000;
+    x.b.tick();
+    EXPECT_EQ(x.b.state(), LinkState::kBackoff);
+    EXPECT_EQ(x.h.events, std::vector<std::string>{"lost handshake timed out after 2000 ms"});
 }
 
 TEST(Link, FramesBeforeTheHandshakeAreRefused) {
-    uint64_t clock = 5000;
-    ClusterConfig c = config("game2");
-    LinkSelf self{"game2", 1, 9};
-    FakeHost h(&clock, 3);
-    Link b(&h, &c, &self, "");
+    Accepted x;
+    x.say(FrameType::kCall, 0, 1, "s", "x");
+    x.b.on_readable();
+    EXPECT_EQ(x.b.state(), LinkState::kBackoff);
+    EXPECT_EQ(x.h.events,
+              std::vector<std::string>{"lost protocol error from the peer: a CALL before the "
+                                       "handshake"});
+    // And garbage is a protocol error, never trusted.
+    Accepted y;
+    std::string junk(64, '\xff');
+    ASSERT_EQ(write(y.peer, junk.data(), junk.size()), ssize_t(junk.size()));
+    y.b.on_readable();
+    EXPECT_EQ(y.b.state(), LinkState::kBackoff);
+    EXPECT_EQ(y.h.events.back(), "lost protocol error from the peer: unknown frame type");
+}
+
+// A peer that has not proved who it is cannot make the link gather anything: a first part
+// claiming megabytes is refused at once, not buffered.
+TEST(Link, NoPartsAreGatheredBeforeTheHandshake) {
+    Accepted x;
+    x.say(FrameType::kSend, kFlagMore, 0, "s",
+          std::string{char(0), char(0xf0), char(0), char(0)} + "abc");
+    x.b.on_readable();
+    EXPECT_EQ(x.b.state(), LinkState::kBackoff);
+    EXPECT_EQ(x.h.events, std::vector<std::string>{
+                              "lost protocol error from the peer: a SEND before the handshake"});
+}
+
+// An accepted link has no address of its own: when it fails, its back-off ends in Idle (its
+// owner drops it), not in a connect to nowhere.
+TEST(Link, AnAcceptedLinkThatFailedDoesNotReconnect) {
+    Accepted x;
+    x.clock += 2000;
+    x.b.tick();
+    ASSERT_EQ(x.b.state(), LinkState::kBackoff);
+    x.clock = x.b.deadline_ms();
+    x.b.tick();
+    EXPECT_EQ(x.b.state(), LinkState::kIdle);
+    EXPECT_EQ(x.h.events.size(), 1u) << x.h.events.back();
+}
+
+struct ClosingHost : FakeHost {
+    Link *link = nullptr;
+    std::string seen;
+    using FakeHost::FakeHost;
+    void link_message(Link &, const Message &m) override {
+        link->close_quietly();  // the owner drops the link from inside the callback
+        seen = std::string(m.service) + ":" + std::string(m.payload);
+    }
+};
+
+TEST(Link, AMessageStaysReadableWhileItsCallbackClosesTheLink) {
+    uint64_t clock = 1000;
+    ClusterConfig ca = config("game1"), cb = config("game2");
+    LinkSelf sa{"game1", 1, 1}, sb{"game2", 1, 2};
+    FakeHost ha(&clock, 1);
+    ClosingHost hb(&clock, 50);
+    Link a(&ha, &ca, &sa, "game2"), b(&hb, &cb, &sb, "");
+    hb.link = &b;
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
     b.accept(sv[1]);
-    FrameHeader fh;
-    fh.type = FrameType::kCall;
-    fh.session = 1;
-    fh.service_len = 1;
-    fh.length = uint32_t(kFrameHeaderLen - 4 + 2);
-    uint8_t head[kFrameHeaderLen];
-    encode_header(fh, head);
-    std::string f(reinterpret_cast<char *>(head), sizeof head);
-    f += "sx";
-    ASSERT_EQ(write(sv[0], f.data(), f.size()), ssize_t(f.size()));
+    a.connected(sv[0]);
+    for (int i = 0; i < 5; i++) {
+        a.on_readable();
+        b.on_readable();
+    }
+    ASSERT_EQ(b.state(), LinkState::kUp);
+    FrameHeader h;
+    h.type = FrameType::kSend;
+    std::string frames;
+    MessageWriter w(h, "svc", std::string(5000, 'p'), 1024);
+    while (!w.done())
+        w.next(&frames);
+    ASSERT_TRUE(a.send(frames));
     b.on_readable();
-    EXPECT_EQ(b.state(), LinkState::kBackoff);
-    EXPECT_EQ(h.events, std::vector<std::string>{"lost a CALL before the handshake"});
-    // And garbage is a protocol error, never trusted.
-    int sv2[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv2), 0);
-    Link b2(&h, &c, &self, "");
-    b2.accept(sv2[1]);
-    std::string junk(64, '\xff');
-    ASSERT_EQ(write(sv2[0], junk.data(), junk.size()), ssize_t(junk.size()));
-    b2.on_readable();
-    EXPECT_EQ(b2.state(), LinkState::kBackoff);
-    EXPECT_EQ(h.events.back(), "lost protocol error from the peer: unknown frame type");
-    close(sv[0]);
-    close(sv2[0]);
+    EXPECT_EQ(hb.seen, "svc:" + std::string(5000, 'p'));
+    EXPECT_EQ(b.state(), LinkState::kIdle);
 }
 
 TEST(Link, HeartbeatsKeepALinkAndMeasureItsRtt) {

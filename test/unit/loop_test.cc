@@ -11,18 +11,12 @@
 
 #include "core/clock.h"
 #include "core/loop.h"
+#include "test/unit/unit_util.h"
 
 namespace asyncd {
 namespace {
 
-struct Pipe {
-    int fd[2] = {-1, -1};
-    Pipe() { EXPECT_EQ(pipe2(fd, O_NONBLOCK | O_CLOEXEC), 0); }
-    ~Pipe() {
-        close(fd[0]);
-        close(fd[1]);
-    }
-};
+using unittest::Pipe;
 
 // Turns until cond holds, at most `turns` times (each turn blocks at most until its next
 // timer, which every test here has).
