@@ -101,6 +101,7 @@ bool ConnServer::setup(std::string *err) {
     // the accept pause), end_of_turn (reap). Around the wait, the rings' sleep protocol.
     loop_.set_busy_poll_us(cfg_.busy_poll_us, cfg_.busy_poll_contended_us);
     loop_.cpu().share_poll_time(&ch_->state->poll_ns);
+    loop_.cpu().count_own(&ch_->stats->conn.busy_poll_ns);
     loop_.on_after_events([this] { after_events(); });
     loop_.on_end_of_turn([this] { end_of_turn(); });
     loop_.on_may_sleep([this](int) { return may_sleep(); });

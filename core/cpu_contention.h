@@ -28,8 +28,16 @@ class CpuContention {
 
     // The server-wide polling counter, in ns (nullptr: this process's own).
     void share_poll_time(std::atomic<uint64_t> *counter) { polled_ = counter ? counter : &own_; }
+    // This process's own polling total too (a stats counter only it writes), or nullptr.
+    void count_own(std::atomic<uint64_t> *counter) { own_stat_ = counter; }
     // A stretch of polling that just ended.
-    void polled(uint64_t ns) { polled_->fetch_add(ns, std::memory_order_relaxed); }
+    void polled(uint64_t ns) {
+        polled_->fetch_add(ns, std::memory_order_relaxed);
+        if (own_stat_) {
+            own_stat_->store(own_stat_->load(std::memory_order_relaxed) + ns,
+                             std::memory_order_relaxed);
+        }
+    }
     bool high(uint64_t now_ns);
 
     // The busy-poll window of a wait that starts at start_ns, work having been done at
@@ -73,6 +81,7 @@ class CpuContention {
     bool high_ = false;
     std::atomic<uint64_t> own_{0};
     std::atomic<uint64_t> *polled_ = &own_;
+    std::atomic<uint64_t> *own_stat_ = nullptr;
 };
 
 }  // namespace asyncd

@@ -188,6 +188,16 @@ std::string format_metrics(const Stats &s) {
     add(&out, "asyncd_input_pending_bytes %llu\n", (unsigned long long)get(s.conn.input_pending));
     head(&out, "asyncd_out_buf_peak_bytes", "gauge", "The largest output buffer a client had.");
     add(&out, "asyncd_out_buf_peak_bytes %llu\n", (unsigned long long)get(s.conn.out_buf_peak));
+    head(&out, "asyncd_busy_poll_seconds_total", "counter",
+         "CPU time conn spent busy polling (busy_poll_us, busy_poll_contended_us).");
+    add(&out, "asyncd_busy_poll_seconds_total %.6f\n", double(get(s.conn.busy_poll_ns)) / 1e9);
+    head(&out, "asyncd_worker_busy_poll_seconds_total", "counter",
+         "CPU time the worker spent busy polling.");
+    for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
+        if (!slot_used(s.workers[w])) continue;
+        add(&out, "asyncd_worker_busy_poll_seconds_total{worker=\"%u\"} %.6f\n", w,
+            double(get(s.workers[w].busy_poll_ns)) / 1e9);
+    }
     struct WorkerField {
         const char *metric, *type, *help;
         const Counter WorkerStats::*field;

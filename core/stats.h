@@ -39,6 +39,7 @@ struct alignas(64) ConnStats {  // written by conn, a cache line apart from the 
     Counter input_dropped;        // bytes read, never handed to a worker, dropped at a close
     Counter input_pending;        // bytes read and not yet handed to a worker, now
     Counter plugin_frame_errors;  // connections closed: get_pkg_len broke its contract
+    Counter busy_poll_ns;         // time conn spent busy polling
 };
 
 // The worker's fields have a cache line of their own: it writes them per packet, and a
@@ -48,6 +49,7 @@ struct WorkerStats {
     Counter bytes_out;            // the worker: reply bytes
     Counter quarantined;          // the worker: records two workers died on, skipped
     Counter ring_depth;           // the worker, after each turn: bytes waiting in its ring
+    Counter busy_poll_ns;         // the worker: time spent busy polling
     alignas(64) Counter pid;      // supervisor
     Counter restarts;             // supervisor
     Counter ring_high_water;      // conn (when it rises): the most bytes the ring held

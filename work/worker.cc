@@ -90,6 +90,7 @@ Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
     busy_poll_us_ = cfg_.busy_poll_us;
     busy_poll_contended_us_ = cfg_.busy_poll_contended_us;
     cpu_.share_poll_time(&ch->state->poll_ns);
+    cpu_.count_own(&stats_->busy_poll_ns);
 }
 
 Worker::~Worker() {

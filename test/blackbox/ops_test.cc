@@ -430,6 +430,40 @@ TEST_F(Scale, WorkersUpAndDownWithoutDroppingAClient) {
 
 using Reload = ServerTest;
 
+// busy_poll_us is live: with 0, neither conn nor the worker polls; after a reload to 50
+// both do, and /metrics says how much CPU that took.
+TEST_F(Reload, BusyPollingFollowsTheConfigAndIsCounted) {
+    int admin = free_port();
+    start("workers 1\nbusy_poll_us 0\nplugin " + plugin_path("testplug.so") +
+          "\nadmin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
+    std::string good = slurp(server_->config_path());
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    for (int i = 0; i < 200; i++)
+        ASSERT_EQ(c.call("p"), "p");
+    auto m = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+    ASSERT_TRUE(m.count("asyncd_busy_poll_seconds_total")) << "the family is there";
+    EXPECT_EQ(m["asyncd_busy_poll_seconds_total"], 0) << "busy_poll_us 0: conn never polls";
+    EXPECT_EQ(m["asyncd_worker_busy_poll_seconds_total{worker=\"0\"}"], 0) << "nor does the worker";
+
+    spit(server_->config_path(), replaced(good, "busy_poll_us 0\n", "busy_poll_us 50\n"));
+    ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(server_->wait_log("reload: limits now")) << server_->log();
+    // Each request after the reload is followed by a poll on both sides (it may account
+    // nothing when its first yield hands the CPU away, hence a bounded number of tries).
+    ASSERT_TRUE(eventually([&] {
+        for (int i = 0; i < 50; i++) {
+            if (c.call("p") != "p") return false;
+        }
+        m = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+        return m["asyncd_busy_poll_seconds_total"] > 0 &&
+               m["asyncd_worker_busy_poll_seconds_total{worker=\"0\"}"] > 0;
+    })) << "conn "
+        << m["asyncd_busy_poll_seconds_total"] << " s, worker "
+        << m["asyncd_worker_busy_poll_seconds_total{worker=\"0\"}"] << " s\n"
+        << server_->log();
+}
+
 // R15: a new plugin under load. Each worker finishes its batch, hands over and restarts with
 // the new plugin, one at a time; conn keeps every client connection.
 TEST_F(Reload, NewPluginUnderLoadDropsNoConnection) {

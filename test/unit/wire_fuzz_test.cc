@@ -24,7 +24,7 @@ std::string valid_stream(Rng &rng) {
     for (int i = 0; i < messages; i++) {
         cluster::FrameHeader h;
         int kind = int(rng.next() % 3);
-        h.type = kind == 0 ? cluster::FrameType::kCall
+        h.type = kind == 0   ? cluster::FrameType::kCall
                  : kind == 1 ? cluster::FrameType::kSend
                              : cluster::FrameType::kReply;
         h.stream = uint16_t(rng.next() % 3);
@@ -49,9 +49,15 @@ TEST(WireFuzz, DamagedStreamsAreReadTheSameHoweverCutAndNeverTrusted) {
         for (int d = 0; d < damage && !s.empty(); d++) {
             size_t at = rng.next() % s.size();
             switch (rng.next() % 3) {
-                case 0: s[at] = char(rng.next()); break;               // a flipped byte
-                case 1: s.resize(at); break;                           // cut short
-                case 2: s.insert(at, std::string(1 + rng.next() % 40, char(rng.next()))); break;
+                case 0:
+                    s[at] = char(rng.next());
+                    break;  // a flipped byte
+                case 1:
+                    s.resize(at);
+                    break;  // cut short
+                case 2:
+                    s.insert(at, std::string(1 + rng.next() % 40, char(rng.next())));
+                    break;
             }
         }
         std::string err = check_wire_stream(reinterpret_cast<const uint8_t *>(s.data()), s.size());
