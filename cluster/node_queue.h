@@ -23,7 +23,8 @@ struct QueuedFrame {
 
 class NodeQueue {
   public:
-    NodeQueue(size_t max_frames, size_t max_bytes) : max_frames_(max_frames), max_bytes_(max_bytes) {}
+    NodeQueue(size_t max_frames, size_t max_bytes)
+        : max_frames_(max_frames), max_bytes_(max_bytes) {}
 
     // False, and nothing queued, when it would pass either bound.
     bool push(QueuedFrame f);
