@@ -4,6 +4,35 @@
 
 namespace asyncd::cluster {
 
+namespace {
+
+// Takes the entry `id` out of m into *out; false when there is none.
+template <class Map>
+bool take(Map &m, uint64_t id, typename Map::mapped_type *out) {
+    auto it = m.find(id);
+    if (it == m.end()) return false;
+    *out = std::move(it->second);
+    m.erase(it);
+    return true;
+}
+
+// Takes out every entry that pred accepts, in the order of their ids (the order they were
+// opened in).
+template <class Map, class Pred>
+std::vector<typename Map::mapped_type> take_if(Map &m, Pred pred) {
+    std::vector<uint64_t> ids;
+    for (const auto &e : m) {
+        if (pred(e.second)) ids.push_back(e.first);
+    }
+    std::sort(ids.begin(), ids.end());
+    std::vector<typename Map::mapped_type> gone(ids.size());
+    for (size_t i = 0; i < ids.size(); i++)
+        take(m, ids[i], &gone[i]);
+    return gone;
+}
+
+}  // namespace
+
 int key_worker(uint64_t key, int workers) {
     if (workers <= 1) return 0;
     int64_t b = -1, j = 0;
@@ -22,25 +51,11 @@ uint64_t Sessions::open_out(Out o) {
 }
 
 bool Sessions::close_out(uint64_t session, Out *out) {
-    auto it = out_.find(session);
-    if (it == out_.end()) return false;
-    *out = std::move(it->second);
-    out_.erase(it);
-    return true;
+    return take(out_, session, out);
 }
 
 std::vector<Sessions::Out> Sessions::fail_node(const std::string &node) {
-    std::vector<uint64_t> ids;
-    for (const auto &e : out_) {
-        if (e.second.node == node) ids.push_back(e.first);
-    }
-    std::sort(ids.begin(), ids.end());
-    std::vector<Out> gone;
-    for (uint64_t id : ids) {
-        gone.push_back(std::move(out_[id]));
-        out_.erase(id);
-    }
-    return gone;
+    return take_if(out_, [&](const Out &o) { return o.node == node; });
 }
 
 uint64_t Sessions::open_in(In in) {
@@ -50,38 +65,15 @@ uint64_t Sessions::open_in(In in) {
 }
 
 bool Sessions::close_in(uint64_t req, In *out) {
-    auto it = in_.find(req);
-    if (it == in_.end()) return false;
-    *out = it->second;
-    in_.erase(it);
-    return true;
+    return take(in_, req, out);
 }
 
 std::vector<Sessions::In> Sessions::fail_worker(int worker) {
-    std::vector<uint64_t> ids;
-    for (const auto &e : in_) {
-        if (e.second.worker == worker) ids.push_back(e.first);
-    }
-    std::sort(ids.begin(), ids.end());
-    std::vector<In> gone;
-    for (uint64_t id : ids) {
-        gone.push_back(in_[id]);
-        in_.erase(id);
-    }
-    return gone;
+    return take_if(in_, [&](const In &i) { return i.worker == worker; });
 }
 
 size_t Sessions::drop_link(uint64_t link) {
-    size_t n = 0;
-    for (auto it = in_.begin(); it != in_.end();) {
-        if (it->second.link == link) {
-            it = in_.erase(it);
-            n++;
-        } else {
-            ++it;
-        }
-    }
-    return n;
+    return take_if(in_, [&](const In &i) { return i.link == link; }).size();
 }
 
 }  // namespace asyncd::cluster
