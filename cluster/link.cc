@@ -140,19 +140,11 @@ void Link::connect() {
     set_state(LinkState::kConnecting, host_->now_ms() + cfg_->connect_timeout_ms);
 }
 
-void Link::connected(int fd) {
+// A connected socket, ours (initiator) or accepted: the handshake starts on it.
+void Link::adopt(int fd, bool initiator) {
     close_fd();
     fd_ = fd;
-    initiator_ = true;
-    int one = 1;
-    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    start_handshake();
-}
-
-void Link::accept(int fd) {
-    close_fd();
-    fd_ = fd;
-    initiator_ = false;
+    initiator_ = initiator;
     int one = 1;
     setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     start_handshake();

@@ -61,9 +61,9 @@ class Link {
     // Starts a non-blocking connect to the node's address (Connecting), or takes an accepted
     // socket (Handshaking, as the responder).
     void connect();
-    void accept(int fd);
+    void accept(int fd) { adopt(fd, false); }
     // A socket already connected to the node, as the initiator (Handshaking).
-    void connected(int fd);
+    void connected(int fd) { adopt(fd, true); }
     // The owner's calls: readiness of fd(), and time (at least by deadline_ms()).
     void on_readable();
     void on_writable();
@@ -95,6 +95,7 @@ class Link {
     bool failed_since_up() const { return failed_; }
 
   private:
+    void adopt(int fd, bool initiator);
     void set_state(LinkState s, uint64_t timer_ms);
     void fail(const std::string &why);
     void close_fd();
