@@ -65,6 +65,17 @@ size_t CallTable::fail_node(const std::string &node, int status) {
     return ended;
 }
 
+size_t CallTable::fail_all(int status) {
+    std::vector<uint64_t> ids;
+    for (const auto &e : calls_)
+        ids.push_back(e.first);
+    std::sort(ids.begin(), ids.end());
+    size_t ended = 0;
+    for (uint64_t id : ids)
+        ended += end(id, status) ? 1 : 0;
+    return ended;
+}
+
 size_t CallTable::run(uint64_t now_ms, int timeout_status) {
     size_t ran = 0;
     // Failures first, in the order the calls were made; new ones a callback adds wait for

@@ -36,6 +36,8 @@ class CallTable {
     bool complete(uint64_t call, int status, int code, const void *reply, size_t len);
     // Every pending call to `node` ends with status (LINK_LOST, PEER_RESTARTED, STOPPING).
     size_t fail_node(const std::string &node, int status);
+    // Every pending call ends with status (conn restarted: what it held is gone).
+    size_t fail_all(int status);
     // Calls whose deadline passed end with TIMEOUT; deferred failures run. Returns how many
     // callbacks ran.
     size_t run(uint64_t now_ms, int timeout_status);

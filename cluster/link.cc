@@ -182,6 +182,12 @@ void Link::start_handshake() {
     }
 }
 
+bool Link::queue(std::string_view frames) {
+    if (state_ != LinkState::kUp && state_ != LinkState::kDraining) return false;
+    out_.append(frames);
+    return true;
+}
+
 bool Link::send(const std::string &frames) {
     if (state_ != LinkState::kUp && state_ != LinkState::kDraining) return false;
     out_ += frames;

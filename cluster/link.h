@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <string_view>
 
 #include "cluster/cluster_config.h"
 #include "cluster/frames.h"
@@ -69,8 +70,13 @@ class Link {
     void on_writable();
     void tick();
 
-    // Queues one encoded frame (or several). Only while Up or Draining; false otherwise.
+    // Queues one encoded frame (or several) and writes. Only while Up or Draining; false
+    // otherwise.
     bool send(const std::string &frames);
+    // The same without writing: the owner gathers a turn's frames and calls flush() once,
+    // one write for many calls.
+    bool queue(std::string_view frames);
+    void flush() { write_some(); }
     // A graceful stop: GOAWAY, then Draining until nothing is pending or the grace ends.
     void goaway();
     // The owner's count of calls on this link still waiting for replies (Draining ends at 0).

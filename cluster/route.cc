@@ -58,6 +58,16 @@ std::vector<Sessions::Out> Sessions::fail_node(const std::string &node) {
     return take_if(out_, [&](const Out &o) { return o.node == node; });
 }
 
+std::vector<Sessions::Out> Sessions::expire_out(uint64_t now_ms, uint64_t grace_ms) {
+    return take_if(
+        out_, [&](const Out &o) { return o.deadline_ms && o.deadline_ms + grace_ms <= now_ms; });
+}
+
+std::vector<Sessions::In> Sessions::expire_in(uint64_t now_ms, uint64_t grace_ms) {
+    return take_if(
+        in_, [&](const In &i) { return i.deadline_ms && i.deadline_ms + grace_ms <= now_ms; });
+}
+
 uint64_t Sessions::open_in(In in) {
     uint64_t s = next_++;
     in_.emplace(s, in);

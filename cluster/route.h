@@ -32,6 +32,7 @@ class Sessions {
         uint64_t peer_session = 0;
         int worker = 0;
         uint64_t deadline_ms = 0;
+        int from_worker = -1;  // a local call (link 0): the calling worker
     };
 
     uint64_t open_out(Out o);
@@ -39,6 +40,10 @@ class Sessions {
     bool close_out(uint64_t session, Out *out);
     // A link to `node` was lost: every call written on it, in the order written.
     std::vector<Out> fail_node(const std::string &node);
+    // Calls whose deadline is `grace_ms` past: the caller's worker has timed them out, and an
+    // answer can only be dropped now.
+    std::vector<Out> expire_out(uint64_t now_ms, uint64_t grace_ms);
+    std::vector<In> expire_in(uint64_t now_ms, uint64_t grace_ms);
 
     uint64_t open_in(In in);
     bool close_in(uint64_t req, In *out);

@@ -793,8 +793,15 @@ bool Clients::serve() {
     }
     bool more = false;
     for (auto &p : *ports_) {
-        if (p->drain(kRepliesPerTurn, [this](const shmq::Message &m) { handle_reply(m); }))
-            more = true;
+        Port *port = p.get();
+        bool left = p->drain(kRepliesPerTurn, [this, port](const shmq::Message &m) {
+            if (m.type >= type_of(FromWorker::kNodeCall) && node_fn_) {
+                node_fn_(port->index(), m);
+            } else {
+                handle_reply(m);
+            }
+        });
+        if (left) more = true;
     }
     for (auto &p : *ports_)
         p->flush();

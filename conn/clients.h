@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -128,6 +129,15 @@ class Clients {
     void reap();
 
     void handle_reply(const shmq::Message &m);
+
+  public:
+    // Where a worker's cluster records go (conn/nodes); unset without a cluster.
+    void set_node_handler(std::function<void(int, const shmq::Message &)> fn) {
+        node_fn_ = std::move(fn);
+    }
+
+  private:
+    std::function<void(int, const shmq::Message &)> node_fn_;
     bool output_fits(Connection *c, size_t len);
     void mark_dirty(Connection *c);
     void flush_writes();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "conn/clients.h"
+#include "conn/nodes.h"
 #include "conn/port.h"
 #include "core/channels.h"
 #include "core/config.h"
@@ -31,7 +32,7 @@ const char *phase_name(ConnPhase p);
 
 class ConnServer {
   public:
-    ConnServer(const Config &cfg, Channels *ch, int listen_fd, Log *log);
+    ConnServer(const Config &cfg, Channels *ch, int listen_fd, int node_fd, Log *log);
     ~ConnServer();
     ConnServer(const ConnServer &) = delete;
     ConnServer &operator=(const ConnServer &) = delete;
@@ -62,6 +63,8 @@ class ConnServer {
     Loop loop_;
     std::vector<std::unique_ptr<Port>> ports_;
     std::unique_ptr<Clients> clients_;
+    int node_fd_;                   // the cluster listen socket (-1: no cluster)
+    std::unique_ptr<Nodes> nodes_;  // the cluster's links, when there is one
     std::unique_ptr<Plugin> plugin_ = std::make_unique<Plugin>();
     uint32_t plugin_generation_ = 0;
     uint32_t fatal_generation_ = 0;  // the supervisor's, when conn last looked

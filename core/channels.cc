@@ -1,5 +1,7 @@
 #include "core/channels.h"
 
+#include <algorithm>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -38,7 +40,13 @@ bool Channels::create(const Config &cfg, std::string *err) {
     shmq::RingParams in_params, out_params;
     in_params.capacity = out_params.capacity = cfg.ring_size;
     in_params.max_msg = cfg.max_pkg_len;
+    // A node message reaches the worker whole (conn gathers its parts), with its names.
+    if (cfg.cluster)
+        in_params.max_msg = std::max(in_params.max_msg, cfg.cluster->max_message + 1024);
     out_params.max_msg = cfg.max_reply_len;
+    if (cfg.cluster) {
+        out_params.max_msg = std::max(out_params.max_msg, cfg.cluster->max_message + 1024);
+    }
     for (int i = 0; i < cfg.max_workers; i++) {
         auto link = std::make_unique<WorkerLink>();
         if (!link->in.create(in_params, err) || !link->out.create(out_params, err) ||
@@ -100,6 +108,12 @@ const char *callback_name(Callback cb) {
             return "a timer";
         case Callback::kFini:
             return "fini_service";
+        case Callback::kNode:
+            return "proc_pkg_node";
+        case Callback::kNodeLink:
+            return "link_up_node/link_down_node";
+        case Callback::kCallDone:
+            return "a node_call callback";
     }
     return "?";
 }

@@ -47,7 +47,10 @@ enum class Callback : uint32_t {
     kLinkDown,
     kEvents,
     kTimer,
-    kFini
+    kFini,
+    kNode,      // proc_pkg_node
+    kNodeLink,  // link_up_node, link_down_node
+    kCallDone,  // a node_call's callback
 };
 const char *callback_name(Callback cb);
 

@@ -256,6 +256,15 @@ class Parser {
                 return false;
             }
             cfg_->admin_allow_remote = value == "yes";
+        } else if (key == "node_name") {
+            if (!cluster::valid_node_name(value)) {
+                *why = "node_name must be 1 to 64 of A-Z a-z 0-9 _ . -, and not '.', got '" +
+                       value + "'";
+                return false;
+            }
+            cfg_->node_name = value;
+        } else if (key == "cluster") {
+            cfg_->cluster_file = value == "off" || value == "-" ? "" : resolve(dir, value);
         } else if (key == "daemon") {
             if (value != "yes" && value != "no") {
                 *why = "daemon must be yes or no, got '" + value + "'";
@@ -383,6 +392,8 @@ const std::vector<ConfigKey> kKeys = {
     RESTART_KEY("admin_listen", "off", admin_listen, n->admin_host = r.admin_host,
                 n->admin_port = r.admin_port),
     RESTART_KEY("admin_allow_remote", "no", admin_allow_remote),
+    RESTART_KEY("node_name", "none", node_name),
+    RESTART_KEY("cluster", "off", cluster_file, n->cluster = r.cluster),
 };
 
 #undef RESTART_KEY
@@ -501,6 +512,16 @@ bool load_config(const std::string &path, Config *out, std::string *err) {
         *err = path + ": input_budget (" + std::to_string(cfg.input_budget) +
                ") is below twice max_pkg_len (" + std::to_string(cfg.max_pkg_len) + ")";
         return false;
+    }
+    if (cfg.node_name.empty() != cfg.cluster_file.empty()) {
+        *err = path + (cfg.node_name.empty() ? ": cluster needs node_name (this node's name in it)"
+                                             : ": node_name needs cluster (the cluster file)");
+        return false;
+    }
+    if (!cfg.cluster_file.empty()) {
+        auto cl = std::make_shared<cluster::ClusterConfig>();
+        if (!cluster::load_cluster(cfg.cluster_file, cfg.node_name, cl.get(), err)) return false;
+        cfg.cluster = std::move(cl);
     }
     char real[PATH_MAX];
     if (realpath(cfg.plugin.c_str(), real)) cfg.plugin = real;

@@ -6,10 +6,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "cluster/cluster_config.h"
 #include "core/log.h"
 
 namespace asyncd {
@@ -64,6 +66,12 @@ struct Config {
     bool max_workers_set = false;  // the file names max_workers (else it has room to grow)
 
     std::vector<std::pair<std::string, std::string>> plugin_values;
+
+    // The cluster: this node's name and the cluster file, parsed and validated with the rest
+    // (both or neither). Shared: conn and the workers get it by fork.
+    std::string node_name;
+    std::string cluster_file;
+    std::shared_ptr<const cluster::ClusterConfig> cluster;
 
     // The plugin's own value for key, or nullptr.
     const char *plugin_value(const char *key) const;

@@ -83,6 +83,9 @@ bool Plugin::load(const std::string &path, std::string *err) {
     find(handle_, "proc_pkg_cli", &fns_.proc_pkg_cli);
     find(handle_, "link_down_cli", &fns_.link_down_cli);
     find(handle_, "proc_events", &fns_.proc_events);
+    find(handle_, "proc_pkg_node", &fns_.proc_pkg_node);
+    find(handle_, "link_up_node", &fns_.link_up_node);
+    find(handle_, "link_down_node", &fns_.link_down_node);
     if (!fns_.proc_pkg_cli) {
         *err = "plugin " + path + " does not export proc_pkg_cli, the one required function";
         return false;

@@ -17,6 +17,10 @@ struct PluginExports {
     int (*proc_pkg_cli)(asyncd_conn_t, const void *, size_t) = nullptr;
     void (*link_down_cli)(asyncd_conn_t, int) = nullptr;
     void (*proc_events)(void) = nullptr;
+    void (*proc_pkg_node)(asyncd_req_t, const char *, const char *, const void *, size_t,
+                          uint64_t) = nullptr;
+    void (*link_up_node)(const char *) = nullptr;
+    void (*link_down_node)(const char *, int) = nullptr;
 };
 
 class Plugin {

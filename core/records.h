@@ -14,12 +14,18 @@ enum class ToWorker : uint16_t {
     kLinkUp = 2,     // payload: asyncd_peer_t
     kLinkDown = 3,   // seq: the asyncd_down_reason
     kConnReset = 4,  // a new conn process: every connection before it is gone
+    // The cluster (cluster/node_records.h has the payloads):
+    kNodeRequest = 5,  // a call (conn_id: its req) or a send (conn_id 0) to this worker
+    kNodeResult = 6,   // the outcome of this worker's call conn_id
+    kNodeLink = 7,     // a link to a node came up (seq 0) or went down (seq: the status)
 };
 
 // worker -> conn.
 enum class FromWorker : uint16_t {
-    kReply = 1,  // bytes for conn_id
-    kClose = 2,  // close conn_id after its pending replies
+    kReply = 1,      // bytes for conn_id
+    kClose = 2,      // close conn_id after its pending replies
+    kNodeCall = 3,   // node_call (conn_id: the call id) or node_send (conn_id 0)
+    kNodeReply = 4,  // node_reply to the request conn_id (seq: the status)
 };
 
 constexpr uint16_t type_of(ToWorker t) {

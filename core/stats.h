@@ -40,6 +40,13 @@ struct alignas(64) ConnStats {  // written by conn, a cache line apart from the 
     Counter input_pending;        // bytes read and not yet handed to a worker, now
     Counter plugin_frame_errors;  // connections closed: get_pkg_len broke its contract
     Counter busy_poll_ns;         // time conn spent busy polling
+    // The cluster (conn/nodes):
+    Counter node_calls_out;       // calls and sends from our workers, to any node
+    Counter node_calls_in;        // calls and sends handed to our workers
+    Counter node_failed_at_once;  // calls ended by conn before a link took them
+    Counter node_drops;           // sends dropped, late replies, results nobody waits for
+    Counter node_links_up;        // handshakes passed
+    Counter node_link_failures;   // links lost
 };
 
 // The worker's fields have a cache line of their own: it writes them per packet, and a
@@ -50,6 +57,8 @@ struct WorkerStats {
     Counter quarantined;          // the worker: records two workers died on, skipped
     Counter ring_depth;           // the worker, after each turn: bytes waiting in its ring
     Counter busy_poll_ns;         // the worker: time spent busy polling
+    Counter node_requests;        // the worker: calls and sends handed to proc_pkg_node
+    Counter node_died;            // the worker: requests answered WORKER_DIED (came again)
     alignas(64) Counter pid;      // supervisor
     Counter restarts;             // supervisor
     Counter ring_high_water;      // conn (when it rises): the most bytes the ring held

@@ -49,7 +49,7 @@ Supervisor::Supervisor(const Config &cfg, Log *log) : cfg_(cfg), log_(log) {
 }
 
 Supervisor::~Supervisor() {
-    for (int fd : {listen_fd_, ep_, sig_fd_}) {
+    for (int fd : {listen_fd_, node_fd_, ep_, sig_fd_}) {
         if (fd >= 0) close(fd);
     }
 }
@@ -108,6 +108,17 @@ bool Supervisor::bind_listen(std::string *err) {
     if (!listen_on(cfg_.listen_host, cfg_.listen_port, "listen " + cfg_.listen, &listen_fd_,
                    &bound_, err)) {
         return false;
+    }
+    if (cfg_.cluster) {
+        const cluster::NodeEntry *me = cfg_.cluster->find(cfg_.node_name);
+        std::string at;
+        if (!listen_on(me->host, me->port,
+                       "cluster node " + me->name + " " + me->host + ":" + std::to_string(me->port),
+                       &node_fd_, &at, err)) {
+            return false;
+        }
+        log_->write(LogLevel::kInfo, "cluster: node %s listening for nodes on %s", me->name.c_str(),
+                    at.c_str());
     }
     if (cfg_.admin_listen.empty()) return true;
     std::string where;
@@ -272,10 +283,11 @@ void Supervisor::child_main(Child &c) {
     if (c.is_conn) {
         proctitle_set("asyncd: conn", "asyncd-conn");
         log_->set_role("conn", -1);
-        conn::ConnServer server(cfg_, &ch_, listen_fd_, log_);
+        conn::ConnServer server(cfg_, &ch_, listen_fd_, node_fd_, log_);
         rc = server.run();
     } else {
         close(listen_fd_);
+        if (node_fd_ >= 0) close(node_fd_);
         std::string title = "asyncd: work " + std::to_string(c.index);
         std::string pname = "asyncd-work" + std::to_string(c.index);
         proctitle_set(title.c_str(), pname.c_str());

@@ -117,6 +117,7 @@ class Supervisor {
     Log *log_;
     Channels ch_;
     int listen_fd_ = -1;
+    int node_fd_ = -1;   // the cluster listen socket, when there is a cluster
     std::string bound_;  // the address the listen socket got
     int ep_ = -1;
     int sig_fd_ = -1;

@@ -111,6 +111,58 @@ int asyncd_worker_count(void);
  * NULL when the file has no such line. */
 const char *asyncd_config(const char *key);
 
+/* ---- The cluster: calls between nodes (and to this node's other workers) --------------- */
+
+typedef uint64_t asyncd_call_t; /* a call this worker made; never 0, never reused by it */
+typedef uint64_t asyncd_req_t;  /* a call this worker was given */
+
+enum asyncd_node_status {
+    ASYNCD_NODE_OK = 0,          /* reply is the callee's answer */
+    ASYNCD_NODE_REMOTE = 1,      /* the callee answered with a non-zero status (in code) */
+    ASYNCD_NODE_TIMEOUT = 2,     /* no answer by the deadline; a later one is dropped */
+    ASYNCD_NODE_UNKNOWN = 3,     /* the cluster file names no such node */
+    ASYNCD_NODE_DOWN = 4,        /* marked down, or unreachable now (backing off) */
+    ASYNCD_NODE_LINK_LOST = 5,   /* the link broke after the call was written: it may have run */
+    ASYNCD_NODE_QUEUE_FULL = 6,  /* too much already waits for that node */
+    ASYNCD_NODE_TOO_LARGE = 7,   /* above the cluster's max_message */
+    ASYNCD_NODE_BUSY = 8,        /* the callee's node had no room in the worker's ring */
+    ASYNCD_NODE_WORKER_DIED = 9, /* the callee's worker died on it: it may have run */
+    ASYNCD_NODE_STOPPING = 10,   /* this node or that one is stopping */
+    ASYNCD_NODE_PEER_RESTARTED = 11, /* the callee's node restarted with the call pending */
+    ASYNCD_NODE_NO_SERVICE = 12      /* the callee's plugin does not export proc_pkg_node */
+};
+#define ASYNCD_ROUTE_ANY (-1) /* the callee's conn picks a worker */
+#define ASYNCD_ROUTE_KEY (-2) /* the worker that key maps to on that node */
+
+typedef void (*asyncd_call_fn)(void *arg, asyncd_call_t call, int status, int code,
+                               const void *reply, size_t len);
+/* Calls `service` on `node` (a name from the cluster file, or "." for this node); route is a
+ * worker index, ASYNCD_ROUTE_ANY or ASYNCD_ROUTE_KEY (by key). Returns the call id, or 0 (and
+ * fn is never called) when fn, node or service is NULL. Every other outcome reaches fn
+ * exactly once, from the worker's loop, never from inside node_call. timeout_ms 0: the
+ * cluster's call_timeout. */
+asyncd_call_t node_call(const char *node, const char *service, int route, uint64_t key,
+                        const void *msg, size_t len, uint32_t timeout_ms, asyncd_call_fn fn,
+                        void *arg);
+/* A message with no answer: 0 when queued, or the asyncd_node_status it was dropped with at
+ * once (a send dropped later is counted). */
+int node_send(const char *node, const char *service, int route, uint64_t key, const void *msg,
+              size_t len);
+/* Answers a call given to proc_pkg_node, once, now or later. -1 for an unknown or already
+ * answered req. status 0: OK; anything else reaches the caller as ASYNCD_NODE_REMOTE with
+ * status as its code. */
+int node_reply(asyncd_req_t req, int status, const void *buf, size_t len);
+/* This node's name (node_name), or "" without a cluster. */
+const char *asyncd_node_name(void);
+
+/* Exports, all optional. proc_pkg_node: a call (req != 0: answer it with node_reply) or a
+ * send (req 0) from node `from`; deadline_ms is on asyncd_now_ms()'s clock, 0 for none. */
+void proc_pkg_node(asyncd_req_t req, const char *from, const char *service, const void *msg,
+                   size_t len, uint64_t deadline_ms);
+void link_up_node(const char *node);
+/* reason: an asyncd_node_status (LINK_LOST, PEER_RESTARTED, STOPPING, ...). */
+void link_down_node(const char *node, int reason);
+
 /* ---- The ABI check ------------------------------------------------------------------ */
 
 /* asyncd refuses a plugin whose asyncd_plugin_abi differs from its own ASYNCD_ABI_VERSION.

@@ -61,4 +61,27 @@ const char *asyncd_config(const char *key) {
     return w && key ? w->config().plugin_value(key) : nullptr;
 }
 
+asyncd_call_t node_call(const char *node, const char *service, int route, uint64_t key,
+                        const void *msg, size_t len, uint32_t timeout_ms, asyncd_call_fn fn,
+                        void *arg) {
+    asyncd::work::Worker *w = current_worker();
+    return w ? w->node_call(node, service, route, key, msg, len, timeout_ms, fn, arg) : 0;
+}
+
+int node_send(const char *node, const char *service, int route, uint64_t key, const void *msg,
+              size_t len) {
+    asyncd::work::Worker *w = current_worker();
+    return w ? w->node_send(node, service, route, key, msg, len) : ASYNCD_NODE_STOPPING;
+}
+
+int node_reply(asyncd_req_t req, int status, const void *buf, size_t len) {
+    asyncd::work::Worker *w = current_worker();
+    return w ? w->node_reply(req, status, buf, len) : -1;
+}
+
+const char *asyncd_node_name(void) {
+    asyncd::work::Worker *w = current_worker();
+    return w ? w->node_name() : "";
+}
+
 }  // extern "C"

@@ -15,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/loop_fds.h"
+#include "work/in_callback.h"
 
 namespace asyncd::work {
 
@@ -27,24 +28,6 @@ constexpr uint64_t kTagSignal = 2;
 constexpr uint64_t kTagDeath = 3;
 
 Worker *g_worker = nullptr;
-
-// Marks the time a plugin callback started for the supervisor's hang detector, and clears
-// it when the callback returns. One per callback: a loop of short callbacks (link_down_cli
-// for every connection at a stop, timers due together) is many short ones, never one long
-// one.
-class InCallback {
-  public:
-    InCallback(WorkerState *s, Callback cb) : s_(s) {
-        s_->callback.store(uint32_t(cb), std::memory_order_relaxed);
-        s_->busy_since_ms.store(coarse_ms(), std::memory_order_relaxed);
-    }
-    ~InCallback() { s_->busy_since_ms.store(0, std::memory_order_relaxed); }
-    InCallback(const InCallback &) = delete;
-    InCallback &operator=(const InCallback &) = delete;
-
-  private:
-    WorkerState *s_;
-};
 
 // Inside a callback, a wait that is not the plugin's doing (room in the reply ring, which
 // conn makes): the clock stops for it and goes on from where it was.
@@ -73,6 +56,15 @@ constexpr uint64_t kQuarantineAttempts = 3;
 
 }  // namespace
 
+// This process's first call id: random high bits, so that a replacement's ids never meet
+// the ones its predecessor made (a late answer to one of those is dropped, not misdelivered).
+uint64_t first_call_id() {
+    uint64_t r = monotonic_ns() ^ (uint64_t(getpid()) << 17);
+    r ^= r >> 31;
+    r *= 0x9e3779b97f4a7c15ULL;
+    return ((r >> 33) << 32) | 1;
+}
+
 Worker *current_worker() {
     return g_worker;
 }
@@ -86,7 +78,8 @@ Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
       state_(&ch->state->workers[index]),
       stats_(&ch->stats->workers[index]),
       in_(&link_->in, &link_->wake, &ch->conn_wake),
-      out_(&link_->out, &ch->conn_wake) {
+      out_(&link_->out, &ch->conn_wake),
+      calls_(first_call_id(), cfg.cluster ? cfg.cluster->pending_max : 100000) {
     busy_poll_us_ = cfg_.busy_poll_us;
     busy_poll_contended_us_ = cfg_.busy_poll_contended_us;
     cpu_.share_poll_time(&ch->state->poll_ns);
@@ -160,6 +153,7 @@ int Worker::run() {
             InCallback in(state_, Callback::kTimer);
             fn(arg);
         });
+        run_calls();
         if (fns.proc_events) {
             InCallback in(state_, Callback::kEvents);
             fns.proc_events();
@@ -219,7 +213,13 @@ void Worker::sleep_until_work() {
     uint64_t poll_ns = cpu_.window(start, last_work_ns_, uint64_t(busy_poll_us_) * 1000,
                                    uint64_t(busy_poll_contended_us_) * 1000);
     if (cpu_.poll(start, last_work_ns_, poll_ns, [this] { return !in_.empty(); })) return;
-    int64_t next = timers_.next_in(monotonic_ms());
+    uint64_t now = monotonic_ms();
+    int64_t next = timers_.next_in(now);
+    uint64_t call_at;
+    if (calls_.next_deadline_ms(&call_at)) {
+        int64_t in = call_at <= now ? 0 : int64_t(call_at - now);
+        if (next < 0 || in < next) next = in;
+    }
     int timeout = (next >= 0 && next < kTickMs) ? int(next) : kTickMs;
     if (!in_.prepare_sleep()) return;
     poll_events(timeout);
@@ -270,6 +270,8 @@ int Worker::drain(int budget) {
         uint64_t attempts = in_.mark_in_flight();
         if (attempts >= kQuarantineAttempts) {
             quarantine(m, attempts);
+        } else if (ToWorker(m.type) >= ToWorker::kNodeRequest) {
+            dispatch_node(m, attempts);
         } else {
             dispatch(m);
         }
@@ -443,6 +445,13 @@ void Worker::dispatch(const shmq::Message &m) {
             }
             live_.clear();
             last_live_ = 0;
+            // What the old conn held of our calls is gone with it: whether each ran is
+            // unknown. Its requests to us have nobody to answer now.
+            {
+                InCallback in(state_, Callback::kCallDone);
+                calls_.fail_all(ASYNCD_NODE_LINK_LOST);
+            }
+            reqs_.clear();
             break;
         default:
             log_->write(LogLevel::kAlert, "worker %d: unknown record type %u", index_,

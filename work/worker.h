@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_set>
 
+#include "cluster/calls.h"
 #include "core/channels.h"
 #include "core/config.h"
 #include "core/cpu_contention.h"
@@ -33,6 +35,14 @@ class Worker {
     int close_conn(uint64_t conn);
     uint64_t timer_add(uint32_t ms, Timers::Fn fn, void *arg);
     int timer_cancel(uint64_t id) { return timers_.cancel(id) ? 0 : -1; }
+    // The cluster's calls (work/worker_node.cc).
+    uint64_t node_call(const char *node, const char *service, int route, uint64_t key,
+                       const void *msg, size_t len, uint32_t timeout_ms, cluster::CallFn fn,
+                       void *arg);
+    int node_send(const char *node, const char *service, int route, uint64_t key, const void *msg,
+                  size_t len);
+    int node_reply(uint64_t req, int status, const void *buf, size_t len);
+    const char *node_name() const { return cfg_.node_name.c_str(); }
     int index() const { return index_; }
     // The running `workers`: a reload changes it in shared memory, also for the workers it
     // does not restart. A retiring worker's index is at or past it.
@@ -58,6 +68,12 @@ class Worker {
     bool forget_live(uint64_t conn);  // false: it was not linked up
     bool push_out(FromWorker type, uint64_t conn, const void *buf, size_t len);
     void wait_room(size_t len);
+    // The cluster's records and timers.
+    void dispatch_node(const shmq::Message &m, uint64_t attempts);
+    void run_calls();
+    int node_check(const char *node, const char *service, size_t len) const;
+    bool push_node(FromWorker type, uint64_t id, uint64_t seq, const std::string &head,
+                   const void *msg, size_t len);
     void sleep_until_work();
     void poll_events(int timeout_ms);
 
@@ -84,6 +100,9 @@ class Worker {
     bool stopping_ = false;
     uint32_t limits_seq_ = 0;  // the shared live limits this worker has applied
     bool orphaned_ = false;
+    cluster::CallTable calls_;
+    std::unordered_set<uint64_t> reqs_;  // node requests given to the plugin, not yet answered
+    std::string scratch_;                // a node record being built
 };
 
 // The worker whose loop runs in this process. The plugin API carries no context (it is

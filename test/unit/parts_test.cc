@@ -165,7 +165,11 @@ TEST_F(ConfigFiles, EveryKeyOfTheTableParses) {
         {"daemon", "no"},
         {"admin_listen", "127.0.0.1:0"},
         {"admin_allow_remote", "no"},
+        // The two cluster keys go together.
+        {"node_name", "a\ncluster cl.conf"},
+        {"cluster", "cl.conf\nnode_name a"},
     };
+    write("cl.conf", "node a 127.0.0.1:7101\n");
     for (const ConfigKey &k : config_keys()) {
         auto v = value.find(k.name);
         ASSERT_NE(v, value.end()) << "no test value for the table's key " << k.name;

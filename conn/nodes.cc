@@ -1,0 +1,726 @@
+#include "conn/nodes.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "cluster/frames.h"
+#include "cluster/handshake.h"
+#include "cluster/node_records.h"
+#include "core/clock.h"
+#include "core/records.h"
+#include "plugin_api/asyncd_plugin.h"
+
+namespace asyncd::conn {
+
+using cluster::FrameHeader;
+using cluster::FrameType;
+using cluster::Link;
+using cluster::LinkState;
+
+namespace {
+
+// A call's session outlives its deadline by this much at conn: the caller's worker times it
+// out itself; after that an answer can only be dropped.
+constexpr uint64_t kSessionGraceMs = 1000;
+
+uint16_t wire_route(int route) {
+    if (route == ASYNCD_ROUTE_ANY) return cluster::kRouteAny;
+    if (route == ASYNCD_ROUTE_KEY) return cluster::kRouteKey;
+    return route < 0 || route >= int(cluster::kRouteKey) ? cluster::kRouteAny : uint16_t(route);
+}
+
+int plugin_route(uint16_t route) {
+    if (route == cluster::kRouteAny) return ASYNCD_ROUTE_ANY;
+    if (route == cluster::kRouteKey) return ASYNCD_ROUTE_KEY;
+    return route;
+}
+
+}  // namespace
+
+// ---- NodeOut ---------------------------------------------------------------------------
+
+void NodeOut::push(Rec r) {
+    q_.push_back(std::move(r));
+    if (q_.size() > 1) return;  // the ones before it wait for room already
+    if (port_->must_wait(this)) return;
+    while (!q_.empty() && push_one()) {
+    }
+}
+
+bool NodeOut::on_room(Port &) {
+    while (!q_.empty()) {
+        if (!push_one()) return false;
+    }
+    return true;
+}
+
+bool NodeOut::push_one() {
+    Rec &r = q_.front();
+    shmq::RecordMeta meta;
+    meta.type = r.type;
+    meta.conn_id = r.id;
+    meta.seq = r.seq;
+    shmq::PushStatus s =
+        port_->to().try_push_stream(meta, r.bytes.data(), r.bytes.size(), &port_->stream_done());
+    if (s == shmq::PushStatus::kFull) {
+        port_->wait_for_room(this, r.bytes.size() - port_->stream_done());
+        return false;
+    }
+    port_->stream_done() = 0;
+    if (s == shmq::PushStatus::kOk) port_->mark_pushed();
+    q_.pop_front();
+    return true;
+}
+
+// ---- Nodes -----------------------------------------------------------------------------
+
+struct Nodes::Slot {
+    std::unique_ptr<Link> link;
+    FnHandler handler;
+    int watched = -1;
+    uint32_t events = 0;
+    uint64_t id = 0;
+    Node *node = nullptr;  // null until an accepted link's HELLO names it
+    bool retired = false;
+    bool dirty = false;
+    explicit Slot(std::function<void(uint32_t)> fn) : handler(std::move(fn)) {}
+};
+
+Nodes::Nodes(const Config *cfg, Channels *ch, Loop *loop,
+             std::vector<std::unique_ptr<Port>> *ports, int listen_fd, ConnStats *st, Log *log)
+    : cfg_(cfg),
+      cl_(cfg->cluster.get()),
+      loop_(loop),
+      ports_(ports),
+      ch_(ch),
+      st_(st),
+      listen_fd_(listen_fd),
+      log_(log) {}
+
+Nodes::~Nodes() {
+    for (auto &s : slots_)
+        s->link->close_quietly();
+    if (listen_handler_) loop_->remove(listen_fd_);
+}
+
+bool Nodes::open(std::string *err) {
+    self_.name = cfg_->node_name;
+    self_.workers = uint16_t(ch_->active_workers());
+    random_bytes(&self_.incarnation, sizeof self_.incarnation);
+    for (auto &p : *ports_)
+        outs_.push_back(std::make_unique<NodeOut>(p.get()));
+    for (const cluster::NodeEntry &e : cl_->nodes) {
+        if (e.name == self_.name) continue;
+        auto n = std::make_unique<Node>(cl_->queue_max, cl_->queue_bytes);
+        n->entry = &e;
+        nodes_.emplace(e.name, std::move(n));
+    }
+    if (listen_fd_ >= 0) {
+        listen_handler_ = std::make_unique<FnHandler>([this](uint32_t) { on_accept(); });
+        if (!loop_->add(listen_fd_, EPOLLIN, listen_handler_.get())) {
+            *err = std::string("epoll_ctl(ADD) of the node listen socket: ") + strerror(errno);
+            return false;
+        }
+    }
+    if (cl_->secret.empty()) {
+        log_->write(LogLevel::kWarn,
+                    "cluster %s has no secret_file: any process that can reach this node's "
+                    "cluster port may link as a node",
+                    cl_->path.c_str());
+    }
+    for (auto &e : nodes_) {
+        Node *n = e.second.get();
+        if (!n->entry->preconnect || n->entry->down) continue;
+        Slot *s = new_slot(n);
+        n->slot = s;
+        s->link->connect();
+        watch(s);
+    }
+    arm_timer();
+    return true;
+}
+
+uint64_t Nodes::now_ms() {
+    return monotonic_ms();
+}
+
+uint64_t Nodes::now_us() {
+    return monotonic_ns() / 1000;
+}
+
+void Nodes::random_bytes(void *p, size_t n) {
+    auto *b = static_cast<uint8_t *>(p);
+    while (n) {
+        ssize_t got = getrandom(b, n, 0);
+        if (got <= 0) {
+            // Never expected; the nonces must still differ.
+            uint64_t x = monotonic_ns() * 0x9e3779b97f4a7c15ULL;
+            size_t k = std::min(n, sizeof x);
+            memcpy(b, &x, k);
+            got = ssize_t(k);
+        }
+        b += got;
+        n -= size_t(got);
+    }
+}
+
+Nodes::Slot *Nodes::new_slot(Node *node) {
+    auto s = std::make_unique<Slot>(nullptr);
+    Slot *raw = s.get();
+    s->handler = FnHandler([this, raw](uint32_t ev) { on_slot_events(raw, ev); });
+    s->link = std::make_unique<Link>(this, cl_, &self_, node ? node->entry->name : std::string());
+    s->id = next_link_id_++;
+    s->node = node;
+    slots_.push_back(std::move(s));
+    return raw;
+}
+
+// Keeps the link's fd watched with the events it wants. A link changes its fd only by
+// closing it, and a closed fd leaves epoll by itself, so an old fd is never removed here:
+// its number may already belong to another socket.
+void Nodes::watch(Slot *s) {
+    if (s->retired) return;
+    int fd = s->link->fd();
+    if (fd < 0) {
+        s->watched = -1;
+        return;
+    }
+    uint32_t ev = EPOLLIN | (s->link->wants_write() ? uint32_t(EPOLLOUT) : 0u);
+    if (fd == s->watched && ev == s->events) return;
+    if (fd == s->watched && loop_->modify(fd, ev, &s->handler)) {
+        s->events = ev;
+        return;
+    }
+    if (!loop_->add(fd, ev, &s->handler) && !loop_->modify(fd, ev, &s->handler)) {
+        log_->write(LogLevel::kCrit, "epoll_ctl for the link to %s: %s",
+                    s->link->node().empty() ? "a node" : s->link->node().c_str(),
+                    strerror(errno));
+        return;
+    }
+    s->watched = fd;
+    s->events = ev;
+}
+
+void Nodes::on_slot_events(Slot *s, uint32_t events) {
+    if (s->retired) return;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) s->link->on_readable();
+    if (!s->retired && (events & EPOLLOUT)) s->link->on_writable();
+    watch(s);
+}
+
+void Nodes::on_accept() {
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN) {
+                log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn,
+                                    "accept on the cluster port: %s", strerror(errno));
+            }
+            return;
+        }
+        if (stopping_) {
+            close(fd);
+            continue;
+        }
+        Slot *s = new_slot(nullptr);
+        s->link->accept(fd);
+        watch(s);
+    }
+}
+
+void Nodes::retire(Slot *s) {
+    if (s->retired) return;
+    s->retired = true;
+    s->link->close_quietly();
+    s->watched = -1;
+    if (s->node && s->node->slot == s) s->node->slot = nullptr;
+    for (size_t i = 0; i < slots_.size(); i++) {
+        if (slots_[i].get() == s) {
+            graveyard_.push_back(std::move(slots_[i]));
+            slots_.erase(slots_.begin() + long(i));
+            break;
+        }
+    }
+}
+
+Nodes::Slot *Nodes::slot_of(const Link &link) {
+    for (auto &s : slots_) {
+        if (s->link.get() == &link) return s.get();
+    }
+    for (auto &s : graveyard_) {
+        if (s->link.get() == &link) return s.get();
+    }
+    return nullptr;
+}
+
+Nodes::Node *Nodes::node_of(const Link &link) {
+    Slot *s = slot_of(link);
+    return s ? s->node : nullptr;
+}
+
+void Nodes::end_turn() {
+    flush();
+    graveyard_.clear();
+    arm_timer();
+}
+
+void Nodes::stop() {
+    if (stopping_) return;
+    stopping_ = true;
+    std::vector<Slot *> all;
+    for (auto &s : slots_)
+        all.push_back(s.get());
+    for (Slot *s : all) {
+        if (s->retired) continue;
+        s->link->goaway();
+        watch(s);
+    }
+}
+
+bool Nodes::idle() const {
+    return sessions_.out_pending() == 0 && sessions_.in_pending() == 0;
+}
+
+// ---- from the workers ------------------------------------------------------------------
+
+void Nodes::from_worker(int w, const shmq::Message &m) {
+    if (FromWorker(m.type) == FromWorker::kNodeReply) {
+        reply_from_worker(w, m);
+        return;
+    }
+    uint64_t call = m.conn_id, deadline = m.seq;
+    cluster::CallHead h;
+    if (!cluster::decode_call(m.data, m.len, &h)) {
+        log_->write(LogLevel::kAlert, "malformed node call from worker %d", w);
+        if (call) result(w, call, ASYNCD_NODE_UNKNOWN, 0, {});
+        return;
+    }
+    bump(st_->node_calls_out);
+    if (stopping_) {
+        if (call) result(w, call, ASYNCD_NODE_STOPPING, 0, {});
+        return;
+    }
+    if (h.node == "." || h.node == self_.name) {
+        local_call(w, call, deadline, cluster::Sessions::In(), h.route, h.key, h.service, h.msg);
+    } else {
+        remote_call(w, call, deadline, h.route, h.key, h.node, h.service, h.msg);
+    }
+}
+
+int Nodes::pick_worker(int route, uint64_t key) {
+    int n = int(ch_->active_workers());
+    if (n < 1) n = 1;
+    if (route >= 0) return route < n ? route : -1;
+    if (route == ASYNCD_ROUTE_KEY) return cluster::key_worker(key, n);
+    // ANY: the worker with the least waiting for it, starting past the last one picked.
+    int best = -1;
+    size_t best_free = 0;
+    for (int i = 0; i < n; i++) {
+        int w = int((next_any_ + size_t(i)) % size_t(n));
+        if (ch_->state->fatal[w / 64].load(std::memory_order_acquire) >> (w % 64) & 1) continue;
+        size_t free = (*ports_)[size_t(w)]->to().free_bytes();
+        if (outs_[size_t(w)]->waiting()) free = 0;
+        if (best < 0 || free > best_free) {
+            best = w;
+            best_free = free;
+        }
+    }
+    next_any_++;
+    return best < 0 ? 0 : best;
+}
+
+bool Nodes::deliver(int worker, uint64_t req, uint64_t deadline, std::string_view from,
+                    std::string_view service, std::string_view msg) {
+    NodeOut &o = *outs_[size_t(worker)];
+    if (o.waiting() >= cl_->queue_max) return false;
+    std::string bytes = cluster::encode_request_head(from, service);
+    bytes.append(msg);
+    o.push({type_of(ToWorker::kNodeRequest), req, deadline, std::move(bytes)});
+    bump(st_->node_calls_in);
+    return true;
+}
+
+void Nodes::result(int w, uint64_t call, int status, int code, std::string_view reply) {
+    if (w < 0 || size_t(w) >= outs_.size() || call == 0) {
+        bump(st_->node_drops);
+        return;
+    }
+    if (status != ASYNCD_NODE_OK && status != ASYNCD_NODE_REMOTE) bump(st_->node_failed_at_once);
+    outs_[size_t(w)]->push({type_of(ToWorker::kNodeResult), call, cluster::result_seq(status, code),
+                            std::string(reply)});
+}
+
+void Nodes::local_call(int w, uint64_t call, uint64_t deadline, const cluster::Sessions::In &base,
+                       int route, uint64_t key, std::string_view service, std::string_view msg) {
+    int target = pick_worker(route, key);
+    if (target < 0) {
+        if (call) result(w, call, ASYNCD_NODE_BUSY, 0, {});
+        return;
+    }
+    uint64_t req = 0;
+    if (call) {
+        cluster::Sessions::In in = base;
+        in.link = 0;
+        in.peer_session = call;
+        in.worker = target;
+        in.deadline_ms = deadline;
+        in.from_worker = w;
+        req = sessions_.open_in(in);
+    }
+    if (!deliver(target, req, deadline, self_.name, service, msg)) {
+        cluster::Sessions::In gone;
+        if (call) {
+            sessions_.close_in(req, &gone);
+            result(w, call, ASYNCD_NODE_BUSY, 0, {});
+        } else {
+            bump(st_->node_drops);
+        }
+    }
+}
+
+void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint64_t key,
+                        std::string_view node, std::string_view service, std::string_view msg) {
+    auto it = nodes_.find(std::string(node));
+    auto fail = [&](int status) {
+        if (call) {
+            result(w, call, status, 0, {});
+        } else {
+            bump(st_->node_drops);
+        }
+    };
+    if (it == nodes_.end()) return fail(ASYNCD_NODE_UNKNOWN);
+    Node *n = it->second.get();
+    if (n->entry->down) return fail(ASYNCD_NODE_DOWN);
+    if (msg.size() > cl_->max_message) return fail(ASYNCD_NODE_TOO_LARGE);
+    uint64_t now = monotonic_ms();
+    if (call && deadline && deadline <= now) return fail(ASYNCD_NODE_TIMEOUT);
+    LinkState st = n->slot ? n->slot->link->state() : LinkState::kIdle;
+    if (st == LinkState::kDraining) return fail(ASYNCD_NODE_STOPPING);
+    if (st == LinkState::kDown || st == LinkState::kBackoff) return fail(ASYNCD_NODE_DOWN);
+    if (st != LinkState::kUp) {
+        // Not up: only the first connect queues; once a link has failed, the circuit is open
+        // until the back-off timer's reconnect passes its handshake.
+        if (n->circuit_open) return fail(ASYNCD_NODE_DOWN);
+        cluster::QueuedFrame q;
+        q.call = call;
+        q.stream = uint16_t(w);
+        q.deadline_ms = deadline;
+        q.bytes = cluster::encode_call_head(route, key, node, service);
+        q.bytes.append(msg);
+        if (!n->queue.push(std::move(q))) return fail(ASYNCD_NODE_QUEUE_FULL);
+        if (!n->slot) n->slot = new_slot(n);
+        Slot *s = n->slot;
+        if (s->link->state() == LinkState::kIdle) {
+            s->link->connect();
+            watch(s);
+        }
+        return;
+    }
+    FrameHeader h;
+    h.type = call ? FrameType::kCall : FrameType::kSend;
+    h.stream = uint16_t(w);
+    h.route = wire_route(route);
+    h.key = key;
+    if (call) {
+        h.session = sessions_.open_out({n->entry->name, w, call, deadline});
+        h.word = uint32_t(std::min<uint64_t>(deadline - now, UINT32_MAX));
+    }
+    std::string bytes;
+    cluster::MessageWriter wr(h, std::string(service), std::string(msg), cl_->max_frame);
+    while (!wr.done())
+        wr.next(&bytes);
+    send_on(n->slot, bytes);
+}
+
+void Nodes::send_on(Slot *s, const std::string &bytes) {
+    if (!s->link->queue(bytes)) return;
+    if (!s->dirty) {
+        s->dirty = true;
+        dirty_.push_back(s);
+    }
+}
+
+void Nodes::flush() {
+    // A write may fail the link, whose loss may queue frames elsewhere: by index.
+    for (size_t i = 0; i < dirty_.size(); i++) {
+        Slot *s = dirty_[i];
+        s->dirty = false;
+        if (s->retired) continue;
+        s->link->flush();
+        watch(s);
+    }
+    dirty_.clear();
+}
+
+void Nodes::reply_from_worker(int w, const shmq::Message &m) {
+    cluster::Sessions::In in;
+    if (!sessions_.close_in(m.conn_id, &in)) {
+        bump(st_->node_drops);  // its caller is gone, or it timed out here
+        return;
+    }
+    (void)w;
+    int status = cluster::result_status(m.seq), code = cluster::result_code(m.seq);
+    std::string_view reply(reinterpret_cast<const char *>(m.data), m.len);
+    if (in.link == 0) {
+        result(in.from_worker, in.peer_session, status, code, reply);
+        return;
+    }
+    answer_link(in.link, in.peer_session, status, code, reply);
+}
+
+void Nodes::answer_link(uint64_t link_id, uint64_t session, int status, int code,
+                        std::string_view reply) {
+    Slot *s = nullptr;
+    for (auto &x : slots_) {
+        if (x->id == link_id) s = x.get();
+    }
+    if (!s || (s->link->state() != LinkState::kUp && s->link->state() != LinkState::kDraining)) {
+        bump(st_->node_drops);
+        return;
+    }
+    FrameHeader h;
+    h.type = FrameType::kReply;
+    h.stream = cluster::kStreamConn;
+    h.session = session;
+    h.word = uint32_t(status);
+    h.key = uint64_t(uint32_t(code));
+    std::string bytes;
+    cluster::MessageWriter wr(h, std::string(), std::string(reply), cl_->max_frame);
+    while (!wr.done())
+        wr.next(&bytes);
+    send_on(s, bytes);
+}
+
+// ---- from the links --------------------------------------------------------------------
+
+void Nodes::link_up(Link &link) {
+    Slot *s = slot_of(link);
+    if (!s || s->retired) return;
+    const std::string &name = link.peer().node;
+    auto it = nodes_.find(name);
+    if (it == nodes_.end()) {  // check_hello let it through: the file names it
+        retire(s);
+        return;
+    }
+    Node *n = it->second.get();
+    bool restarted = n->incarnation && n->incarnation != link.peer().incarnation;
+    Slot *other = n->slot && n->slot != s ? n->slot : nullptr;
+    if (other) {
+        LinkState os = other->link->state();
+        bool other_live = os == LinkState::kUp || os == LinkState::kDraining ||
+                          os == LinkState::kConnecting || os == LinkState::kHandshaking;
+        bool same_peer = other->link->peer().incarnation == link.peer().incarnation;
+        if (other_live && (same_peer || os != LinkState::kUp)) {
+            // Both sides connected at once: the link the lower name started survives, on
+            // both nodes alike.
+            bool ours_wins = cluster::outgoing_survives(self_.name, name);
+            Slot *loser = other->link->initiator() == ours_wins ? s : other;
+            if (loser == s) {
+                retire(s);
+                return;
+            }
+        }
+        if (os == LinkState::kUp || os == LinkState::kDraining) {
+            // Replaced: what was written on the old link is lost with it.
+            retire(other);
+            fail_out(name, restarted ? ASYNCD_NODE_PEER_RESTARTED : ASYNCD_NODE_LINK_LOST);
+            sessions_.drop_link(other->id);
+        } else {
+            retire(other);
+        }
+    } else if (restarted) {
+        fail_out(name, ASYNCD_NODE_PEER_RESTARTED);
+    }
+    n->slot = s;
+    s->node = n;
+    n->circuit_open = false;
+    n->incarnation = link.peer().incarnation;
+    bump(st_->node_links_up);
+    log_->write(LogLevel::kInfo, "link to node %s up (%s, %s)", name.c_str(),
+                link.initiator() ? "we connected" : "it connected",
+                restarted ? "it restarted" : "rtt pending");
+    flush_queue(n);
+    tell_link(0, name);
+    watch(s);
+}
+
+void Nodes::flush_queue(Node *n) {
+    uint64_t now = monotonic_ms();
+    for (cluster::QueuedFrame &q : n->queue.take_all()) {
+        int w = q.stream;
+        cluster::CallHead h;
+        if (!cluster::decode_call(reinterpret_cast<const uint8_t *>(q.bytes.data()), q.bytes.size(),
+                                  &h)) {
+            continue;
+        }
+        if (q.call && q.deadline_ms && q.deadline_ms <= now) {
+            result(w, q.call, ASYNCD_NODE_TIMEOUT, 0, {});
+            continue;
+        }
+        remote_call(w, q.call, q.deadline_ms, h.route, h.key, h.node, h.service, h.msg);
+    }
+}
+
+void Nodes::expire_queues() {
+    uint64_t now = monotonic_ms();
+    for (auto &e : nodes_) {
+        for (cluster::QueuedFrame &q : e.second->queue.expire(now)) {
+            if (q.call) {
+                result(q.stream, q.call, ASYNCD_NODE_TIMEOUT, 0, {});
+            } else {
+                bump(st_->node_drops);
+            }
+        }
+    }
+    for (cluster::Sessions::Out &o : sessions_.expire_out(now, kSessionGraceMs))
+        result(o.worker, o.call, ASYNCD_NODE_TIMEOUT, 0, {});  // the worker has: dropped there
+    sessions_.expire_in(now, kSessionGraceMs);
+}
+
+void Nodes::drop_queue(Node *n, int status) {
+    for (cluster::QueuedFrame &q : n->queue.take_all()) {
+        if (q.call) {
+            result(q.stream, q.call, status, 0, {});
+        } else {
+            bump(st_->node_drops);
+        }
+    }
+}
+
+void Nodes::fail_out(const std::string &node, int status) {
+    for (cluster::Sessions::Out &o : sessions_.fail_node(node))
+        result(o.worker, o.call, status, 0, {});
+}
+
+void Nodes::tell_link(int status, const std::string &node) {
+    size_t n = std::min(outs_.size(), size_t(ch_->active_workers()));
+    for (size_t i = 0; i < n; i++)
+        outs_[i]->push({type_of(ToWorker::kNodeLink), 0, uint64_t(status), node});
+}
+
+void Nodes::link_message(Link &link, const cluster::Message &m) {
+    Slot *s = slot_of(link);
+    if (!s || s->retired || !s->node) return;
+    Node *n = s->node;
+    if (m.h.type == FrameType::kReply) {
+        cluster::Sessions::Out out;
+        if (!sessions_.close_out(m.h.session, &out)) {
+            bump(st_->node_drops);  // late: the caller has timed it out
+            return;
+        }
+        result(out.worker, out.call, int(int32_t(m.h.word)), int(int32_t(uint32_t(m.h.key))),
+               m.payload);
+        return;
+    }
+    bool is_call = m.h.type == FrameType::kCall;
+    uint64_t now = monotonic_ms();
+    uint64_t deadline = is_call ? now + m.h.word : 0;
+    auto refuse = [&](int status) {
+        if (is_call) {
+            answer_link(s->id, m.h.session, status, 0, {});
+        } else {
+            bump(st_->node_drops);
+        }
+    };
+    if (stopping_) return refuse(ASYNCD_NODE_STOPPING);
+    if (is_call && m.h.word == 0) return refuse(ASYNCD_NODE_TIMEOUT);
+    int target = pick_worker(plugin_route(m.h.route), m.h.key);
+    if (target < 0) return refuse(ASYNCD_NODE_BUSY);
+    uint64_t req = 0;
+    if (is_call) {
+        cluster::Sessions::In in;
+        in.link = s->id;
+        in.peer_session = m.h.session;
+        in.worker = target;
+        in.deadline_ms = deadline;
+        req = sessions_.open_in(in);
+    }
+    if (!deliver(target, req, deadline, n->entry->name, m.service, m.payload)) {
+        cluster::Sessions::In gone;
+        if (is_call) sessions_.close_in(req, &gone);
+        refuse(ASYNCD_NODE_BUSY);
+    }
+}
+
+void Nodes::link_lost(Link &link, const std::string &why) {
+    Slot *s = slot_of(link);
+    if (!s) return;
+    s->watched = -1;  // the link closed its fd
+    Node *n = s->node;
+    bool current = n && n->slot == s;
+    bump(st_->node_link_failures);
+    log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn, "link to node %s: %s",
+                        n ? n->entry->name.c_str() : "(unnamed)", why.c_str());
+    if (!current) {
+        retire(s);
+        return;
+    }
+    bool drained = why == "drained";
+    if (!drained) n->circuit_open = true;
+    fail_out(n->entry->name, ASYNCD_NODE_LINK_LOST);
+    sessions_.drop_link(s->id);
+    tell_link(drained ? ASYNCD_NODE_STOPPING : ASYNCD_NODE_LINK_LOST, n->entry->name);
+    if (!link.initiator()) {
+        // An accepted link has no address to go back to: ours takes over, on the back-off
+        // timer after its first try.
+        retire(s);
+        if (stopping_ || n->entry->down) return;
+        Slot *mine = new_slot(n);
+        n->slot = mine;
+        mine->link->connect();
+        watch(mine);
+    }
+}
+
+void Nodes::link_goaway(Link &link) {
+    Node *n = node_of(link);
+    if (n) log_->write(LogLevel::kInfo, "node %s is stopping (GOAWAY)", n->entry->name.c_str());
+}
+
+// ---- time ------------------------------------------------------------------------------
+
+void Nodes::arm_timer() {
+    uint64_t at = 0;
+    auto consider = [&](uint64_t t) {
+        if (t && (!at || t < at)) at = t;
+    };
+    for (auto &s : slots_)
+        consider(s->link->deadline_ms());
+    for (auto &e : nodes_)
+        consider(e.second->queue.next_deadline_ms());
+    if (sessions_.out_pending() || sessions_.in_pending()) consider(monotonic_ms() + 1000);
+    if (at == timer_at_ && (timer_ || !at)) return;
+    if (timer_) loop_->cancel_timer(timer_);
+    timer_ = 0;
+    timer_at_ = at;
+    if (!at) return;
+    uint64_t now = monotonic_ms();
+    uint32_t delay = at > now ? uint32_t(std::min<uint64_t>(at - now, 60000)) : 0;
+    timer_ = loop_->add_timer(delay, [this] { on_timer(); });
+}
+
+void Nodes::on_timer() {
+    timer_ = 0;
+    timer_at_ = 0;
+    uint64_t now = monotonic_ms();
+    std::vector<Slot *> due;
+    for (auto &s : slots_) {
+        uint64_t d = s->link->deadline_ms();
+        if (d && d <= now) due.push_back(s.get());
+    }
+    for (Slot *s : due) {
+        if (s->retired) continue;
+        s->link->tick();
+        watch(s);
+    }
+    expire_queues();
+    arm_timer();
+}
+
+}  // namespace asyncd::conn

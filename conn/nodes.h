@@ -1,0 +1,148 @@
+// conn's side of the cluster: one link per node of the cluster file (cluster/link), the
+// node listen socket the supervisor bound, the calls in flight both ways (cluster/route's
+// Sessions), what waits for a link while it connects (cluster/node_queue), and the records
+// to and from the workers. It plugs into conn's loop (fd watches, one timer) and pushes to a
+// worker through that worker's port, as a PortUser, like a client connection does.
+//
+// A worker's call to node "." (or to this node's own name) never leaves the machine: it goes
+// to a local worker through its ring, with the same statuses.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cluster/cluster_config.h"
+#include "cluster/link.h"
+#include "cluster/node_queue.h"
+#include "cluster/route.h"
+#include "conn/port.h"
+#include "core/channels.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/stats.h"
+#include "shmq/ring.h"
+
+namespace asyncd::conn {
+
+// What conn owes one worker of cluster records: pushed in order, through the port's FIFO
+// when the ring is full. Results of the worker's own calls are never refused (they are
+// bounded by its pending calls); new requests are, past `max`, with BUSY.
+class NodeOut final : public PortUser {
+  public:
+    struct Rec {
+        uint16_t type;
+        uint64_t id;
+        uint64_t seq;
+        std::string bytes;
+    };
+    explicit NodeOut(Port *port) : port_(port) {}
+    void push(Rec r);
+    size_t waiting() const { return q_.size(); }
+    bool on_room(Port &port) override;
+    void on_dequeued(Port &) override {}
+
+  private:
+    bool push_one();
+    Port *port_;
+    std::deque<Rec> q_;
+};
+
+class Nodes final : public cluster::LinkHost {
+  public:
+    Nodes(const Config *cfg, Channels *ch, Loop *loop, std::vector<std::unique_ptr<Port>> *ports,
+          int listen_fd, ConnStats *st, Log *log);
+    ~Nodes() override;
+    Nodes(const Nodes &) = delete;
+    Nodes &operator=(const Nodes &) = delete;
+
+    [[nodiscard]] bool open(std::string *err);
+    // A kNodeCall or kNodeReply record from worker w.
+    void from_worker(int w, const shmq::Message &m);
+    // After a turn's events and rings: one write per link for what the turn queued on it.
+    void flush();
+    // End of a turn: what closed during it is freed, the timer re-armed.
+    void end_turn();
+    // A graceful stop: GOAWAY on every link; new calls end STOPPING.
+    void stop();
+    bool idle() const;  // nothing in flight either way
+
+    // LinkHost.
+    uint64_t now_ms() override;
+    uint64_t now_us() override;
+    void random_bytes(void *p, size_t n) override;
+    void link_up(cluster::Link &link) override;
+    void link_message(cluster::Link &link, const cluster::Message &m) override;
+    void link_lost(cluster::Link &link, const std::string &why) override;
+    void link_goaway(cluster::Link &link) override;
+
+  private:
+    struct Slot;  // a link with its fd watch
+    struct Node {
+        const cluster::NodeEntry *entry = nullptr;
+        Slot *slot = nullptr;  // the link calls go on (null: none yet)
+        cluster::NodeQueue queue;
+        bool circuit_open = false;  // a link failed and none came up since
+        uint64_t incarnation = 0;   // the peer's, from its last HELLO
+        Node(size_t frames, size_t bytes) : queue(frames, bytes) {}
+    };
+
+    Slot *new_slot(Node *node);
+    void watch(Slot *s);
+    void on_slot_events(Slot *s, uint32_t events);
+    void on_accept();
+    void retire(Slot *s);  // closed; freed at the end of the turn
+    Node *node_of(const cluster::Link &link);
+    Slot *slot_of(const cluster::Link &link);
+
+    void local_call(int w, uint64_t call, uint64_t deadline, const cluster::Sessions::In &base,
+                    int route, uint64_t key, std::string_view service, std::string_view msg);
+    void remote_call(int w, uint64_t call, uint64_t deadline, int route, uint64_t key,
+                     std::string_view node, std::string_view service, std::string_view msg);
+    void reply_from_worker(int w, const shmq::Message &m);
+    int pick_worker(int route, uint64_t key);
+    // Hands a request to a local worker: false when that worker's backlog is full.
+    bool deliver(int worker, uint64_t req, uint64_t deadline, std::string_view from,
+                 std::string_view service, std::string_view msg);
+    void result(int w, uint64_t call, int status, int code, std::string_view reply);
+    void tell_link(int status, const std::string &node);
+    void answer_link(uint64_t link_id, uint64_t session, int status, int code,
+                     std::string_view reply);
+    void fail_out(const std::string &node, int status);
+    void drop_queue(Node *n, int status);
+    void flush_queue(Node *n);
+    void expire_queues();
+    void arm_timer();
+    void send_on(Slot *s, const std::string &bytes);
+    void on_timer();
+
+    const Config *cfg_;
+    const cluster::ClusterConfig *cl_;
+    Loop *loop_;
+    std::vector<std::unique_ptr<Port>> *ports_;
+    Channels *ch_;
+    ConnStats *st_;
+    int listen_fd_;
+    Log *log_;
+    cluster::LinkSelf self_;
+    std::unordered_map<std::string, std::unique_ptr<Node>> nodes_;
+    std::vector<std::unique_ptr<Slot>> slots_;      // every link, named or not yet
+    std::vector<std::unique_ptr<Slot>> graveyard_;  // closed this turn
+    std::vector<Slot *> dirty_;                     // frames queued this turn
+    std::vector<std::unique_ptr<NodeOut>> outs_;    // one per port
+    cluster::Sessions sessions_;
+    std::unique_ptr<FnHandler> listen_handler_;
+    uint64_t timer_ = 0, timer_at_ = 0;
+    uint64_t next_link_id_ = 1;
+    size_t next_any_ = 0;
+    bool stopping_ = false;
+    int rand_fd_ = -1;
+    LogLimit lost_log_{1};
+};
+
+}  // namespace asyncd::conn
