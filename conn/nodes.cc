@@ -91,8 +91,8 @@ struct Nodes::Slot {
     explicit Slot(std::function<void(uint32_t)> fn) : handler(std::move(fn)) {}
 };
 
-Nodes::Nodes(const Config *cfg, Channels *ch, Loop *loop,
-             std::vector<std::unique_ptr<Port>> *ports, int listen_fd, ConnStats *st, Log *log)
+Nodes::Nodes(const Config *cfg, Channels *ch, Loop *loop, std::vector<std::unique_ptr<Port>> *ports,
+             int listen_fd, ConnStats *st, Log *log)
     : cfg_(cfg),
       cl_(cfg->cluster.get()),
       loop_(loop),
@@ -198,8 +198,7 @@ void Nodes::watch(Slot *s) {
     }
     if (!loop_->add(fd, ev, &s->handler) && !loop_->modify(fd, ev, &s->handler)) {
         log_->write(LogLevel::kCrit, "epoll_ctl for the link to %s: %s",
-                    s->link->node().empty() ? "a node" : s->link->node().c_str(),
-                    strerror(errno));
+                    s->link->node().empty() ? "a node" : s->link->node().c_str(), strerror(errno));
         return;
     }
     s->watched = fd;

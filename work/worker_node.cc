@@ -53,7 +53,9 @@ uint64_t Worker::node_call(const char *node, const char *service, int route, uin
     if (!fn || !node || !service) return 0;
     if (len && !msg) len = 0;
     if (int st = node_check(node, service, len)) return calls_.add_failed(st, fn, arg);
-    uint64_t timeout = timeout_ms ? timeout_ms : cfg_.cluster ? cfg_.cluster->call_timeout_ms : 5000;
+    uint64_t timeout = timeout_ms     ? timeout_ms
+                       : cfg_.cluster ? cfg_.cluster->call_timeout_ms
+                                      : 5000;
     uint64_t deadline = monotonic_ms() + timeout;
     uint64_t id = calls_.add(node, deadline, fn, arg);
     if (!id) return calls_.add_failed(ASYNCD_NODE_QUEUE_FULL, fn, arg);

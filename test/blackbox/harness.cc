@@ -92,6 +92,18 @@ int run_shell(const std::string &cmd, std::string *out, int timeout_s) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+int free_port() {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
+    getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
 bool have_tool(const std::string &tool) {
     return run_shell("command -v " + shell_quote(tool)) == 0;
 }

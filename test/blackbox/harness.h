@@ -26,6 +26,8 @@ std::string shell_quote(const std::string &text);
 // Runs a shell command, bounded by timeout_s, with its stdout and stderr into *out; returns
 // its exit code (-1 if it could not run or was killed).
 int run_shell(const std::string &cmd, std::string *out = nullptr, int timeout_s = 60);
+// A loopback TCP port that was free a moment ago (for configs that need a fixed one).
+int free_port();
 // The tool is on PATH.
 bool have_tool(const std::string &tool);
 

@@ -213,18 +213,6 @@ std::map<std::string, double> parse_prometheus(const std::string &text) {
     return out;
 }
 
-int free_port() {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
-    getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 using Metrics = ServerTest;
 
 TEST_F(Metrics, PrometheusTextMovesWithTrafficAndStatusAgrees) {

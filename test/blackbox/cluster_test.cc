@@ -1,0 +1,267 @@
+// The cluster from outside: real asyncd nodes on loopback, each with the nodes test plugin
+// (test/plugins/nodes.c), driven by a client of one node. Every outcome a call can have is
+// provoked and read back as the status its callback got.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "test/blackbox/harness.h"
+
+namespace asyncd::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// Nodes named a, b, c..., each on its own cluster port, sharing one cluster file.
+class Cluster : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/asyncd-cluster-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir_ = tmpl;
+    }
+    void TearDown() override {
+        for (auto &e : nodes_) {
+            for (const auto &line : e.second->unexpected_lines())
+                ADD_FAILURE() << e.first << ": " << line;
+        }
+        nodes_.clear();
+        run_shell("rm -rf " + shell_quote(dir_));
+    }
+
+    // The cluster file: every name in `names` at a free port, then `options`.
+    void write_cluster(const std::vector<std::string> &names, const std::string &options = "") {
+        std::ofstream f(dir_ + "/cluster.conf");
+        for (const auto &n : names) {
+            if (!ports_.count(n)) ports_[n] = free_port();
+            f << "node " << n << " 127.0.0.1:" << ports_[n] << "\n";
+        }
+        f << options;
+    }
+
+    Server &node(const std::string &name) { return *nodes_.at(name); }
+
+    void start_node(const std::string &name, const std::string &extra = "") {
+        auto s = std::make_unique<Server>("workers 2\nplugin " + plugin_path("nodes.so") +
+                                          "\nnode_name " + name + "\ncluster " + dir_ +
+                                          "/cluster.conf\n" + extra);
+        std::string why;
+        ASSERT_TRUE(s->start(&why)) << name << ": " << why;
+        nodes_[name] = std::move(s);
+    }
+
+    // A call through a client of `from`; the text its callback answered.
+    std::string call(const std::string &from, const std::string &cmd) {
+        Client c;
+        if (!c.connect(node(from).port())) return "no connect";
+        std::string got;
+        if (!c.send_frame(cmd) || !c.recv_frame(&got, seconds(20))) return "no answer";
+        return got;
+    }
+
+    std::string dir_;
+    std::map<std::string, int> ports_;
+    std::map<std::string, std::unique_ptr<Server>> nodes_;
+};
+
+TEST_F(Cluster, CallsRepliesAndStatusesBetweenTwoNodes) {
+    write_cluster({"a", "b"}, "max_message 64K\n");
+    start_node("a");
+    start_node("b");
+    EXPECT_EQ(call("a", "name"), "a");
+    EXPECT_EQ(call("a", "call b echo any 0 hello"), "S0 C0 hello");
+    // Index routing picks the worker; the callee sees who called.
+    EXPECT_EQ(call("a", "call b whoami 1 0 x"), "S0 C0 b/1 from a");
+    EXPECT_EQ(call("a", "call b whoami 0 0 x"), "S0 C0 b/0 from a");
+    // "." is this node, through a local worker, with the same statuses.
+    EXPECT_EQ(call("a", "call . whoami 1 0 x"), "S0 C0 a/1 from a");
+    EXPECT_EQ(call("a", "call a whoami 0 0 x"), "S0 C0 a/0 from a");
+    // A non-zero answer reaches the caller as REMOTE with its code.
+    EXPECT_EQ(call("a", "call b fail any 0 x"), "S1 C7 nope");
+    EXPECT_EQ(call("a", "call zz echo any 0 x"), "S3 C0 ") << "UNKNOWN";
+    // No answer: TIMEOUT at the caller's deadline, not a hang.
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(call("a", "call b never any 300 x"), "S2 C0 ");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(5));
+    // An answer after the deadline is dropped: the callback ran once, with TIMEOUT.
+    EXPECT_EQ(call("a", "call b later any 200 600"), "S2 C0 ");
+    EXPECT_EQ(call("a", "call b later any 2000 50"), "S0 C0 late");
+    // Above the cluster's max_message: TOO_LARGE before anything is sent.
+    EXPECT_EQ(call("a", "big b 70000 0"), "S7 0 ok");
+    EXPECT_EQ(call("a", "big b 60000 0"), "S0 60000 ok");
+    // A second node_reply for one request is refused (the plugin aborts if it is not).
+    EXPECT_EQ(call("a", "call b twice any 0 x"), "S0 C0 one");
+    EXPECT_EQ(call("a", "call b echo any 0 still"), "S0 C0 still");
+    // node_call with no callback returns 0 and calls nothing; callbacks never run inside
+    // node_call (the plugin answers REENTERED if one does).
+    EXPECT_EQ(call("a", "nullcall"), "0");
+    EXPECT_EQ(call("a", "call zz echo any 0 x"), "S3 C0 ");
+    // Each side heard of the link.
+    EXPECT_NE(call("a", "links").find("up:b"), std::string::npos);
+}
+
+// Sends are not answered; they arrive in order with the calls of the same worker pair.
+TEST_F(Cluster, SendsArriveInOrderWithCalls) {
+    write_cluster({"a", "b"});
+    start_node("a");
+    start_node("b");
+    EXPECT_EQ(call("a", "send b x 0 hi"), "sent 0");
+    EXPECT_EQ(call("a", "sendn 999 b x 0"), "sent 0");
+    // The count call goes to the same worker after the sends, on the same link: it sees all.
+    EXPECT_EQ(call("a", "call b count 0 0 x"), "S0 C0 1000");
+    EXPECT_EQ(call("a", "send zz x 0 hi"), "sent 3") << "UNKNOWN, at once";
+}
+
+// Many calls in flight from one client at once, routed by key: every one answered, right.
+TEST_F(Cluster, PipelinedCallsAreEachAnsweredOnce) {
+    write_cluster({"a", "b"});
+    start_node("a");
+    start_node("b");
+    Client c;
+    ASSERT_TRUE(c.connect(node("a").port()));
+    std::string batch;
+    const int kCalls = 2000;
+    for (int i = 0; i < kCalls; i++)
+        batch += frame("call b echo key:" + std::to_string(i % 7) + " 0 m" + std::to_string(i));
+    ASSERT_TRUE(c.send_all(batch.data(), batch.size()));
+    std::map<std::string, int> seen;
+    for (int i = 0; i < kCalls; i++) {
+        std::string got;
+        ASSERT_TRUE(c.recv_frame(&got, seconds(20))) << "after " << i;
+        seen[got]++;
+    }
+    EXPECT_EQ(int(seen.size()), kCalls);
+    for (int i = 0; i < kCalls; i++)
+        EXPECT_EQ(seen["S0 C0 m" + std::to_string(i)], 1) << i;
+}
+
+// Large messages travel in parts and come back whole.
+TEST_F(Cluster, LargeMessagesTravelInParts) {
+    write_cluster({"a", "b"}, "max_frame 16K\nmax_message 4M\n");
+    start_node("a");
+    start_node("b");
+    EXPECT_EQ(call("a", "big b 3000000 0"), "S0 3000000 ok");
+    EXPECT_EQ(call("a", "big b 100 0"), "S0 100 ok");
+}
+
+// C-scenarios of a dead peer: calls in flight end LINK_LOST at once, new ones DOWN at once
+// (the circuit), and a restarted peer is called again once the back-off reconnects.
+TEST_F(Cluster, APeerKilledFailsCallsAtOnceAndComesBack) {
+    write_cluster({"a", "b"}, "hb_interval 200ms\nhb_timeout 1\n");
+    start_node("a");
+    start_node("b");
+    ASSERT_EQ(call("a", "call b echo any 0 up"), "S0 C0 up");
+    Client pending;
+    ASSERT_TRUE(pending.connect(node("a").port()));
+    ASSERT_TRUE(pending.send_frame("call b never any 30000 x"));
+    // The call is written when b's worker has it; then b dies.
+    ASSERT_TRUE(eventually([&] { return call("a", "call b echo any 0 ping") == "S0 C0 ping"; }));
+    kill(node("b").pid(), SIGKILL);
+    for (pid_t p : node("b").children())
+        kill(p, SIGKILL);
+    std::string got;
+    auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(pending.recv_frame(&got, seconds(10)));
+    EXPECT_EQ(got, "S5 C0 ") << "LINK_LOST: it may have run";
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(5)) << "not its 30 s deadline";
+    // Open circuit: DOWN at once, no connect per call.
+    t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(call("a", "call b echo any 5000 x"), "S4 C0 ");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(2));
+    nodes_["b"]->wait_exit(seconds(5));
+    nodes_.erase("b");
+    start_node("b");
+    EXPECT_TRUE(eventually([&] { return call("a", "call b echo any 0 again") == "S0 C0 again"; },
+                           seconds(20)));
+    EXPECT_NE(call("a", "links").find("down:b:5"), std::string::npos);
+}
+
+// A node that accepts and never speaks: the first call queues for the connect, and ends
+// at its deadline (never a hang); the handshake timeout opens the circuit.
+TEST_F(Cluster, ASilentPeerCostsADeadlineNotAHang) {
+    int silent = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+    ASSERT_EQ(listen(silent, 16), 0);
+    socklen_t len = sizeof sa;
+    getsockname(silent, reinterpret_cast<sockaddr *>(&sa), &len);
+    ports_["s"] = ntohs(sa.sin_port);
+    write_cluster({"a", "s"}, "handshake_timeout 300ms\n");
+    start_node("a");
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(call("a", "call s echo any 1500 x"), "S2 C0 ");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(5));
+    EXPECT_EQ(call("a", "call s echo any 1500 x"), "S4 C0 ") << "the circuit is open";
+    close(silent);
+}
+
+// A worker that dies on a request: the caller hears WORKER_DIED (it may have run), and the
+// request is not run again by the replacement.
+TEST_F(Cluster, ACalleeWorkerThatDiesAnswersWorkerDied) {
+    write_cluster({"a", "b"});
+    start_node("a");
+    start_node("b");
+    EXPECT_EQ(call("a", "call b crash 0 5000 x"), "S9 C0 ");
+    EXPECT_EQ(call("a", "call b whoami 0 0 x"), "S0 C0 b/0 from a");
+}
+
+// Hostile bytes on the cluster port: the link is refused, the node serves on.
+TEST_F(Cluster, GarbageOnTheClusterPortIsRefused) {
+    write_cluster({"a", "b"});
+    start_node("a");
+    start_node("b");
+    // Not a frame; a length far above max_frame; a CALL before any handshake.
+    const std::vector<std::string> junk = {
+        "GET / HTTP/1.0\r\n\r\n" + std::string(40, ' '),
+        std::string("\xff\xff\xff\xff\x01\x00\x00\x00", 8) + std::string(24, '\0'),
+        std::string("\x00\x00\x00\x1c\x03\x00\x00\x00", 8) + std::string(7, '\0') + "\x01" +
+            std::string(16, '\0'),
+    };
+    for (const std::string &j : junk) {
+        Client c;
+        ASSERT_TRUE(c.connect(uint16_t(ports_["a"])));
+        c.send_all(j.data(), j.size());
+        EXPECT_TRUE(c.wait_closed(seconds(5))) << "junk must get the link closed";
+    }
+    EXPECT_EQ(call("a", "call b echo any 0 fine"), "S0 C0 fine");
+    EXPECT_EQ(call("b", "call a echo any 0 fine"), "S0 C0 fine");
+}
+
+// With a secret, a node with another secret cannot link; with the same one it can.
+TEST_F(Cluster, ASharedSecretKeepsOutAnotherCluster) {
+    {
+        std::ofstream(dir_ + "/k1") << "0123456789abcdef-one";
+        std::ofstream(dir_ + "/k2") << "0123456789abcdef-two";
+    }
+    write_cluster({"a", "b"}, "secret_file k1\n");
+    start_node("a");
+    // b reads its own copy of the file, with another key.
+    std::string a_file = dir_ + "/cluster.conf";
+    std::string b_file = dir_ + "/cluster-b.conf";
+    run_shell("sed 's/k1/k2/' " + shell_quote(a_file) + " > " + shell_quote(b_file));
+    auto b = std::make_unique<Server>("workers 1\nplugin " + plugin_path("nodes.so") +
+                                      "\nnode_name b\ncluster " + b_file + "\n");
+    std::string why;
+    ASSERT_TRUE(b->start(&why)) << why;
+    nodes_["b"] = std::move(b);
+    std::string got = call("a", "call b echo any 1000 x");
+    EXPECT_TRUE(got == "S2 C0 " || got == "S4 C0 ") << got;
+    EXPECT_TRUE(node("a").wait_log("secret", 1, seconds(5)) ||
+                node("b").wait_log("secret", 1, seconds(5)));
+}
+
+}  // namespace
+}  // namespace asyncd::test
