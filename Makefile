@@ -76,7 +76,7 @@ FUZZ_SECONDS ?= 20
 RELIABILITY_FUZZ_SECONDS ?= 60
 FUZZ_SKIPPED := R7 and C10 libFuzzer: clang++ not found; skipped (apt-get install clang to run it)
 
-.PHONY: all test test-tools asan run bench reliability fuzz clean format format-check check-gtest FORCE
+.PHONY: all test test-tools asan run run-cluster bench reliability fuzz clean format format-check check-gtest FORCE
 
 all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO) $(MIN_CLIENT)
 
@@ -254,6 +254,13 @@ endif
 run: $(ASYNCD) $(EXAMPLE_PLUGINS)
 	@cat etc/talk.txt
 	$(ASYNCD) -c etc/asyncd.conf
+
+# Two nodes of etc/cluster: logic in the background (stopped when gate stops), gate here.
+run-cluster: $(ASYNCD) $(EXAMPLE_PLUGINS)
+	@cat etc/cluster/talk.txt
+	@$(ASYNCD) -c etc/cluster/logic.conf & logic=$$!; \
+	trap 'kill $$logic 2>/dev/null; wait $$logic' EXIT INT TERM; \
+	$(ASYNCD) -c etc/cluster/gate.conf
 
 # asyncd against ref_echo side by side (bench/run_bench.py; BENCH_ARGS="--quick" for a
 # short pass, "--cpu 0" to pin the load generator), the resp and http plugins against

@@ -1,6 +1,7 @@
 #include "conn/nodes.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -114,10 +115,18 @@ bool Nodes::open(std::string *err) {
     random_bytes(&self_.incarnation, sizeof self_.incarnation);
     for (auto &p : *ports_)
         outs_.push_back(std::make_unique<NodeOut>(p.get()));
+    size_t slot = 0;
     for (const cluster::NodeEntry &e : cl_->nodes) {
         if (e.name == self_.name) continue;
         auto n = std::make_unique<Node>(cl_->queue_max, cl_->queue_bytes);
         n->entry = &e;
+        n->ns = &spare_;
+        if (slot < size_t(kMaxNodes)) {
+            NodeStats &ns = ch_->stats->nodes[slot++];
+            snprintf(ns.name, sizeof ns.name, "%s", e.name.c_str());
+            set(ns.used, 1);
+            n->ns = &ns;
+        }
         nodes_.emplace(e.name, std::move(n));
     }
     if (listen_fd_ >= 0) {
@@ -207,6 +216,7 @@ void Nodes::watch(Slot *s) {
 
 void Nodes::on_slot_events(Slot *s, uint32_t events) {
     if (s->retired) return;
+    publish_due_ = true;
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) s->link->on_readable();
     if (!s->retired && (events & EPOLLOUT)) s->link->on_writable();
     watch(s);
@@ -263,10 +273,46 @@ Nodes::Node *Nodes::node_of(const Link &link) {
     return s ? s->node : nullptr;
 }
 
+Nodes::Node *Nodes::find_node(const std::string &name) {
+    auto it = nodes_.find(name);
+    return it == nodes_.end() ? nullptr : it->second.get();
+}
+
 void Nodes::end_turn() {
     flush();
     graveyard_.clear();
+    if (publish_due_ && monotonic_ms() - published_ms_ >= 100) publish();
     arm_timer();
+}
+
+void Nodes::publish() {
+    published_ms_ = monotonic_ms();
+    publish_due_ = false;
+    for (auto &e : nodes_) {
+        Node *n = e.second.get();
+        NodeStats &ns = *n->ns;
+        const Link *l = n->slot ? n->slot->link.get() : nullptr;
+        LinkState st = n->entry->down ? LinkState::kDown : l ? l->state() : LinkState::kIdle;
+        if (get(ns.state) != uint64_t(st) || !get(ns.since_ms)) {
+            set(ns.state, uint64_t(st));
+            set(ns.since_ms, l ? l->since_ms() : published_ms_);
+        }
+        set(ns.rtt_us, l && l->rtt_us() > 0 ? uint64_t(l->rtt_us()) : 0);
+        set(ns.queue_frames, n->queue.frames());
+        set(ns.queue_bytes, n->queue.bytes());
+        set(ns.pending_out, n->pending_out);
+        set(ns.pending_in, n->pending_in);
+    }
+}
+
+void Nodes::complete(Node *n, int w, uint64_t call, int status, int code, std::string_view reply) {
+    if (n) bump(n->ns->completions[status >= 0 && status < kNodeStatuses ? status : 1]);
+    result(w, call, status, code, reply);
+}
+
+void Nodes::closed_out(const cluster::Sessions::Out &o) {
+    Node *n = find_node(o.node);
+    if (n && n->pending_out) n->pending_out--;
 }
 
 void Nodes::stop() {
@@ -289,6 +335,7 @@ bool Nodes::idle() const {
 // ---- from the workers ------------------------------------------------------------------
 
 void Nodes::from_worker(int w, const shmq::Message &m) {
+    publish_due_ = true;
     if (FromWorker(m.type) == FromWorker::kNodeReply) {
         reply_from_worker(w, m);
         return;
@@ -384,17 +431,20 @@ void Nodes::local_call(int w, uint64_t call, uint64_t deadline, const cluster::S
 }
 
 void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint64_t key,
-                        std::string_view node, std::string_view service, std::string_view msg) {
+                        std::string_view node, std::string_view service, std::string_view msg,
+                        bool fresh) {
     auto it = nodes_.find(std::string(node));
+    Node *n = it == nodes_.end() ? nullptr : it->second.get();
     auto fail = [&](int status) {
         if (call) {
-            result(w, call, status, 0, {});
+            complete(n, w, call, status, 0, {});
         } else {
             bump(st_->node_drops);
+            if (n) bump(n->ns->sends_dropped);
         }
     };
-    if (it == nodes_.end()) return fail(ASYNCD_NODE_UNKNOWN);
-    Node *n = it->second.get();
+    if (!n) return fail(ASYNCD_NODE_UNKNOWN);
+    if (fresh) bump(n->ns->calls_out);
     if (n->entry->down) return fail(ASYNCD_NODE_DOWN);
     if (msg.size() > cl_->max_message) return fail(ASYNCD_NODE_TOO_LARGE);
     uint64_t now = monotonic_ms();
@@ -428,6 +478,7 @@ void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint
     h.key = key;
     if (call) {
         h.session = sessions_.open_out({n->entry->name, w, call, deadline});
+        n->pending_out++;
         h.word = uint32_t(std::min<uint64_t>(deadline - now, UINT32_MAX));
     }
     std::string bytes;
@@ -439,6 +490,10 @@ void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint
 
 void Nodes::send_on(Slot *s, const std::string &bytes) {
     if (!s->link->queue(bytes)) return;
+    if (s->node) {
+        bump(s->node->ns->msgs_out);
+        bump(s->node->ns->bytes_out, bytes.size());
+    }
     if (!s->dirty) {
         s->dirty = true;
         dirty_.push_back(s);
@@ -469,6 +524,9 @@ void Nodes::reply_from_worker(int w, const shmq::Message &m) {
     if (in.link == 0) {
         result(in.from_worker, in.peer_session, status, code, reply);
         return;
+    }
+    for (auto &x : slots_) {
+        if (x->id == in.link && x->node && x->node->pending_in) x->node->pending_in--;
     }
     answer_link(in.link, in.peer_session, status, code, reply);
 }
@@ -541,6 +599,8 @@ void Nodes::link_up(Link &link) {
     n->circuit_open = false;
     n->incarnation = link.peer().incarnation;
     bump(st_->node_links_up);
+    bump(n->ns->links_up);
+    if (restarted) bump(n->ns->restarts_seen);
     log_->write(LogLevel::kInfo, "link to node %s up (%s, %s)", name.c_str(),
                 link.initiator() ? "we connected" : "it connected",
                 restarted ? "it restarted" : "rtt pending");
@@ -559,10 +619,10 @@ void Nodes::flush_queue(Node *n) {
             continue;
         }
         if (q.call && q.deadline_ms && q.deadline_ms <= now) {
-            result(w, q.call, ASYNCD_NODE_TIMEOUT, 0, {});
+            complete(n, w, q.call, ASYNCD_NODE_TIMEOUT, 0, {});
             continue;
         }
-        remote_call(w, q.call, q.deadline_ms, h.route, h.key, h.node, h.service, h.msg);
+        remote_call(w, q.call, q.deadline_ms, h.route, h.key, h.node, h.service, h.msg, false);
     }
 }
 
@@ -571,21 +631,27 @@ void Nodes::expire_queues() {
     for (auto &e : nodes_) {
         for (cluster::QueuedFrame &q : e.second->queue.expire(now)) {
             if (q.call) {
-                result(q.stream, q.call, ASYNCD_NODE_TIMEOUT, 0, {});
+                complete(e.second.get(), q.stream, q.call, ASYNCD_NODE_TIMEOUT, 0, {});
             } else {
                 bump(st_->node_drops);
             }
         }
     }
-    for (cluster::Sessions::Out &o : sessions_.expire_out(now, kSessionGraceMs))
-        result(o.worker, o.call, ASYNCD_NODE_TIMEOUT, 0, {});  // the worker has: dropped there
-    sessions_.expire_in(now, kSessionGraceMs);
+    for (cluster::Sessions::Out &o : sessions_.expire_out(now, kSessionGraceMs)) {
+        closed_out(o);
+        complete(find_node(o.node), o.worker, o.call, ASYNCD_NODE_TIMEOUT, 0, {});
+    }
+    for (cluster::Sessions::In &i : sessions_.expire_in(now, kSessionGraceMs)) {
+        for (auto &x : slots_) {
+            if (x->id == i.link && x->node && x->node->pending_in) x->node->pending_in--;
+        }
+    }
 }
 
 void Nodes::drop_queue(Node *n, int status) {
     for (cluster::QueuedFrame &q : n->queue.take_all()) {
         if (q.call) {
-            result(q.stream, q.call, status, 0, {});
+            complete(n, q.stream, q.call, status, 0, {});
         } else {
             bump(st_->node_drops);
         }
@@ -593,8 +659,10 @@ void Nodes::drop_queue(Node *n, int status) {
 }
 
 void Nodes::fail_out(const std::string &node, int status) {
+    Node *n = find_node(node);
+    if (n) n->pending_out = 0;
     for (cluster::Sessions::Out &o : sessions_.fail_node(node))
-        result(o.worker, o.call, status, 0, {});
+        complete(n, o.worker, o.call, status, 0, {});
 }
 
 void Nodes::tell_link(int status, const std::string &node) {
@@ -607,16 +675,20 @@ void Nodes::link_message(Link &link, const cluster::Message &m) {
     Slot *s = slot_of(link);
     if (!s || s->retired || !s->node) return;
     Node *n = s->node;
+    bump(n->ns->msgs_in);
+    bump(n->ns->bytes_in, m.payload.size());
     if (m.h.type == FrameType::kReply) {
         cluster::Sessions::Out out;
         if (!sessions_.close_out(m.h.session, &out)) {
             bump(st_->node_drops);  // late: the caller has timed it out
             return;
         }
-        result(out.worker, out.call, int(int32_t(m.h.word)), int(int32_t(uint32_t(m.h.key))),
-               m.payload);
+        if (n->pending_out) n->pending_out--;
+        complete(n, out.worker, out.call, int(int32_t(m.h.word)), int(int32_t(uint32_t(m.h.key))),
+                 m.payload);
         return;
     }
+    bump(n->ns->calls_in);
     bool is_call = m.h.type == FrameType::kCall;
     uint64_t now = monotonic_ms();
     uint64_t deadline = is_call ? now + m.h.word : 0;
@@ -639,10 +711,14 @@ void Nodes::link_message(Link &link, const cluster::Message &m) {
         in.worker = target;
         in.deadline_ms = deadline;
         req = sessions_.open_in(in);
+        n->pending_in++;
     }
     if (!deliver(target, req, deadline, n->entry->name, m.service, m.payload)) {
         cluster::Sessions::In gone;
-        if (is_call) sessions_.close_in(req, &gone);
+        if (is_call) {
+            sessions_.close_in(req, &gone);
+            n->pending_in--;
+        }
         refuse(ASYNCD_NODE_BUSY);
     }
 }
@@ -654,6 +730,7 @@ void Nodes::link_lost(Link &link, const std::string &why) {
     Node *n = s->node;
     bool current = n && n->slot == s;
     bump(st_->node_link_failures);
+    if (n) bump(n->ns->link_failures);
     log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn, "link to node %s: %s",
                         n ? n->entry->name.c_str() : "(unnamed)", why.c_str());
     if (!current) {
@@ -664,6 +741,7 @@ void Nodes::link_lost(Link &link, const std::string &why) {
     if (!drained) n->circuit_open = true;
     fail_out(n->entry->name, ASYNCD_NODE_LINK_LOST);
     sessions_.drop_link(s->id);
+    n->pending_in = 0;
     tell_link(drained ? ASYNCD_NODE_STOPPING : ASYNCD_NODE_LINK_LOST, n->entry->name);
     if (!link.initiator()) {
         // An accepted link has no address to go back to: ours takes over, on the back-off
@@ -694,6 +772,7 @@ void Nodes::arm_timer() {
     for (auto &e : nodes_)
         consider(e.second->queue.next_deadline_ms());
     if (sessions_.out_pending() || sessions_.in_pending()) consider(monotonic_ms() + 1000);
+    if (publish_due_) consider(published_ms_ + 100);  // the gauges settle after a burst
     if (at == timer_at_ && (timer_ || !at)) return;
     if (timer_) loop_->cancel_timer(timer_);
     timer_ = 0;
@@ -713,12 +792,14 @@ void Nodes::on_timer() {
         uint64_t d = s->link->deadline_ms();
         if (d && d <= now) due.push_back(s.get());
     }
+    if (!due.empty()) publish_due_ = true;
     for (Slot *s : due) {
         if (s->retired) continue;
         s->link->tick();
         watch(s);
     }
     expire_queues();
+    if (publish_due_ && now - published_ms_ >= 100) publish();
     arm_timer();
 }
 

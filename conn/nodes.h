@@ -89,6 +89,9 @@ class Nodes final : public cluster::LinkHost {
         cluster::NodeQueue queue;
         bool circuit_open = false;  // a link failed and none came up since
         uint64_t incarnation = 0;   // the peer's, from its last HELLO
+        size_t pending_out = 0;     // our calls written to it and not answered
+        size_t pending_in = 0;      // its calls our workers have not answered
+        NodeStats *ns = nullptr;    // its counters in shared memory
         Node(size_t frames, size_t bytes) : queue(frames, bytes) {}
     };
 
@@ -103,7 +106,8 @@ class Nodes final : public cluster::LinkHost {
     void local_call(int w, uint64_t call, uint64_t deadline, const cluster::Sessions::In &base,
                     int route, uint64_t key, std::string_view service, std::string_view msg);
     void remote_call(int w, uint64_t call, uint64_t deadline, int route, uint64_t key,
-                     std::string_view node, std::string_view service, std::string_view msg);
+                     std::string_view node, std::string_view service, std::string_view msg,
+                     bool fresh = true);
     void reply_from_worker(int w, const shmq::Message &m);
     int pick_worker(int route, uint64_t key);
     // Hands a request to a local worker: false when that worker's backlog is full.
@@ -118,6 +122,11 @@ class Nodes final : public cluster::LinkHost {
     void flush_queue(Node *n);
     void expire_queues();
     void arm_timer();
+    void publish();  // the nodes' gauges into shared memory
+    Node *find_node(const std::string &name);
+    // A call of ours to node n ended: counted by status, then told to its worker.
+    void complete(Node *n, int w, uint64_t call, int status, int code, std::string_view reply);
+    void closed_out(const cluster::Sessions::Out &o);
     void send_on(Slot *s, const std::string &bytes);
     void on_timer();
 
@@ -143,6 +152,9 @@ class Nodes final : public cluster::LinkHost {
     bool stopping_ = false;
     int rand_fd_ = -1;
     LogLimit lost_log_{1};
+    NodeStats spare_;  // for nodes past kMaxNodes: counted, not shown
+    uint64_t published_ms_ = 0;
+    bool publish_due_ = true;
 };
 
 }  // namespace asyncd::conn

@@ -13,6 +13,8 @@
 
 #include <new>
 
+#include "cluster/link.h"
+
 namespace asyncd {
 
 namespace {
@@ -162,6 +164,22 @@ const Stats *map_stats(pid_t supervisor, std::string *err) {
     return s;
 }
 
+namespace {
+
+const char *const kNodeStatusNames[kNodeStatuses] = {
+    "ok",        "remote", "timeout",     "unknown",  "down",           "link_lost", "queue_full",
+    "too_large", "busy",   "worker_died", "stopping", "peer_restarted", "no_service"};
+
+bool node_used(const NodeStats &n) {
+    return get(n.used) != 0;
+}
+
+const char *node_state(const NodeStats &n) {
+    return cluster::link_state_name(cluster::LinkState(get(n.state)));
+}
+
+}  // namespace
+
 std::string format_metrics(const Stats &s) {
     std::string out;
     head(&out, "asyncd_uptime_seconds", "gauge", "Seconds since asyncd started.");
@@ -223,6 +241,73 @@ std::string format_metrics(const Stats &s) {
                 (unsigned long long)get(s.workers[w].*f.field));
         }
     }
+    // The cluster: one series per node of the cluster file.
+    struct NodeField {
+        const char *metric, *type, *help;
+        const Counter NodeStats::*field;
+        double scale;
+    } nf[] = {
+        {"asyncd_node_rtt_seconds", "gauge", "Round trip of the last heartbeat.",
+         &NodeStats::rtt_us, 1e-6},
+        {"asyncd_node_queue_frames", "gauge", "Messages waiting for the link to connect.",
+         &NodeStats::queue_frames, 1},
+        {"asyncd_node_queue_bytes", "gauge", "Their bytes.", &NodeStats::queue_bytes, 1},
+        {"asyncd_node_pending_calls_out", "gauge", "Our calls written to it, not answered.",
+         &NodeStats::pending_out, 1},
+        {"asyncd_node_pending_calls_in", "gauge", "Its calls to us, not answered.",
+         &NodeStats::pending_in, 1},
+        {"asyncd_node_links_up_total", "counter", "Handshakes passed.", &NodeStats::links_up, 1},
+        {"asyncd_node_link_failures_total", "counter", "Links lost or refused.",
+         &NodeStats::link_failures, 1},
+        {"asyncd_node_restarts_seen_total", "counter", "Times it came back as a new process.",
+         &NodeStats::restarts_seen, 1},
+        {"asyncd_node_messages_out_total", "counter", "Calls, sends and replies written to it.",
+         &NodeStats::msgs_out, 1},
+        {"asyncd_node_bytes_out_total", "counter", "Their bytes, framed.", &NodeStats::bytes_out,
+         1},
+        {"asyncd_node_messages_in_total", "counter", "Calls, sends and replies from it.",
+         &NodeStats::msgs_in, 1},
+        {"asyncd_node_bytes_in_total", "counter", "Their payload bytes.", &NodeStats::bytes_in, 1},
+        {"asyncd_node_calls_out_total", "counter", "Calls and sends our workers made to it.",
+         &NodeStats::calls_out, 1},
+        {"asyncd_node_calls_in_total", "counter", "Calls and sends it made to our workers.",
+         &NodeStats::calls_in, 1},
+        {"asyncd_node_sends_dropped_total", "counter", "Sends to it dropped at once.",
+         &NodeStats::sends_dropped, 1},
+    };
+    bool any_node = false;
+    for (const NodeStats &n : s.nodes)
+        any_node = any_node || node_used(n);
+    if (any_node) {
+        head(&out, "asyncd_node_up", "gauge", "1 while the link to the node is up.");
+        for (const NodeStats &n : s.nodes) {
+            if (!node_used(n)) continue;
+            add(&out, "asyncd_node_up{node=\"%s\",state=\"%s\"} %d\n", n.name, node_state(n),
+                cluster::LinkState(get(n.state)) == cluster::LinkState::kUp ? 1 : 0);
+        }
+        for (const NodeField &f : nf) {
+            head(&out, f.metric, f.type, f.help);
+            for (const NodeStats &n : s.nodes) {
+                if (!node_used(n)) continue;
+                if (f.scale == 1) {
+                    add(&out, "%s{node=\"%s\"} %llu\n", f.metric, n.name,
+                        (unsigned long long)get(n.*f.field));
+                } else {
+                    add(&out, "%s{node=\"%s\"} %.6f\n", f.metric, n.name,
+                        double(get(n.*f.field)) * f.scale);
+                }
+            }
+        }
+        head(&out, "asyncd_node_calls_completed_total", "counter",
+             "Our calls to the node, by how they ended.");
+        for (const NodeStats &n : s.nodes) {
+            if (!node_used(n)) continue;
+            for (int st = 0; st < kNodeStatuses; st++) {
+                add(&out, "asyncd_node_calls_completed_total{node=\"%s\",status=\"%s\"} %llu\n",
+                    n.name, kNodeStatusNames[st], (unsigned long long)get(n.completions[st]));
+            }
+        }
+    }
     return out;
 }
 
@@ -245,6 +330,23 @@ std::string format_status(const Stats &s) {
             (unsigned long long)get(ws.pid), (unsigned long long)get(ws.packets),
             (unsigned long long)get(ws.bytes_out), (unsigned long long)get(ws.restarts),
             (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.ring_high_water));
+    }
+    bool header = false;
+    for (const NodeStats &n : s.nodes) {
+        if (!node_used(n)) continue;
+        if (!header) {
+            add(&out, "%-16s %-12s %10s %8s %9s %12s %12s %10s\n", "node", "state", "rtt us",
+                "queued", "pending", "calls out", "calls in", "failures");
+            header = true;
+        }
+        uint64_t failed = 0;
+        for (int st = 2; st < kNodeStatuses; st++)
+            failed += get(n.completions[st]);
+        add(&out, "%-16s %-12s %10llu %8llu %9llu %12llu %12llu %10llu\n", n.name, node_state(n),
+            (unsigned long long)get(n.rtt_us), (unsigned long long)get(n.queue_frames),
+            (unsigned long long)(get(n.pending_out) + get(n.pending_in)),
+            (unsigned long long)get(n.calls_out), (unsigned long long)get(n.calls_in),
+            (unsigned long long)failed);
     }
     return out;
 }
@@ -280,7 +382,28 @@ std::string format_html(const Stats &s) {
             (unsigned long long)get(ws.bytes_out), (unsigned long long)get(ws.restarts),
             (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.ring_high_water));
     }
-    out += "</table></body></html>\n";
+    out += "</table>";
+    bool header = false;
+    for (const NodeStats &n : s.nodes) {
+        if (!node_used(n)) continue;
+        if (!header) {
+            out +=
+                "<table><tr><th>node</th><th>state</th><th>rtt us</th><th>queued</th>"
+                "<th>pending out</th><th>pending in</th><th>calls out</th><th>calls in</th>"
+                "<th>timeouts</th><th>down</th><th>link lost</th></tr>";
+            header = true;
+        }
+        add(&out,
+            "<tr><td>%s</td><td>%s</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
+            "<td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td></tr>",
+            n.name, node_state(n), (unsigned long long)get(n.rtt_us),
+            (unsigned long long)get(n.queue_frames), (unsigned long long)get(n.pending_out),
+            (unsigned long long)get(n.pending_in), (unsigned long long)get(n.calls_out),
+            (unsigned long long)get(n.calls_in), (unsigned long long)get(n.completions[2]),
+            (unsigned long long)get(n.completions[4]), (unsigned long long)get(n.completions[5]));
+    }
+    if (header) out += "</table>";
+    out += "</body></html>\n";
     return out;
 }
 

@@ -64,6 +64,24 @@ struct WorkerStats {
     Counter ring_high_water;      // conn (when it rises): the most bytes the ring held
 };
 
+// One node of the cluster file, as conn's links see it (conn writes; the slot of the i-th
+// other node of the file). `name` is written before `used` is set.
+inline constexpr int kMaxNodes = 64;
+inline constexpr int kNodeStatuses = 13;  // asyncd_node_status values
+struct alignas(64) NodeStats {
+    char name[72];
+    Counter used;
+    Counter state;                      // cluster::LinkState
+    Counter since_ms;                   // monotonic ms it entered that state
+    Counter rtt_us;                     // from the last PONG; 0: none yet
+    Counter queue_frames, queue_bytes;  // waiting for the link
+    Counter pending_out, pending_in;    // calls in flight each way
+    Counter links_up, link_failures, restarts_seen;
+    Counter msgs_out, bytes_out, msgs_in, bytes_in;
+    Counter calls_out, calls_in, sends_dropped;
+    Counter completions[kNodeStatuses];  // our workers' calls to it, by status
+};
+
 struct Stats {
     static constexpr uint64_t kMagic = 0x6173796e63647331ull;  // "asyncds1"
     uint64_t magic;
@@ -73,6 +91,7 @@ struct Stats {
     Counter reloads;
     ConnStats conn;
     WorkerStats workers[kMaxWorkers];
+    NodeStats nodes[kMaxNodes];
 };
 
 // The supervisor's: makes the memfd and maps it. False with *err.

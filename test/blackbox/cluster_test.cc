@@ -111,6 +111,33 @@ TEST_F(Cluster, CallsRepliesAndStatusesBetweenTwoNodes) {
     EXPECT_NE(call("a", "links").find("up:b"), std::string::npos);
 }
 
+// Each node's link and calls are in /metrics and in `asyncd -s status`.
+TEST_F(Cluster, NodesAreInTheMetricsAndTheStatus) {
+    write_cluster({"a", "b"});
+    int admin = free_port();
+    start_node("a", "admin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
+    start_node("b");
+    EXPECT_EQ(call("a", "call b echo any 0 x"), "S0 C0 x");
+    EXPECT_EQ(call("a", "call b never any 100 x"), "S2 C0 ");
+    EXPECT_EQ(call("a", "call b fail any 0 x"), "S1 C7 nope");
+    std::map<std::string, double> m;
+    EXPECT_TRUE(eventually([&] {
+        m = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+        return m["asyncd_node_up{node=\"b\",state=\"up\"}"] == 1 &&
+               m["asyncd_node_calls_completed_total{node=\"b\",status=\"ok\"}"] == 1 &&
+               m["asyncd_node_calls_completed_total{node=\"b\",status=\"timeout\"}"] == 1 &&
+               m["asyncd_node_calls_completed_total{node=\"b\",status=\"remote\"}"] == 1 &&
+               m["asyncd_node_calls_out_total{node=\"b\"}"] == 3 &&
+               m["asyncd_node_pending_calls_out{node=\"b\"}"] == 0;
+    })) << http_get(uint16_t(admin), "/metrics");
+    std::string out;
+    run_shell(
+        shell_quote(asyncd_bin()) + " -c " + shell_quote(node("a").config_path()) + " -s status",
+        &out);
+    EXPECT_NE(out.find("\nb "), std::string::npos) << out;
+    EXPECT_NE(out.find(" up "), std::string::npos) << out;
+}
+
 // Sends are not answered; they arrive in order with the calls of the same worker pair.
 TEST_F(Cluster, SendsArriveInOrderWithCalls) {
     write_cluster({"a", "b"});

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +27,11 @@ std::string shell_quote(const std::string &text);
 // Runs a shell command, bounded by timeout_s, with its stdout and stderr into *out; returns
 // its exit code (-1 if it could not run or was killed).
 int run_shell(const std::string &cmd, std::string *out = nullptr, int timeout_s = 60);
+// GET path from an admin listener: the body, or "" on failure.
+std::string http_get(uint16_t port, const std::string &path);
+// Every line of Prometheus text is a comment or `name{labels} value`; returns the values
+// by their full name (with labels), or fails the test on a bad line.
+std::map<std::string, double> parse_prometheus(const std::string &text);
 // A loopback TCP port that was free a moment ago (for configs that need a fixed one).
 int free_port();
 // The tool is on PATH.

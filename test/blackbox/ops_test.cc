@@ -172,47 +172,6 @@ std::string replaced(std::string text, const std::string &from, const std::strin
     return text;
 }
 
-// GET path from the admin listener: the body, or "" on failure.
-std::string http_get(uint16_t port, const std::string &path) {
-    Client c;
-    if (!c.connect(port)) return "";
-    std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
-    if (!c.send_all(req.data(), req.size())) return "";
-    std::string resp;
-    if (!c.read_to_close(&resp)) return "";
-    size_t at = resp.find("\r\n\r\n");
-    return at == std::string::npos ? "" : resp.substr(at + 4);
-}
-
-// Every line of Prometheus text is a comment or `name{labels} value`; returns the values
-// by their full name (with labels), or fails the test on a bad line.
-std::map<std::string, double> parse_prometheus(const std::string &text) {
-    std::map<std::string, double> out;
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.empty() || line[0] == '#') continue;
-        size_t sp = line.rfind(' ');
-        EXPECT_NE(sp, std::string::npos) << line;
-        if (sp == std::string::npos) continue;
-        std::string name = line.substr(0, sp), value = line.substr(sp + 1);
-        char *end = nullptr;
-        double v = strtod(value.c_str(), &end);
-        EXPECT_TRUE(end && *end == '\0' && !value.empty()) << "bad value: " << line;
-        size_t brace = name.find('{');
-        std::string base = name.substr(0, brace);
-        EXPECT_FALSE(base.empty()) << line;
-        for (char ch : base) {
-            EXPECT_TRUE(isalnum((unsigned char)ch) || ch == '_' || ch == ':') << line;
-        }
-        if (brace != std::string::npos) {
-            EXPECT_EQ(name.back(), '}') << line;
-        }
-        out[name] = v;
-    }
-    return out;
-}
-
 using Metrics = ServerTest;
 
 TEST_F(Metrics, PrometheusTextMovesWithTrafficAndStatusAgrees) {

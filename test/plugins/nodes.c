@@ -79,9 +79,9 @@ int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
         int route = parse_route(c, &key);
         const char *body = cmd + off;
         in_call = 1;
-        asyncd_call_t id = node_call(a, b, route, key, body, strlen(body),
-                                     (uint32_t)strtoul(d, NULL, 10), answered,
-                                     (void *)(uintptr_t)conn);
+        asyncd_call_t id =
+            node_call(a, b, route, key, body, strlen(body), (uint32_t)strtoul(d, NULL, 10),
+                      answered, (void *)(uintptr_t)conn);
         in_call = 0;
         if (!id) reply(conn, "ZERO");
         return 0;

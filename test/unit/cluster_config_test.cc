@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <string>
 
 namespace asyncd::cluster {
@@ -155,6 +156,17 @@ TEST(ClusterConfig, NodeNames) {
     EXPECT_FALSE(valid_node_name("."));
     EXPECT_FALSE(valid_node_name(std::string(65, 'a')));
     EXPECT_FALSE(valid_node_name("a b"));
+}
+
+// The README's table of the cluster file's options lists each with its default.
+TEST(ClusterKeys, TheReadmeListsEveryOptionWithItsDefault) {
+    std::ifstream in("README.md");
+    ASSERT_TRUE(in) << "run from the repository's top folder";
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (const ClusterKey &k : cluster_keys()) {
+        std::string row = std::string("| `") + k.name + "` | `" + k.default_text + "` |";
+        EXPECT_NE(text.find(row), std::string::npos) << "README has no row " << row;
+    }
 }
 
 }  // namespace
