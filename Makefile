@@ -61,6 +61,7 @@ SHMQ_BENCH := $(BUILD)/shmq-bench
 BENCH_TOOL := $(BUILD)/asyncd-bench
 REF_ECHO := $(BUILD)/ref_echo
 MIN_CLIENT := $(BUILD)/min_client
+NODE_BENCH_SO := $(BUILD)/bench-plugins/node_bench.so
 BENCH_LIB_SRCS := bench/histogram.cc bench/protocol.cc bench/loadgen.cc bench/report.cc bench/server_cpu.cc
 
 # The frame decoder's libFuzzer target (R7): conn/frame.cc alone, under ASan+UBSan. g++ has
@@ -125,6 +126,10 @@ $(ASYNCD_HOOKS_SAN): $(call san_objs,main/main.cc $(filter-out $(HOOK_SRCS),$(CO
 	$(CXX) $(SANFLAGS) -rdynamic $^ -o $@ -ldl $(LDLIBS)
 
 $(BUILD)/plugins/%.so: plugin_api/examples/%.c plugin_api/asyncd_plugin.h $(wildcard plugin_api/examples/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(PLUGIN_CFLAGS) $< -o $@
+
+$(NODE_BENCH_SO): bench/node_bench.c plugin_api/asyncd_plugin.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) $< -o $@
 
@@ -264,11 +269,13 @@ run-cluster: $(ASYNCD) $(EXAMPLE_PLUGINS)
 
 # asyncd against ref_echo side by side (bench/run_bench.py; BENCH_ARGS="--quick" for a
 # short pass, "--cpu 0" to pin the load generator), the resp and http plugins against
-# redis-server and nginx (bench/run_proto_bench.py, PROTO_BENCH_ARGS likewise), then the
-# ring on its own.
-bench: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL) $(REF_ECHO) $(MIN_CLIENT) $(SHMQ_BENCH)
+# redis-server and nginx (bench/run_proto_bench.py, PROTO_BENCH_ARGS likewise), two nodes
+# calling each other (bench/run_node_bench.py, NODE_BENCH_ARGS), then the ring on its own.
+bench: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL) $(REF_ECHO) $(MIN_CLIENT) $(SHMQ_BENCH) \
+		$(NODE_BENCH_SO)
 	python3 bench/run_bench.py $(BENCH_ARGS)
 	python3 bench/run_proto_bench.py $(PROTO_BENCH_ARGS)
+	python3 bench/run_node_bench.py $(NODE_BENCH_ARGS)
 	$(SHMQ_BENCH) -r 3
 
 # make install: the binary, the plugin header, the example plugins and their sources, the

@@ -471,6 +471,10 @@ void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint
         }
         return;
     }
+    // A peer that reads slower than we write: what waits for its socket is bounded too.
+    if (n->slot->link->queued_bytes() + msg.size() > cl_->queue_bytes) {
+        return fail(ASYNCD_NODE_QUEUE_FULL);
+    }
     FrameHeader h;
     h.type = call ? FrameType::kCall : FrameType::kSend;
     h.stream = uint16_t(w);
