@@ -68,6 +68,17 @@ std::vector<Sessions::In> Sessions::expire_in(uint64_t now_ms, uint64_t grace_ms
         in_, [&](const In &i) { return i.deadline_ms && i.deadline_ms + grace_ms <= now_ms; });
 }
 
+std::vector<Sessions::In> Sessions::fail_worker_before(int worker, uint64_t position) {
+    return take_if(in_, [&](const In &i) {
+        return i.worker == worker && i.ring_end && i.ring_end <= position;
+    });
+}
+
+void Sessions::note_in_ring(uint64_t req, uint64_t ring_end) {
+    auto it = in_.find(req);
+    if (it != in_.end()) it->second.ring_end = ring_end;
+}
+
 uint64_t Sessions::open_in(In in) {
     uint64_t s = next_++;
     in_.emplace(s, in);

@@ -32,7 +32,8 @@ class Sessions {
         uint64_t peer_session = 0;
         int worker = 0;
         uint64_t deadline_ms = 0;
-        int from_worker = -1;  // a local call (link 0): the calling worker
+        int from_worker = -1;   // a local call (link 0): the calling worker
+        uint64_t ring_end = 0;  // where its record ended in the worker's ring (0: not yet in)
     };
 
     uint64_t open_out(Out o);
@@ -49,6 +50,11 @@ class Sessions {
     bool close_in(uint64_t req, In *out);
     // A worker died: the calls it was given and had not answered (WORKER_DIED to each peer).
     std::vector<In> fail_worker(int worker);
+    // A new process of `worker` reads its ring from `position` on: the requests whose record
+    // ended at or before it were taken by a predecessor that died without answering.
+    std::vector<In> fail_worker_before(int worker, uint64_t position);
+    // The request's record went into the ring, ending at ring_end.
+    void note_in_ring(uint64_t req, uint64_t ring_end);
     // The link they came on is gone: nobody to answer (dropped).
     size_t drop_link(uint64_t link);
 

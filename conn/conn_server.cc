@@ -97,12 +97,11 @@ bool ConnServer::setup(std::string *err) {
     clients_ = std::make_unique<Clients>(&cfg_, ch_, log_, &loop_, &ports_, listen_fd_);
     clients_->set_plugin(plugin_->exports());
     if (!clients_->open(err)) return false;
-    if (cfg_.cluster) {
-        nodes_ = std::make_unique<Nodes>(&cfg_, ch_, &loop_, &ports_, node_fd_, st_, log_);
-        if (!nodes_->open(err)) return false;
-        clients_->set_node_handler(
-            [this](int w, const shmq::Message &m) { nodes_->from_worker(w, m); });
-    }
+    // Without a cluster file too: a worker's calls to "." go through it.
+    nodes_ = std::make_unique<Nodes>(&cfg_, ch_, &loop_, &ports_, node_fd_, st_, log_);
+    if (!nodes_->open(err)) return false;
+    clients_->set_node_handler(
+        [this](int w, const shmq::Message &m) { nodes_->from_worker(w, m); });
     mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
 
     // The turn: events, then after_events (the rings and the writes), the timers (timeouts,
@@ -161,12 +160,10 @@ void ConnServer::after_events() {
     check_phase();
     close_fatal_bound();
     more_ = clients_->serve();
-    if (nodes_) {
-        nodes_->flush();
-        // Records the links' frames gave the workers this turn.
-        for (auto &p : ports_)
-            p->flush();
-    }
+    nodes_->flush();
+    // Records the links' frames gave the workers this turn.
+    for (auto &p : ports_)
+        p->flush();
     loop_.set_more(more_);
     // A turn that moved packets (in its reads, or from the waiters) or replies opens the
     // busy-poll window.
@@ -176,7 +173,7 @@ void ConnServer::after_events() {
 void ConnServer::end_of_turn() {
     moved_mark_ = moved();
     clients_->end_turn();
-    if (nodes_) nodes_->end_turn();
+    nodes_->end_turn();
     if (phase_ == ConnPhase::kDraining && drained()) set_phase(ConnPhase::kDone);
 }
 
@@ -250,7 +247,7 @@ void ConnServer::check_phase() {
     auto stop = Phase(ch_->state->phase.load(std::memory_order_acquire));
     if (stop >= Phase::kStopInput && phase_ < ConnPhase::kInputStopped) {
         clients_->stop_input();
-        if (nodes_) nodes_->stop();  // GOAWAY: the peers send no new calls
+        nodes_->stop();  // GOAWAY: the peers send no new calls
         set_phase(ConnPhase::kInputStopped);
         // Packets pushed this turn are accepted: publish them before saying input has
         // stopped, or a worker told to drain could find its ring empty and leave them.
@@ -312,7 +309,7 @@ bool ConnServer::drained() {
     for (auto &p : ports_) {
         if (!p->from().empty()) return false;
     }
-    return clients_->all_written();
+    return clients_->all_written() && nodes_->written();
 }
 
 void ConnServer::log_exit() {

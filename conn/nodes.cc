@@ -73,7 +73,10 @@ bool NodeOut::push_one() {
         return false;
     }
     port_->stream_done() = 0;
-    if (s == shmq::PushStatus::kOk) port_->mark_pushed();
+    if (s == shmq::PushStatus::kOk) {
+        port_->mark_pushed();
+        if (r.id && r.type == type_of(ToWorker::kNodeRequest)) pushed_(r.id, port_->to().written());
+    }
     q_.pop_front();
     return true;
 }
@@ -95,7 +98,7 @@ struct Nodes::Slot {
 Nodes::Nodes(const Config *cfg, Channels *ch, Loop *loop, std::vector<std::unique_ptr<Port>> *ports,
              int listen_fd, ConnStats *st, Log *log)
     : cfg_(cfg),
-      cl_(cfg->cluster.get()),
+      cl_(cfg->cluster ? cfg->cluster.get() : &no_cluster_),
       loop_(loop),
       ports_(ports),
       ch_(ch),
@@ -113,8 +116,10 @@ bool Nodes::open(std::string *err) {
     self_.name = cfg_->node_name;
     self_.workers = uint16_t(ch_->active_workers());
     random_bytes(&self_.incarnation, sizeof self_.incarnation);
-    for (auto &p : *ports_)
-        outs_.push_back(std::make_unique<NodeOut>(p.get()));
+    for (auto &p : *ports_) {
+        outs_.push_back(std::make_unique<NodeOut>(
+            p.get(), [this](uint64_t req, uint64_t end) { sessions_.note_in_ring(req, end); }));
+    }
     size_t slot = 0;
     for (const cluster::NodeEntry &e : cl_->nodes) {
         if (e.name == self_.name) continue;
@@ -136,7 +141,7 @@ bool Nodes::open(std::string *err) {
             return false;
         }
     }
-    if (cl_->secret.empty()) {
+    if (cfg_->cluster && cl_->secret.empty()) {
         log_->write(LogLevel::kWarn,
                     "cluster %s has no secret_file: any process that can reach this node's "
                     "cluster port may link as a node",
@@ -328,6 +333,13 @@ void Nodes::stop() {
     }
 }
 
+bool Nodes::written() const {
+    for (const auto &s : slots_) {
+        if (s->link->queued_bytes() && s->link->fd() >= 0) return false;
+    }
+    return true;
+}
+
 bool Nodes::idle() const {
     return sessions_.out_pending() == 0 && sessions_.in_pending() == 0;
 }
@@ -338,6 +350,10 @@ void Nodes::from_worker(int w, const shmq::Message &m) {
     publish_due_ = true;
     if (FromWorker(m.type) == FromWorker::kNodeReply) {
         reply_from_worker(w, m);
+        return;
+    }
+    if (FromWorker(m.type) == FromWorker::kNodeReset) {
+        worker_started(w, m.seq);
         return;
     }
     uint64_t call = m.conn_id, deadline = m.seq;
@@ -523,8 +539,23 @@ void Nodes::reply_from_worker(int w, const shmq::Message &m) {
         return;
     }
     (void)w;
-    int status = cluster::result_status(m.seq), code = cluster::result_code(m.seq);
-    std::string_view reply(reinterpret_cast<const char *>(m.data), m.len);
+    answer_in(in, cluster::result_status(m.seq), cluster::result_code(m.seq),
+              std::string_view(reinterpret_cast<const char *>(m.data), m.len));
+}
+
+void Nodes::worker_started(int w, uint64_t position) {
+    std::vector<cluster::Sessions::In> gone = sessions_.fail_worker_before(w, position);
+    if (!gone.empty()) {
+        log_->write(LogLevel::kWarn,
+                    "worker %d died with %zu node calls it had taken: answered WORKER_DIED", w,
+                    gone.size());
+    }
+    for (const cluster::Sessions::In &in : gone)
+        answer_in(in, ASYNCD_NODE_WORKER_DIED, 0, {});
+}
+
+void Nodes::answer_in(const cluster::Sessions::In &in, int status, int code,
+                      std::string_view reply) {
     if (in.link == 0) {
         result(in.from_worker, in.peer_session, status, code, reply);
         return;

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -41,7 +42,9 @@ class NodeOut final : public PortUser {
         uint64_t seq;
         std::string bytes;
     };
-    explicit NodeOut(Port *port) : port_(port) {}
+    // pushed(req, ring_end): a request's record went into the ring.
+    NodeOut(Port *port, std::function<void(uint64_t, uint64_t)> pushed)
+        : port_(port), pushed_(std::move(pushed)) {}
     void push(Rec r);
     size_t waiting() const { return q_.size(); }
     bool on_room(Port &port) override;
@@ -50,6 +53,7 @@ class NodeOut final : public PortUser {
   private:
     bool push_one();
     Port *port_;
+    std::function<void(uint64_t, uint64_t)> pushed_;
     std::deque<Rec> q_;
 };
 
@@ -70,7 +74,8 @@ class Nodes final : public cluster::LinkHost {
     void end_turn();
     // A graceful stop: GOAWAY on every link; new calls end STOPPING.
     void stop();
-    bool idle() const;  // nothing in flight either way
+    bool idle() const;     // nothing in flight either way
+    bool written() const;  // every link has written what it was given
 
     // LinkHost.
     uint64_t now_ms() override;
@@ -109,6 +114,9 @@ class Nodes final : public cluster::LinkHost {
                      std::string_view node, std::string_view service, std::string_view msg,
                      bool fresh = true);
     void reply_from_worker(int w, const shmq::Message &m);
+    void worker_started(int w, uint64_t position);
+    // An incoming call ends here with `status` (the link it came on, or the local caller).
+    void answer_in(const cluster::Sessions::In &in, int status, int code, std::string_view reply);
     int pick_worker(int route, uint64_t key);
     // Hands a request to a local worker: false when that worker's backlog is full.
     bool deliver(int worker, uint64_t req, uint64_t deadline, std::string_view from,
@@ -152,7 +160,8 @@ class Nodes final : public cluster::LinkHost {
     bool stopping_ = false;
     int rand_fd_ = -1;
     LogLimit lost_log_{1};
-    NodeStats spare_;  // for nodes past kMaxNodes: counted, not shown
+    cluster::ClusterConfig no_cluster_;  // without a cluster file: "." calls only
+    NodeStats spare_;                    // for nodes past kMaxNodes: counted, not shown
     uint64_t published_ms_ = 0;
     bool publish_due_ = true;
 };

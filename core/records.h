@@ -26,6 +26,8 @@ enum class FromWorker : uint16_t {
     kClose = 2,      // close conn_id after its pending replies
     kNodeCall = 3,   // node_call (conn_id: the call id) or node_send (conn_id 0)
     kNodeReply = 4,  // node_reply to the request conn_id (seq: the status)
+    kNodeReset = 5,  // a new worker process: it reads its ring from seq on; requests before
+                     // it went to a predecessor that died with them
 };
 
 constexpr uint16_t type_of(ToWorker t) {

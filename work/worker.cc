@@ -112,6 +112,9 @@ int Worker::run() {
         return 2;
     }
     resume_predecessor();
+    // conn answers WORKER_DIED for the node calls a predecessor took and never answered.
+    push_node(FromWorker::kNodeReset, 0, in_.position(), std::string(), nullptr, 0);
+    out_.flush();
     const PluginExports &fns = plugin_.exports();
     if (fns.init_service) {
         InCallback in(state_, Callback::kInit);

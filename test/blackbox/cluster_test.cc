@@ -243,6 +243,36 @@ TEST_F(Cluster, ACalleeWorkerThatDiesAnswersWorkerDied) {
     start_node("b");
     EXPECT_EQ(call("a", "call b crash 0 5000 x"), "S9 C0 ");
     EXPECT_EQ(call("a", "call b whoami 0 0 x"), "S0 C0 b/0 from a");
+    // A worker killed while it holds a request it took (to answer from a timer): its
+    // replacement's start tells conn, which answers WORKER_DIED long before the deadline.
+    Client held;
+    ASSERT_TRUE(held.connect(node("a").port()));
+    ASSERT_TRUE(held.send_frame("call b later 1 30000 20000"));
+    // The request is in b's worker 1 once a call behind it on the same pair is answered.
+    ASSERT_EQ(call("a", "call b whoami 1 0 x"), "S0 C0 b/1 from a");
+    kill(node("b").child("asyncd-work1"), SIGKILL);
+    std::string got;
+    auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(held.recv_frame(&got, seconds(15)));
+    EXPECT_EQ(got, "S9 C0 ");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(10));
+}
+
+// "." works without a cluster file: a call to another worker of this node.
+TEST(LocalCalls, WorkWithoutAClusterFile) {
+    Server s("workers 2\nplugin " + plugin_path("nodes.so") + "\n");
+    std::string why;
+    ASSERT_TRUE(s.start(&why)) << why;
+    Client c;
+    ASSERT_TRUE(c.connect(s.port()));
+    std::string got;
+    ASSERT_TRUE(c.send_frame("call . whoami 1 0 x") && c.recv_frame(&got));
+    EXPECT_EQ(got, "S0 C0 /1 from ");
+    ASSERT_TRUE(c.send_frame("call b echo any 0 x") && c.recv_frame(&got));
+    EXPECT_EQ(got, "S3 C0 ") << "no cluster: every other name is UNKNOWN";
+    ASSERT_TRUE(c.send_frame("name") && c.recv_frame(&got));
+    EXPECT_EQ(got, "");
+    EXPECT_TRUE(s.unexpected_lines().empty());
 }
 
 // Hostile bytes on the cluster port: the link is refused, the node serves on.
