@@ -224,6 +224,61 @@ bool load_cluster(const std::string &path, const std::string &self, ClusterConfi
     return parse_cluster(text, path, self, out, err);
 }
 
+std::string encode_cluster(const ClusterConfig &c) {
+    std::string hex;
+    static const char kHex[] = "0123456789abcdef";
+    for (unsigned char ch : c.secret) {
+        hex += kHex[ch >> 4];
+        hex += kHex[ch & 15];
+    }
+    std::string out = c.path + "\n" + c.secret_file + "\n" + hex + "\n";
+    for (const NodeEntry &n : c.nodes) {
+        out += "node " + n.name + " ";
+        if (n.host.empty()) {
+            out += "down";
+        } else {
+            bool v6 = n.host.find(':') != std::string::npos;
+            out += (v6 ? "[" + n.host + "]" : n.host) + ":" + std::to_string(n.port);
+            if (n.down) out += " down";
+        }
+        if (n.preconnect) out += " preconnect";
+        out += "\n";
+    }
+    auto ms = [&](const char *k, uint64_t v) { out += std::string(k) + " " + std::to_string(v) + "ms\n"; };
+    auto n = [&](const char *k, size_t v) { out += std::string(k) + " " + std::to_string(v) + "\n"; };
+    ms("call_timeout", c.call_timeout_ms);
+    ms("connect_timeout", c.connect_timeout_ms);
+    ms("handshake_timeout", c.handshake_timeout_ms);
+    ms("hb_interval", c.hb_interval_ms);
+    ms("hb_timeout", c.hb_timeout_ms);
+    n("max_message", c.max_message);
+    n("max_frame", c.max_frame);
+    n("queue_max", c.queue_max);
+    n("queue_bytes", c.queue_bytes);
+    n("pending_max", c.pending_max);
+    return out;
+}
+
+bool decode_cluster(const std::string &blob, const std::string &self, ClusterConfig *out,
+                    std::string *err) {
+    size_t a = blob.find('\n'), b = a == std::string::npos ? a : blob.find('\n', a + 1);
+    size_t c = b == std::string::npos ? b : blob.find('\n', b + 1);
+    if (c == std::string::npos) {
+        *err = "a cluster table without its header";
+        return false;
+    }
+    std::string path = blob.substr(0, a), secret_file = blob.substr(a + 1, b - a - 1);
+    std::string hex = blob.substr(b + 1, c - b - 1);
+    ClusterConfig t;
+    if (!parse_cluster(blob.substr(c + 1), path, self, &t, err)) return false;
+    t.secret_file = secret_file;
+    t.secret.clear();
+    for (size_t i = 0; i + 1 < hex.size(); i += 2)
+        t.secret += char(std::stoi(hex.substr(i, 2), nullptr, 16));
+    *out = std::move(t);
+    return true;
+}
+
 ClusterDiff diff_clusters(const ClusterConfig &before, const ClusterConfig &after) {
     ClusterDiff d;
     for (const NodeEntry &b : before.nodes) {

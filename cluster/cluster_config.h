@@ -55,6 +55,13 @@ bool load_cluster(const std::string &path, const std::string &self, ClusterConfi
 bool parse_cluster(const std::string &text, const std::string &path, const std::string &self,
                    ClusterConfig *out, std::string *err);
 
+// A validated table as one blob (the supervisor hands it to conn, which never reads the
+// files): its path, its secret, and the file's meaning as text. decode_cluster gives back
+// the same table.
+std::string encode_cluster(const ClusterConfig &c);
+bool decode_cluster(const std::string &blob, const std::string &self, ClusterConfig *out,
+                    std::string *err);
+
 // What a reload changes, node by node.
 struct ClusterDiff {
     std::vector<std::string> added, removed, moved, marked_down, lifted, flags_changed;

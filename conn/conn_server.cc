@@ -201,6 +201,7 @@ void ConnServer::reload_limits() {
     log_->set_level(cfg_.log_level);
     loop_.set_busy_poll_us(cfg_.busy_poll_us, cfg_.busy_poll_contended_us);
     clients_->limits_changed();
+    nodes_->reload_cluster();
     reload_plugin();
     log_->write(LogLevel::kInfo,
                 "reload: limits now max_conns %d, idle_timeout %d s, pkg_timeout %.3g s, "

@@ -92,6 +92,7 @@ struct Nodes::Slot {
     Node *node = nullptr;  // null until an accepted link's HELLO names it
     bool retired = false;
     bool dirty = false;
+    size_t pending = 0;  // calls written on this link and not answered on it
     explicit Slot(std::function<void(uint32_t)> fn) : handler(std::move(fn)) {}
 };
 
@@ -120,20 +121,12 @@ bool Nodes::open(std::string *err) {
         outs_.push_back(std::make_unique<NodeOut>(
             p.get(), [this](uint64_t req, uint64_t end) { sessions_.note_in_ring(req, end); }));
     }
-    size_t slot = 0;
+    for (NodeStats &ns : ch_->stats->nodes)
+        set(ns.used, 0);  // a restarted conn fills them again
     for (const cluster::NodeEntry &e : cl_->nodes) {
-        if (e.name == self_.name) continue;
-        auto n = std::make_unique<Node>(cl_->queue_max, cl_->queue_bytes);
-        n->entry = &e;
-        n->ns = &spare_;
-        if (slot < size_t(kMaxNodes)) {
-            NodeStats &ns = ch_->stats->nodes[slot++];
-            snprintf(ns.name, sizeof ns.name, "%s", e.name.c_str());
-            set(ns.used, 1);
-            n->ns = &ns;
-        }
-        nodes_.emplace(e.name, std::move(n));
+        if (e.name != self_.name) add_node(&e);
     }
+    cluster_gen_ = ch_->state->cluster_generation.load(std::memory_order_acquire);
     if (listen_fd_ >= 0) {
         listen_handler_ = std::make_unique<FnHandler>([this](uint32_t) { on_accept(); });
         if (!loop_->add(listen_fd_, EPOLLIN, listen_handler_.get())) {
@@ -157,6 +150,105 @@ bool Nodes::open(std::string *err) {
     }
     arm_timer();
     return true;
+}
+
+Nodes::Node *Nodes::add_node(const cluster::NodeEntry *e) {
+    auto n = std::make_unique<Node>(cl_->queue_max, cl_->queue_bytes);
+    n->entry = e;
+    n->ns = &spare_;
+    for (NodeStats &ns : ch_->stats->nodes) {
+        if (get(ns.used)) continue;
+        memset(ns.name, 0, sizeof ns.name);
+        snprintf(ns.name, sizeof ns.name, "%s", e->name.c_str());
+        for (Counter *c : {&ns.state, &ns.since_ms, &ns.rtt_us, &ns.queue_frames, &ns.queue_bytes,
+                           &ns.pending_out, &ns.pending_in})
+            set(*c, 0);
+        set(ns.used, 1);
+        n->ns = &ns;
+        break;
+    }
+    Node *raw = n.get();
+    nodes_[e->name] = std::move(n);
+    return raw;
+}
+
+void Nodes::drain_link(Node *n) {
+    Slot *s = n->slot;
+    n->slot = nullptr;
+    if (!s) return;
+    if (s->link->state() == LinkState::kUp) {
+        s->link->set_pending(s->pending);
+        s->link->goaway();
+        watch(s);
+    } else if (s->link->state() != LinkState::kDraining) {
+        retire(s);
+    }
+}
+
+void Nodes::reload_cluster() {
+    uint32_t gen = 0;
+    std::string blob;
+    for (int tries = 0; tries < 3; tries++) {
+        gen = ch_->state->cluster_generation.load(std::memory_order_acquire);
+        if (gen == cluster_gen_) return;
+        size_t len = std::min<size_t>(ch_->state->cluster_len.load(std::memory_order_relaxed),
+                                      sizeof ch_->state->cluster_table);
+        blob.assign(ch_->state->cluster_table, len);
+        if (ch_->state->cluster_generation.load(std::memory_order_acquire) == gen) break;
+    }
+    auto next = std::make_shared<cluster::ClusterConfig>();
+    std::string err;
+    if (!cluster::decode_cluster(blob, self_.name, next.get(), &err)) {
+        log_->write(LogLevel::kError, "cluster reload: %s; keeping the running table", err.c_str());
+        return;
+    }
+    cluster_gen_ = gen;
+    cluster::ClusterDiff d = cluster::diff_clusters(*cl_, *next);
+    if (d.empty()) return;
+    tables_.push_back(next);
+    cl_ = next.get();
+    for (const std::string &name : d.removed) {
+        Node *n = find_node(name);
+        if (!n) continue;
+        drain_link(n);
+        drop_queue(n, ASYNCD_NODE_UNKNOWN);
+        set(n->ns->used, 0);
+        auto it = nodes_.find(name);
+        gone_.push_back(std::move(it->second));
+        nodes_.erase(it);
+    }
+    for (auto &e : nodes_)  // the rest point at the new table
+        e.second->entry = cl_->find(e.first);
+    for (const std::string &name : d.added) {
+        if (name != self_.name) add_node(cl_->find(name));
+    }
+    for (const std::string &name : d.moved) {
+        Node *n = find_node(name);
+        if (!n) continue;
+        drain_link(n);  // what is queued goes to the new address
+        n->circuit_open = false;
+    }
+    for (const std::string &name : d.marked_down) {
+        Node *n = find_node(name);
+        if (!n) continue;
+        drain_link(n);
+        drop_queue(n, ASYNCD_NODE_DOWN);
+    }
+    for (const std::string &name : d.lifted) {
+        Node *n = find_node(name);
+        if (n) n->circuit_open = false;
+    }
+    for (auto &e : nodes_) {
+        Node *n = e.second.get();
+        if (n->entry->preconnect && !n->entry->down && !n->slot && !stopping_) {
+            n->slot = new_slot(n);
+            n->slot->link->connect();
+            watch(n->slot);
+        }
+    }
+    log_->write(LogLevel::kInfo, "cluster reload: %s", d.describe().c_str());
+    publish_due_ = true;
+    arm_timer();
 }
 
 uint64_t Nodes::now_ms() {
@@ -499,6 +591,7 @@ void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint
     if (call) {
         h.session = sessions_.open_out({n->entry->name, w, call, deadline});
         n->pending_out++;
+        n->slot->pending++;
         h.word = uint32_t(std::min<uint64_t>(deadline - now, UINT32_MAX));
     }
     std::string bytes;
@@ -719,6 +812,8 @@ void Nodes::link_message(Link &link, const cluster::Message &m) {
             return;
         }
         if (n->pending_out) n->pending_out--;
+        if (s->pending) s->pending--;
+        if (s != n->slot) s->link->set_pending(s->pending);  // a link draining
         complete(n, out.worker, out.call, int(int32_t(m.h.word)), int(int32_t(uint32_t(m.h.key))),
                  m.payload);
         return;

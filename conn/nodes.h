@@ -74,6 +74,10 @@ class Nodes final : public cluster::LinkHost {
     void end_turn();
     // A graceful stop: GOAWAY on every link; new calls end STOPPING.
     void stop();
+    // A reload: the supervisor's validated cluster table, applied as a diff (added: lazy;
+    // moved: the old link drains, queued calls go to the new address; down: drains, calls
+    // end DOWN; removed: drains, calls end UNKNOWN).
+    void reload_cluster();
     bool idle() const;     // nothing in flight either way
     bool written() const;  // every link has written what it was given
 
@@ -101,6 +105,8 @@ class Nodes final : public cluster::LinkHost {
     };
 
     Slot *new_slot(Node *node);
+    Node *add_node(const cluster::NodeEntry *e);
+    void drain_link(Node *n);  // its link gets GOAWAY and drains beside whatever comes next
     void watch(Slot *s);
     void on_slot_events(Slot *s, uint32_t events);
     void on_accept();
@@ -148,6 +154,9 @@ class Nodes final : public cluster::LinkHost {
     Log *log_;
     cluster::LinkSelf self_;
     std::unordered_map<std::string, std::unique_ptr<Node>> nodes_;
+    std::vector<std::unique_ptr<Node>> gone_;  // removed by a reload; their links drain
+    std::vector<std::shared_ptr<cluster::ClusterConfig>> tables_;  // reloads' (links keep theirs)
+    uint32_t cluster_gen_ = 0;
     std::vector<std::unique_ptr<Slot>> slots_;      // every link, named or not yet
     std::vector<std::unique_ptr<Slot>> graveyard_;  // closed this turn
     std::vector<Slot *> dirty_;                     // frames queued this turn

@@ -136,6 +136,12 @@ struct SharedState {
     std::atomic<uint64_t> serving[kMaxWorkers / 64];
     std::atomic<uint64_t> fatal[kMaxWorkers / 64];
     char plugin_path[4096];  // supervisor: the plugin of that generation, written before it
+    // supervisor: the validated cluster table (cluster::encode_cluster) conn applies, written
+    // before cluster_generation is bumped (release); conn copies it and checks the
+    // generation again.
+    std::atomic<uint32_t> cluster_generation;
+    std::atomic<uint32_t> cluster_len;
+    char cluster_table[1 << 16];
     WorkerState workers[kMaxWorkers];
 };
 

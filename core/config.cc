@@ -393,7 +393,7 @@ const std::vector<ConfigKey> kKeys = {
                 n->admin_port = r.admin_port),
     RESTART_KEY("admin_allow_remote", "no", admin_allow_remote),
     RESTART_KEY("node_name", "none", node_name),
-    RESTART_KEY("cluster", "off", cluster_file, n->cluster = r.cluster),
+    OTHER_KEY("cluster", "off", OnReload::kLive),
 };
 
 #undef RESTART_KEY

@@ -194,6 +194,7 @@ int Supervisor::run() {
         log_->write(LogLevel::kError, "cannot start: %s", err.c_str());
         return 1;
     }
+    if (!publish_cluster(cfg_)) return 1;
     if (!spawn(conn_)) return 1;
     for (Child &w : workers_) {
         if (w.wanted() && !spawn(w)) {
@@ -361,6 +362,20 @@ std::string Supervisor::file_id(const std::string &path) {
 // SIGHUP: re-read and check the whole config first; a bad one changes nothing. Then what
 // can change live changes, what cannot is named, and a changed plugin restarts the workers
 // one at a time, each after it has drained (no client connection is dropped).
+bool Supervisor::publish_cluster(const Config &cfg) {
+    if (!cfg.cluster) return true;
+    std::string blob = cluster::encode_cluster(*cfg.cluster);
+    if (blob.size() > sizeof ch_.state->cluster_table) {
+        log_->write(LogLevel::kError, "cluster %s: %zu bytes as a table, above %zu",
+                    cfg.cluster_file.c_str(), blob.size(), sizeof ch_.state->cluster_table);
+        return false;
+    }
+    memcpy(ch_.state->cluster_table, blob.data(), blob.size());
+    ch_.state->cluster_len.store(uint32_t(blob.size()), std::memory_order_relaxed);
+    ch_.state->cluster_generation.fetch_add(1, std::memory_order_release);
+    return true;
+}
+
 void Supervisor::reload() {
     Config next;
     std::string err;
@@ -384,6 +399,26 @@ void Supervisor::reload() {
         if (k.differs(next, cfg_)) kept += kept.empty() ? k.name : std::string(", ") + k.name;
         k.keep(&next, cfg_);
     }
+    // The cluster: its nodes and options apply live (conn drains what changed); turning it
+    // on or off, or moving this node's own address, needs a restart.
+    if (!next.cluster != !cfg_.cluster) {
+        log_->write(LogLevel::kWarn,
+                    "reload: the cluster was turned %s, which needs a restart: kept as running",
+                    next.cluster ? "on" : "off");
+        next.cluster = cfg_.cluster;
+        next.cluster_file = cfg_.cluster_file;
+    } else if (next.cluster) {
+        const cluster::NodeEntry *was = cfg_.cluster->find(cfg_.node_name);
+        const cluster::NodeEntry *now = next.cluster->find(next.node_name);
+        if (was && now && (was->host != now->host || was->port != now->port)) {
+            log_->write(LogLevel::kWarn,
+                        "reload: node %s's own address changed (%s:%u), which needs a restart: "
+                        "kept the running cluster table",
+                        next.node_name.c_str(), now->host.c_str(), unsigned(now->port));
+            next.cluster = cfg_.cluster;
+            next.cluster_file = cfg_.cluster_file;
+        }
+    }
     if (next.workers > cfg_.max_workers) {
         log_->write(LogLevel::kWarn,
                     "reload: workers %d is above max_workers %d, which needs a restart: "
@@ -405,6 +440,7 @@ void Supervisor::reload() {
     // the previous reload, a new one does not make it the fallback.
     bool proving = roll_index_ <= workers_.size();
     if (!proving) prev_cfg_ = cfg_;
+    auto old_cluster = cfg_.cluster;
     cfg_ = next;
     bump(ch_.stats->reloads);
     plugin_id_ = id;
@@ -415,6 +451,7 @@ void Supervisor::reload() {
         config_id_ = ++last_config_id_;
     }
     ch_.state->limits.publish(cfg_);
+    if (cfg_.cluster != old_cluster) publish_cluster(cfg_);
     if (conn_.pid) kill(conn_.pid, SIGUSR2);  // conn takes its limits (and plugin) from it
     if (cfg_.workers != prev_cfg_.workers) resize_workers(prev_cfg_.workers, cfg_.workers);
     log_->write(LogLevel::kInfo, "reload: %s applied%s", cfg_.path.c_str(),
@@ -444,6 +481,7 @@ void Supervisor::revert_reload(Child &c, const char *how) {
     log_->set_level(cfg_.log_level);
     announce_plugin();  // conn goes back too, to the old plugin and the old limits
     ch_.state->limits.publish(cfg_);
+    publish_cluster(cfg_);
     if (conn_.pid) kill(conn_.pid, SIGUSR2);
     if (workers_now != cfg_.workers) resize_workers(workers_now, cfg_.workers);
     for (Child &w : workers_)

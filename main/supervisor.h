@@ -82,6 +82,8 @@ class Supervisor {
     void resize_workers(int from, int to);
     void retire(int index);
     bool bind_listen(std::string *err);
+    // The cluster table conn applies (at start and at a reload).
+    bool publish_cluster(const Config &cfg);
     void check_ready();
     void set_state(Child &c, ChildState s);
     std::vector<Child *> all_children();

@@ -16,9 +16,9 @@ namespace asyncd::work {
 // The status a call or send ends with before it leaves this process, or 0 when it may go.
 int Worker::node_check(const char *node, const char *service, size_t len) const {
     size_t max_message = cfg_.cluster ? cfg_.cluster->max_message : cfg_.max_pkg_len;
-    if (strcmp(node, ".") != 0) {
-        if (!cfg_.cluster || !cfg_.cluster->find(node)) return ASYNCD_NODE_UNKNOWN;
-    }
+    // Which names exist is conn's to say: a reload can add or remove nodes, and the workers
+    // keep the table they started with.
+    if (!cfg_.cluster && strcmp(node, ".") != 0) return ASYNCD_NODE_UNKNOWN;
     if (strlen(service) > 255) return ASYNCD_NODE_NO_SERVICE;
     if (len > max_message) return ASYNCD_NODE_TOO_LARGE;
     if (stopping_) return ASYNCD_NODE_STOPPING;

@@ -12,7 +12,9 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "test/blackbox/harness.h"
@@ -136,6 +138,80 @@ TEST_F(Cluster, NodesAreInTheMetricsAndTheStatus) {
         &out);
     EXPECT_NE(out.find("\nb "), std::string::npos) << out;
     EXPECT_NE(out.find(" up "), std::string::npos) << out;
+}
+
+// C11: SIGHUP with the cluster file changed while calls to an unchanged node go on: a node
+// added, one marked down, one removed, one moved, and a broken file. Each diff is logged
+// in one line; the calls to the unchanged node never fail.
+TEST_F(Cluster, AReloadAppliesTheClusterFileAsADiff) {
+    write_cluster({"a", "b", "c"});
+    start_node("a");
+    start_node("b");
+    start_node("c");
+    ASSERT_EQ(call("a", "call c echo any 0 x"), "S0 C0 x");
+    std::atomic<bool> done{false};
+    std::atomic<int> calls{0}, failed{0};
+    std::string first_failure;
+    std::thread load([&] {
+        Client c;
+        if (!c.connect(node("a").port())) {
+            failed++;
+            return;
+        }
+        for (int i = 0; i < 200000 && !done; i++) {
+            std::string got;
+            if (!c.send_frame("call b echo any 0 k") || !c.recv_frame(&got, seconds(10))) {
+                failed++;
+                return;
+            }
+            calls++;
+            if (got != "S0 C0 k" && failed++ == 0) first_failure = got;
+        }
+    });
+    auto reload = [&](const std::vector<std::string> &names, const std::string &extra,
+                      const std::string &line) {
+        int before = node("a").count_log(line);
+        write_cluster(names, extra);
+        kill(node("a").pid(), SIGHUP);
+        return node("a").wait_log(line, before + 1, seconds(10));
+    };
+    // Added d (started with the new file), c marked down.
+    ports_["d"] = free_port();
+    {
+        std::ofstream f(dir_ + "/cluster.conf");
+        f << "node a 127.0.0.1:" << ports_["a"] << "\nnode b 127.0.0.1:" << ports_["b"]
+          << "\nnode c 127.0.0.1:" << ports_["c"] << " down\nnode d 127.0.0.1:" << ports_["d"]
+          << "\n";
+    }
+    start_node("d");
+    kill(node("a").pid(), SIGHUP);
+    ASSERT_TRUE(node("a").wait_log("cluster reload: ", 1, seconds(10))) << node("a").log();
+    EXPECT_TRUE(node("a").wait_log("added d", 1, seconds(1))) << node("a").log();
+    EXPECT_EQ(call("a", "call d echo any 0 new"), "S0 C0 new");
+    EXPECT_EQ(call("a", "call c echo any 0 x"), "S4 C0 ") << "marked down";
+    // c removed.
+    ASSERT_TRUE(reload({"a", "b", "d"}, "", "cluster reload: "));
+    EXPECT_EQ(call("a", "call c echo any 0 x"), "S3 C0 ") << "removed";
+    // A broken file keeps the table.
+    {
+        int errors = node("a").count_log("keeping the running config");
+        std::ofstream(dir_ + "/cluster.conf") << "node a 127.0.0.1:" << ports_["a"]
+                                              << "\nnode b nowhere\n";
+        kill(node("a").pid(), SIGHUP);
+        EXPECT_TRUE(node("a").wait_log("keeping the running config", errors + 1, seconds(10)));
+        EXPECT_EQ(call("a", "call d echo any 0 still"), "S0 C0 still");
+    }
+    // d moved: restarted on another port, the file says so; a's calls follow it.
+    nodes_.erase("d");
+    ports_["d"] = free_port();
+    write_cluster({"a", "b", "d"});
+    start_node("d");
+    ASSERT_TRUE(reload({"a", "b", "d"}, "", "cluster reload: "));
+    EXPECT_TRUE(eventually([&] { return call("a", "call d echo any 0 moved") == "S0 C0 moved"; }));
+    done = true;
+    load.join();
+    EXPECT_GT(calls.load(), 0);
+    EXPECT_EQ(failed.load(), 0) << "calls to the unchanged node b failed: " << first_failure;
 }
 
 // Sends are not answered; they arrive in order with the calls of the same worker pair.
