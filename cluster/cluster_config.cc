@@ -244,8 +244,12 @@ std::string encode_cluster(const ClusterConfig &c) {
         if (n.preconnect) out += " preconnect";
         out += "\n";
     }
-    auto ms = [&](const char *k, uint64_t v) { out += std::string(k) + " " + std::to_string(v) + "ms\n"; };
-    auto n = [&](const char *k, size_t v) { out += std::string(k) + " " + std::to_string(v) + "\n"; };
+    auto ms = [&](const char *k, uint64_t v) {
+        out += std::string(k) + " " + std::to_string(v) + "ms\n";
+    };
+    auto n = [&](const char *k, size_t v) {
+        out += std::string(k) + " " + std::to_string(v) + "\n";
+    };
     ms("call_timeout", c.call_timeout_ms);
     ms("connect_timeout", c.connect_timeout_ms);
     ms("handshake_timeout", c.handshake_timeout_ms);

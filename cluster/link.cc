@@ -221,6 +221,9 @@ void Link::write_some() {
     if (out_off_ == out_.size()) {
         out_.clear();
         out_off_ = 0;
+    } else if (out_off_ >= (size_t(1) << 20) && out_off_ >= out_.size() / 2) {
+        out_.erase(0, out_off_);  // a peer that reads slowly: what it took goes back
+        out_off_ = 0;
     }
 }
 

@@ -81,6 +81,9 @@ class Link {
     void goaway();
     // The owner's count of calls on this link still waiting for replies (Draining ends at 0).
     void set_pending(size_t n) { pending_ = n; }
+    // The owner found the peer breaking a rule above the frames (a reply to a call it never
+    // got): closed as a failure, with link_lost and the back-off, like one the link found.
+    void reject(const std::string &why) { fail(why); }
     // Closes now (a removed node, a lost simultaneous connect); no link_lost.
     void close_quietly();
     // The file marks the node down / lifts that.

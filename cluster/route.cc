@@ -54,6 +54,18 @@ bool Sessions::close_out(uint64_t session, Out *out) {
     return take(out_, session, out);
 }
 
+bool Sessions::close_out_from(uint64_t session, const std::string &node, Out *out, bool *never) {
+    *never = session == 0 || session >= next_;
+    auto it = out_.find(session);
+    if (it == out_.end() || it->second.node != node) {
+        if (it != out_.end()) *never = true;  // not issued to this node
+        return false;
+    }
+    *out = std::move(it->second);
+    out_.erase(it);
+    return true;
+}
+
 std::vector<Sessions::Out> Sessions::fail_node(const std::string &node) {
     return take_if(out_, [&](const Out &o) { return o.node == node; });
 }

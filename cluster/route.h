@@ -39,6 +39,9 @@ class Sessions {
     uint64_t open_out(Out o);
     // The reply to `session`: false when there is none (late, or never ours): dropped.
     bool close_out(uint64_t session, Out *out);
+    // The same for a reply that came from `node`: a session issued to another node is not
+    // taken (false). *never: no such session was ever issued (the peer made it up).
+    bool close_out_from(uint64_t session, const std::string &node, Out *out, bool *never);
     // A link to `node` was lost: every call written on it, in the order written.
     std::vector<Out> fail_node(const std::string &node);
     // Calls whose deadline is `grace_ms` past: the caller's worker has timed them out, and an

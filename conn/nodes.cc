@@ -29,6 +29,9 @@ namespace {
 // out itself; after that an answer can only be dropped.
 constexpr uint64_t kSessionGraceMs = 1000;
 
+// A link with this much queued writes at once rather than at the end of the turn.
+constexpr size_t kWriteNowBytes = 256 << 10;
+
 uint16_t wire_route(int route) {
     if (route == ASYNCD_ROUTE_ANY) return cluster::kRouteAny;
     if (route == ASYNCD_ROUTE_KEY) return cluster::kRouteKey;
@@ -46,6 +49,7 @@ int plugin_route(uint16_t route) {
 // ---- NodeOut ---------------------------------------------------------------------------
 
 void NodeOut::push(Rec r) {
+    bytes_ += r.bytes.size();
     q_.push_back(std::move(r));
     if (q_.size() > 1) return;  // the ones before it wait for room already
     if (port_->must_wait(this)) return;
@@ -77,6 +81,7 @@ bool NodeOut::push_one() {
         port_->mark_pushed();
         if (r.id && r.type == type_of(ToWorker::kNodeRequest)) pushed_(r.id, port_->to().written());
     }
+    bytes_ -= r.bytes.size();
     q_.pop_front();
     return true;
 }
@@ -92,7 +97,8 @@ struct Nodes::Slot {
     Node *node = nullptr;  // null until an accepted link's HELLO names it
     bool retired = false;
     bool dirty = false;
-    size_t pending = 0;  // calls written on this link and not answered on it
+    size_t pending = 0;     // calls written on this link and not answered on it
+    size_t pending_in = 0;  // calls that came on it and are not answered yet
     explicit Slot(std::function<void(uint32_t)> fn) : handler(std::move(fn)) {}
 };
 
@@ -163,6 +169,7 @@ Nodes::Node *Nodes::add_node(const cluster::NodeEntry *e) {
         for (Counter *c : {&ns.state, &ns.since_ms, &ns.rtt_us, &ns.queue_frames, &ns.queue_bytes,
                            &ns.pending_out, &ns.pending_in})
             set(*c, 0);
+        set(ns.refusing, 0);
         set(ns.used, 1);
         n->ns = &ns;
         break;
@@ -246,6 +253,8 @@ void Nodes::reload_cluster() {
             watch(n->slot);
         }
     }
+    for (auto &e : nodes_)
+        refresh_refusal(e.second.get());
     log_->write(LogLevel::kInfo, "cluster reload: %s", d.describe().c_str());
     publish_due_ = true;
     arm_timer();
@@ -399,7 +408,21 @@ void Nodes::publish() {
         set(ns.queue_bytes, n->queue.bytes());
         set(ns.pending_out, n->pending_out);
         set(ns.pending_in, n->pending_in);
+        refresh_refusal(n);
     }
+}
+
+void Nodes::refresh_refusal(Node *n) {
+    int st = 0;
+    LinkState ls = n->slot ? n->slot->link->state() : LinkState::kIdle;
+    if (n->entry->down) {
+        st = ASYNCD_NODE_DOWN;
+    } else if (stopping_) {
+        st = ASYNCD_NODE_STOPPING;
+    } else if (ls != LinkState::kUp && (n->circuit_open || ls == LinkState::kBackoff)) {
+        st = ASYNCD_NODE_DOWN;
+    }
+    set(n->ns->refusing, uint64_t(st));
 }
 
 void Nodes::complete(Node *n, int w, uint64_t call, int status, int code, std::string_view reply) {
@@ -420,6 +443,7 @@ void Nodes::stop() {
         all.push_back(s.get());
     for (Slot *s : all) {
         if (s->retired) continue;
+        s->link->set_pending(s->pending + s->pending_in);
         s->link->goaway();
         watch(s);
     }
@@ -492,7 +516,10 @@ int Nodes::pick_worker(int route, uint64_t key) {
 bool Nodes::deliver(int worker, uint64_t req, uint64_t deadline, std::string_view from,
                     std::string_view service, std::string_view msg) {
     NodeOut &o = *outs_[size_t(worker)];
-    if (o.waiting() >= cl_->queue_max) return false;
+    // A worker that does not keep up: what waits for its ring is bounded like a node's queue.
+    if (o.waiting() >= cl_->queue_max || o.waiting_bytes() + msg.size() > cl_->queue_bytes) {
+        return false;
+    }
     std::string bytes = cluster::encode_request_head(from, service);
     bytes.append(msg);
     o.push({type_of(ToWorker::kNodeRequest), req, deadline, std::move(bytes)});
@@ -603,6 +630,11 @@ void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint
 
 void Nodes::send_on(Slot *s, const std::string &bytes) {
     if (!s->link->queue(bytes)) return;
+    if (s->link->queued_bytes() >= kWriteNowBytes) {
+        // Big messages go out as they come, not at the end of the turn: conn holds less.
+        s->link->flush();
+        watch(s);
+    }
     if (s->node) {
         bump(s->node->ns->msgs_out);
         bump(s->node->ns->bytes_out, bytes.size());
@@ -654,7 +686,9 @@ void Nodes::answer_in(const cluster::Sessions::In &in, int status, int code,
         return;
     }
     for (auto &x : slots_) {
-        if (x->id == in.link && x->node && x->node->pending_in) x->node->pending_in--;
+        if (x->id != in.link) continue;
+        if (x->node && x->node->pending_in) x->node->pending_in--;
+        if (x->pending_in) x->pending_in--;
     }
     answer_link(in.link, in.peer_session, status, code, reply);
 }
@@ -726,6 +760,7 @@ void Nodes::link_up(Link &link) {
     s->node = n;
     n->circuit_open = false;
     n->incarnation = link.peer().incarnation;
+    refresh_refusal(n);
     bump(st_->node_links_up);
     bump(n->ns->links_up);
     if (restarted) bump(n->ns->restarts_seen);
@@ -771,7 +806,9 @@ void Nodes::expire_queues() {
     }
     for (cluster::Sessions::In &i : sessions_.expire_in(now, kSessionGraceMs)) {
         for (auto &x : slots_) {
-            if (x->id == i.link && x->node && x->node->pending_in) x->node->pending_in--;
+            if (x->id != i.link) continue;
+            if (x->node && x->node->pending_in) x->node->pending_in--;
+            if (x->pending_in) x->pending_in--;
         }
     }
 }
@@ -807,7 +844,14 @@ void Nodes::link_message(Link &link, const cluster::Message &m) {
     bump(n->ns->bytes_in, m.payload.size());
     if (m.h.type == FrameType::kReply) {
         cluster::Sessions::Out out;
-        if (!sessions_.close_out(m.h.session, &out)) {
+        bool never = false;
+        if (!sessions_.close_out_from(m.h.session, n->entry->name, &out, &never)) {
+            if (never) {
+                // A reply to a call never made to this node: the peer's fault.
+                link.reject("reply for session " + std::to_string(m.h.session) +
+                            ", which was never issued to this node");
+                return;
+            }
             bump(st_->node_drops);  // late: the caller has timed it out
             return;
         }
@@ -842,12 +886,14 @@ void Nodes::link_message(Link &link, const cluster::Message &m) {
         in.deadline_ms = deadline;
         req = sessions_.open_in(in);
         n->pending_in++;
+        s->pending_in++;
     }
     if (!deliver(target, req, deadline, n->entry->name, m.service, m.payload)) {
         cluster::Sessions::In gone;
         if (is_call) {
             sessions_.close_in(req, &gone);
             n->pending_in--;
+            s->pending_in--;
         }
         refuse(ASYNCD_NODE_BUSY);
     }
@@ -869,6 +915,7 @@ void Nodes::link_lost(Link &link, const std::string &why) {
     }
     bool drained = why == "drained";
     if (!drained) n->circuit_open = true;
+    refresh_refusal(n);
     fail_out(n->entry->name, ASYNCD_NODE_LINK_LOST);
     sessions_.drop_link(s->id);
     n->pending_in = 0;
@@ -923,6 +970,10 @@ void Nodes::on_timer() {
         if (d && d <= now) due.push_back(s.get());
     }
     if (!due.empty()) publish_due_ = true;
+    for (auto &s : slots_) {  // a draining link ends when nothing is in flight on it
+        if (s->link->state() == LinkState::kDraining)
+            s->link->set_pending(s->pending + s->pending_in);
+    }
     for (Slot *s : due) {
         if (s->retired) continue;
         s->link->tick();

@@ -47,6 +47,7 @@ class NodeOut final : public PortUser {
         : port_(port), pushed_(std::move(pushed)) {}
     void push(Rec r);
     size_t waiting() const { return q_.size(); }
+    size_t waiting_bytes() const { return bytes_; }
     bool on_room(Port &port) override;
     void on_dequeued(Port &) override {}
 
@@ -55,6 +56,7 @@ class NodeOut final : public PortUser {
     Port *port_;
     std::function<void(uint64_t, uint64_t)> pushed_;
     std::deque<Rec> q_;
+    size_t bytes_ = 0;
 };
 
 class Nodes final : public cluster::LinkHost {
@@ -136,7 +138,8 @@ class Nodes final : public cluster::LinkHost {
     void flush_queue(Node *n);
     void expire_queues();
     void arm_timer();
-    void publish();  // the nodes' gauges into shared memory
+    void publish();                 // the nodes' gauges into shared memory
+    void refresh_refusal(Node *n);  // what node_send of a worker says at once
     Node *find_node(const std::string &name);
     // A call of ours to node n ended: counted by status, then told to its worker.
     void complete(Node *n, int w, uint64_t call, int status, int code, std::string_view reply);

@@ -80,6 +80,7 @@ struct alignas(64) NodeStats {
     Counter msgs_out, bytes_out, msgs_in, bytes_in;
     Counter calls_out, calls_in, sends_dropped;
     Counter completions[kNodeStatuses];  // our workers' calls to it, by status
+    Counter refusing;  // the status a call or send to it ends with at once now (0: it goes)
 };
 
 struct Stats {

@@ -179,7 +179,7 @@ int Worker::run() {
         // replacement to do it).
         if (stopping_ && exit_code_ == kExitRecycle) exit_code_ = 0;
         if (exit_code_) break;
-        if (stopping_ && in_.empty()) break;
+        if (stopping_ && in_.empty() && !holding_requests()) break;
         if (done < kBatch) {
             sleep_until_work();
         } else if (++busy_turns % 64 == 0) {

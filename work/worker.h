@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "cluster/calls.h"
@@ -101,8 +102,14 @@ class Worker {
     uint32_t limits_seq_ = 0;  // the shared live limits this worker has applied
     bool orphaned_ = false;
     cluster::CallTable calls_;
-    std::unordered_set<uint64_t> reqs_;  // node requests given to the plugin, not yet answered
-    std::string scratch_;                // a node record being built
+    // Node requests given to the plugin and not yet answered, with their deadlines: a stop
+    // waits for them (up to the last deadline) after the ring is empty.
+    std::unordered_map<uint64_t, uint64_t> reqs_;
+    bool holding_requests() const;
+    // What a send to `node` ends with at once, from conn's table in shared memory.
+    int node_refusal(const char *node);
+    size_t node_slot_hint_ = 0;
+    std::string scratch_;  // a node record being built
 };
 
 // The worker whose loop runs in this process. The plugin API carries no context (it is

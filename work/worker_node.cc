@@ -66,11 +66,26 @@ uint64_t Worker::node_call(const char *node, const char *service, int route, uin
     return id;
 }
 
+// conn keeps, per node, the status new calls to it end with at once (DOWN while its
+// circuit is open, ...): a send learns it here rather than being dropped later, unseen.
+int Worker::node_refusal(const char *node) {
+    if (!cfg_.cluster || strcmp(node, ".") == 0 || node == cfg_.node_name) return 0;
+    const NodeStats *nodes = ch_->stats->nodes;
+    for (size_t i = 0; i < size_t(kMaxNodes); i++) {
+        const NodeStats &ns = nodes[(node_slot_hint_ + i) % size_t(kMaxNodes)];
+        if (!get(ns.used) || strncmp(ns.name, node, sizeof ns.name) != 0) continue;
+        node_slot_hint_ = (node_slot_hint_ + i) % size_t(kMaxNodes);
+        return int(get(ns.refusing));
+    }
+    return strcmp(node, cfg_.node_name.c_str()) == 0 ? 0 : ASYNCD_NODE_UNKNOWN;
+}
+
 int Worker::node_send(const char *node, const char *service, int route, uint64_t key,
                       const void *msg, size_t len) {
     if (!node || !service) return ASYNCD_NODE_UNKNOWN;
     if (len && !msg) len = 0;
     if (int st = node_check(node, service, len)) return st;
+    if (int st = node_refusal(node)) return st;
     if (!push_node(FromWorker::kNodeCall, 0, 0,
                    cluster::encode_call_head(route, key, node, service), msg, len)) {
         return ASYNCD_NODE_QUEUE_FULL;
@@ -89,6 +104,14 @@ int Worker::node_reply(uint64_t req, int status, const void *buf, size_t len) {
         len = 0;
     }
     return push_node(FromWorker::kNodeReply, req, seq, std::string(), buf, len) ? 0 : -1;
+}
+
+bool Worker::holding_requests() const {
+    uint64_t now = monotonic_ms();
+    for (const auto &r : reqs_) {
+        if (r.second > now) return true;
+    }
+    return false;
 }
 
 // A node record from conn. A request this worker's predecessor died on comes again: it is
@@ -121,7 +144,7 @@ void Worker::dispatch_node(const shmq::Message &m, uint64_t attempts) {
                 return;
             }
             bump(stats_->node_requests);
-            if (req) reqs_.insert(req);
+            if (req) reqs_.emplace(req, deadline);
             std::string from(h.from), service(h.service);
             InCallback in(state_, Callback::kNode);
             fns.proc_pkg_node(req, from.c_str(), service.c_str(), h.msg.data(), h.msg.size(),

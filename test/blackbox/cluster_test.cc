@@ -8,11 +8,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <map>
 #include <memory>
-#include <atomic>
 #include <string>
 #include <thread>
 #include <vector>
@@ -195,8 +195,8 @@ TEST_F(Cluster, AReloadAppliesTheClusterFileAsADiff) {
     // A broken file keeps the table.
     {
         int errors = node("a").count_log("keeping the running config");
-        std::ofstream(dir_ + "/cluster.conf") << "node a 127.0.0.1:" << ports_["a"]
-                                              << "\nnode b nowhere\n";
+        std::ofstream(dir_ + "/cluster.conf")
+            << "node a 127.0.0.1:" << ports_["a"] << "\nnode b nowhere\n";
         kill(node("a").pid(), SIGHUP);
         EXPECT_TRUE(node("a").wait_log("keeping the running config", errors + 1, seconds(10)));
         EXPECT_EQ(call("a", "call d echo any 0 still"), "S0 C0 still");
@@ -324,10 +324,13 @@ TEST_F(Cluster, ACalleeWorkerThatDiesAnswersWorkerDied) {
     Client held;
     ASSERT_TRUE(held.connect(node("a").port()));
     ASSERT_TRUE(held.send_frame("call b later 1 30000 20000"));
-    // The request is in b's worker 1 once a call behind it on the same pair is answered.
-    ASSERT_EQ(call("a", "call b whoami 1 0 x"), "S0 C0 b/1 from a");
-    kill(node("b").child("asyncd-work1"), SIGKILL);
+    // The request is in b's worker 1 once a call behind it on the same pair (the same
+    // client, so the same worker of a) is answered.
+    ASSERT_TRUE(held.send_frame("call b whoami 1 0 x"));
     std::string got;
+    ASSERT_TRUE(held.recv_frame(&got, seconds(10)));
+    ASSERT_EQ(got, "S0 C0 b/1 from a");
+    kill(node("b").child("asyncd-work1"), SIGKILL);
     auto t0 = std::chrono::steady_clock::now();
     ASSERT_TRUE(held.recv_frame(&got, seconds(15)));
     EXPECT_EQ(got, "S9 C0 ");
