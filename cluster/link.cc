@@ -323,6 +323,11 @@ void Link::on_hello(FrameType type, const Message &m) {
     peer_ = h;
     peer_hello_seen_ = true;
     if (!initiator_) {
+        std::string no = host_->admit(*this, h);
+        if (!no.empty()) {
+            fail(no);
+            return;
+        }
         node_ = h.node;
         out_ += hello_frame(FrameType::kHelloAck, secret);
         write_some();

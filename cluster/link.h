@@ -42,6 +42,9 @@ class LinkHost {
     virtual void link_lost(Link &link, const std::string &why) = 0;
     // The peer sent GOAWAY: no new calls on this link.
     virtual void link_goaway(Link &link) = 0;
+    // Responder: the peer's HELLO passed the rules; "" lets it link, else why not (the
+    // owner's own reasons: a simultaneous connect that this node's link wins).
+    virtual std::string admit(Link &, const Hello &) { return std::string(); }
 };
 
 struct LinkSelf {

@@ -76,7 +76,9 @@ bool ConnServer::setup(std::string *err) {
         ports_.push_back(std::make_unique<Port>(int(i), &link.in, &link.out, &link.wake,
                                                 &ch_->conn_wake, st_, &ch_->stats->workers[i],
                                                 log_));
-        if (restarted) ports_.back()->owe_reset();
+        // Only the slots that run: a slot that never started has no connections to forget,
+        // and a record in its ring would make a stop start a worker to answer it.
+        if (restarted && i < ch_->active_workers()) ports_.back()->owe_reset();
     }
     // A restarted conn knows nothing of its predecessor's connections: none is open now. Their
     // peers stay, for the records of theirs still in the rings.

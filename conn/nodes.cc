@@ -1,6 +1,8 @@
 #include "conn/nodes.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -99,6 +101,7 @@ struct Nodes::Slot {
     bool dirty = false;
     size_t pending = 0;     // calls written on this link and not answered on it
     size_t pending_in = 0;  // calls that came on it and are not answered yet
+    std::string peer;       // the address at the other end, for the log
     explicit Slot(std::function<void(uint32_t)> fn) : handler(std::move(fn)) {}
 };
 
@@ -291,6 +294,7 @@ Nodes::Slot *Nodes::new_slot(Node *node) {
     s->link = std::make_unique<Link>(this, cl_, &self_, node ? node->entry->name : std::string());
     s->id = next_link_id_++;
     s->node = node;
+    if (node) s->peer = node->entry->host + ":" + std::to_string(node->entry->port);
     slots_.push_back(std::move(s));
     return raw;
 }
@@ -344,6 +348,22 @@ void Nodes::on_accept() {
             continue;
         }
         Slot *s = new_slot(nullptr);
+        sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        char host[INET6_ADDRSTRLEN] = "?";
+        uint16_t port = 0;
+        if (getpeername(fd, reinterpret_cast<sockaddr *>(&ss), &len) == 0) {
+            if (ss.ss_family == AF_INET) {
+                auto *a = reinterpret_cast<sockaddr_in *>(&ss);
+                inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+                port = ntohs(a->sin_port);
+            } else if (ss.ss_family == AF_INET6) {
+                auto *a = reinterpret_cast<sockaddr_in6 *>(&ss);
+                inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+                port = ntohs(a->sin6_port);
+            }
+        }
+        s->peer = std::string(host) + ":" + std::to_string(port);
         s->link->accept(fd);
         watch(s);
     }
@@ -907,8 +927,13 @@ void Nodes::link_lost(Link &link, const std::string &why) {
     bool current = n && n->slot == s;
     bump(st_->node_link_failures);
     if (n) bump(n->ns->link_failures);
-    log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn, "link to node %s: %s",
-                        n ? n->entry->name.c_str() : "(unnamed)", why.c_str());
+    if (n) {
+        log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn, "link to node %s (%s): %s",
+                            n->entry->name.c_str(), s->peer.c_str(), why.c_str());
+    } else {
+        log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn, "link from %s refused: %s",
+                            s->peer.c_str(), why.c_str());
+    }
     if (!current) {
         retire(s);
         return;
@@ -930,6 +955,20 @@ void Nodes::link_lost(Link &link, const std::string &why) {
         mine->link->connect();
         watch(mine);
     }
+}
+
+// Both nodes connecting at once: the link the lower name started survives. When that is
+// ours and still on its way up, the peer's is refused before its handshake completes, so
+// that the peer never writes a call on a link that is about to close.
+std::string Nodes::admit(Link &, const cluster::Hello &h) {
+    Node *n = find_node(h.node);
+    if (!n || !n->slot || !cluster::outgoing_survives(self_.name, h.node)) return "";
+    LinkState st = n->slot->link->state();
+    if (n->slot->link->initiator() &&
+        (st == LinkState::kConnecting || st == LinkState::kHandshaking)) {
+        return "node " + h.node + " connected while this node was connecting to it: ours is kept";
+    }
+    return "";
 }
 
 void Nodes::link_goaway(Link &link) {

@@ -91,6 +91,7 @@ class Nodes final : public cluster::LinkHost {
     void link_message(cluster::Link &link, const cluster::Message &m) override;
     void link_lost(cluster::Link &link, const std::string &why) override;
     void link_goaway(cluster::Link &link) override;
+    std::string admit(cluster::Link &link, const cluster::Hello &h) override;
 
   private:
     struct Slot;  // a link with its fd watch
@@ -171,7 +172,7 @@ class Nodes final : public cluster::LinkHost {
     size_t next_any_ = 0;
     bool stopping_ = false;
     int rand_fd_ = -1;
-    LogLimit lost_log_{1};
+    LogLimit lost_log_{20};              // lines a second about links lost or refused
     cluster::ClusterConfig no_cluster_;  // without a cluster file: "." calls only
     NodeStats spare_;                    // for nodes past kMaxNodes: counted, not shown
     uint64_t published_ms_ = 0;

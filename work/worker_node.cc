@@ -108,6 +108,9 @@ int Worker::node_reply(uint64_t req, int status, const void *buf, size_t len) {
 
 bool Worker::holding_requests() const {
     uint64_t now = monotonic_ms();
+    // Not past the stop's own deadline: the supervisor kills what is left then.
+    uint64_t stop_at = ch_->state->stop_deadline_ms.load(std::memory_order_acquire);
+    if (stop_at && now + 500 >= stop_at) return false;
     for (const auto &r : reqs_) {
         if (r.second > now) return true;
     }
