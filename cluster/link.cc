@@ -471,6 +471,7 @@ void Link::tick() {
             break;
     }
     // Up or Draining: heartbeats.
+    if (paused_) last_heard_ms_ = now;
     if (now - last_heard_ms_ >= cfg_->hb_timeout_ms) {
         fail("no word from the peer for " + std::to_string(now - last_heard_ms_) +
              " ms (hb_timeout " + std::to_string(cfg_->hb_timeout_ms) + " ms)");

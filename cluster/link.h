@@ -9,6 +9,7 @@
 // jitter; back to 100 ms after a link was up for a minute). Idle and Down have none.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -84,6 +85,12 @@ class Link {
     void goaway();
     // The owner's count of calls on this link still waiting for replies (Draining ends at 0).
     void set_pending(size_t n) { pending_ = n; }
+    // The owner stops reading the socket for a while (its workers are behind): silence
+    // then is ours, not the peer's, and does not count toward hb_timeout.
+    void pause_reading(bool paused) {
+        if (!paused) last_heard_ms_ = std::max(last_heard_ms_, host_->now_ms());
+        paused_ = paused;
+    }
     // The owner found the peer breaking a rule above the frames (a reply to a call it never
     // got): closed as a failure, with link_lost and the back-off, like one the link found.
     void reject(const std::string &why) { fail(why); }
@@ -134,6 +141,7 @@ class Link {
     uint64_t ping_sent_us_ = 0;
     int64_t rtt_us_ = -1;
     size_t pending_ = 0;
+    bool paused_ = false;
     Backoff backoff_{10000};
     Hello mine_, peer_;
     bool peer_hello_seen_ = false;

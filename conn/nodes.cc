@@ -294,6 +294,7 @@ Nodes::Slot *Nodes::new_slot(Node *node) {
     s->link = std::make_unique<Link>(this, cl_, &self_, node ? node->entry->name : std::string());
     s->id = next_link_id_++;
     s->node = node;
+    if (reading_paused_) s->link->pause_reading(true);
     if (node) s->peer = node->entry->host + ":" + std::to_string(node->entry->port);
     slots_.push_back(std::move(s));
     return raw;
@@ -309,7 +310,8 @@ void Nodes::watch(Slot *s) {
         s->watched = -1;
         return;
     }
-    uint32_t ev = EPOLLIN | (s->link->wants_write() ? uint32_t(EPOLLOUT) : 0u);
+    uint32_t ev = (reading_paused_ ? 0u : uint32_t(EPOLLIN)) |
+                  (s->link->wants_write() ? uint32_t(EPOLLOUT) : 0u);
     if (fd == s->watched && ev == s->events) return;
     if (fd == s->watched && loop_->modify(fd, ev, &s->handler)) {
         s->events = ev;
@@ -404,7 +406,31 @@ Nodes::Node *Nodes::find_node(const std::string &name) {
     return it == nodes_.end() ? nullptr : it->second.get();
 }
 
+// Results and requests for a worker that is behind wait in conn; past queue_bytes for
+// any worker, conn stops reading the links (the peers' own bounds then refuse new calls)
+// until it has caught up to half of that.
+void Nodes::check_backlog() {
+    size_t most = 0;
+    for (auto &o : outs_)
+        most = std::max(most, o->waiting_bytes());
+    bool pause = reading_paused_ ? most > cl_->queue_bytes / 2 : most > cl_->queue_bytes;
+    if (pause == reading_paused_) return;
+    reading_paused_ = pause;
+    if (pause) {
+        log_->write(LogLevel::kInfo,
+                    "cluster: a worker is %zu bytes behind: not reading the "
+                    "links until it catches up",
+                    most);
+    }
+    for (auto &s : slots_) {
+        s->link->pause_reading(pause);
+        s->events = ~0u;  // re-watch with the new events
+        watch(s.get());
+    }
+}
+
 void Nodes::end_turn() {
+    check_backlog();
     flush();
     graveyard_.clear();
     if (publish_due_ && monotonic_ms() - published_ms_ >= 100) publish();

@@ -176,6 +176,8 @@ class Nodes final : public cluster::LinkHost {
     cluster::ClusterConfig no_cluster_;  // without a cluster file: "." calls only
     NodeStats spare_;                    // for nodes past kMaxNodes: counted, not shown
     uint64_t published_ms_ = 0;
+    bool reading_paused_ = false;  // a worker's backlog is past queue_bytes: links not read
+    void check_backlog();
     bool publish_due_ = true;
 };
 
