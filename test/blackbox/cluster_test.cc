@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/wire.h"
 #include "test/blackbox/harness.h"
 
 namespace asyncd::test {
@@ -352,6 +353,157 @@ TEST(LocalCalls, WorkWithoutAClusterFile) {
     ASSERT_TRUE(c.send_frame("name") && c.recv_frame(&got));
     EXPECT_EQ(got, "");
     EXPECT_TRUE(s.unexpected_lines().empty());
+}
+
+// A node of the file played by the test: it links with a real HELLO, then sends what it
+// likes.
+class FakeNode {
+  public:
+    bool link(uint16_t port, const std::string &name) {
+        if (!c_.connect(port)) return false;
+        cluster::Hello h;
+        h.workers = 1;
+        h.max_frame = 256 << 10;
+        h.max_message = 16 << 20;
+        h.incarnation = 77;
+        h.node = name;
+        for (size_t i = 0; i < cluster::kNonceLen; i++)
+            h.nonce[i] = uint8_t(i * 13 + 1);
+        std::string hello = cluster::encode_hello(cluster::FrameType::kHello, h);
+        if (!c_.send_all(hello.data(), hello.size())) return false;
+        uint8_t head[cluster::kFrameHeaderLen];
+        if (!c_.recv_exact(head, sizeof head, seconds(5))) return false;
+        cluster::FrameHeader fh;
+        const char *why = nullptr;
+        if (cluster::decode_header(head, sizeof head, 1 << 20, &fh, &why) != cluster::Decode::kOk)
+            return false;
+        std::string body(fh.body_len(), '\0');
+        return c_.recv_exact(&body[0], body.size(), seconds(5)) &&
+               fh.type == cluster::FrameType::kHelloAck;
+    }
+    bool send(cluster::FrameType type, uint64_t session, const std::string &service,
+              const std::string &payload, uint32_t word = 0) {
+        cluster::FrameHeader h;
+        h.type = type;
+        h.session = session;
+        h.word = word;
+        std::string f = cluster::encode_frame(h, service, payload);
+        return c_.send_all(f.data(), f.size());
+    }
+    Client &client() { return c_; }
+
+  private:
+    Client c_;
+};
+
+// C9: a node answering calls it was never given (made to another node, or never made):
+// its link is closed, and the caller waits for its real answer.
+TEST_F(Cluster, ANodeCannotAnswerCallsMadeToAnother) {
+    write_cluster({"a", "b", "c"}, "hb_timeout 30\n");
+    start_node("a");
+    start_node("b");
+    Client caller;
+    ASSERT_TRUE(caller.connect(node("a").port()));
+    ASSERT_TRUE(caller.send_frame("call b later any 5000 800"));
+    ASSERT_EQ(call("a", "call b echo any 0 up"), "S0 C0 up");  // the link is up, the call out
+    FakeNode c;
+    ASSERT_TRUE(c.link(uint16_t(ports_["a"]), "c"));
+    for (uint64_t session = 1; session < 40; session++)
+        c.send(cluster::FrameType::kReply, session, "", "SPOOFED");
+    EXPECT_TRUE(c.client().wait_closed(seconds(5))) << "the forging link is closed";
+    std::string got;
+    ASSERT_TRUE(caller.recv_frame(&got, seconds(10)));
+    EXPECT_EQ(got, "S0 C0 late") << "the real answer, from b";
+    EXPECT_TRUE(node("a").wait_log("never issued to this node", 1, seconds(5)));
+    EXPECT_TRUE(node("a").wait_log("(127.0.0.1:", 1, seconds(1))) << "the line names the peer";
+}
+
+// A graceful stop of the callee: the calls its workers hold are answered before it goes.
+TEST_F(Cluster, AStoppingCalleeAnswersWhatItHolds) {
+    write_cluster({"a", "b"});
+    start_node("a");
+    start_node("b");
+    ASSERT_EQ(call("a", "call b echo any 0 up"), "S0 C0 up");
+    Client c;
+    ASSERT_TRUE(c.connect(node("a").port()));
+    std::string batch;
+    for (int i = 0; i < 50; i++)
+        batch += frame("call b later any 15000 700");
+    ASSERT_TRUE(c.send_all(batch.data(), batch.size()));
+    // Every one taken by b's workers before the stop: an echo on each worker pair behind them.
+    ASSERT_TRUE(c.send_frame("call b echo 0 15000 e0") && c.send_frame("call b echo 1 15000 e1"));
+    std::map<std::string, int> seen;
+    std::string got;
+    for (int i = 0; i < 2; i++) {
+        ASSERT_TRUE(c.recv_frame(&got, seconds(10)));
+        seen[got]++;
+    }
+    ASSERT_EQ(seen["S0 C0 e0"] + seen["S0 C0 e1"], 2);
+    kill(node("b").pid(), SIGTERM);
+    for (int i = 0; i < 50; i++) {
+        ASSERT_TRUE(c.recv_frame(&got, seconds(15))) << i;
+        seen[got]++;
+    }
+    EXPECT_EQ(seen["S0 C0 late"], 50);
+    EXPECT_EQ(node("b").wait_exit(seconds(15)), 0);
+    EXPECT_EQ(call("a", "call b echo any 0 x"), "S4 C0 ") << "gone: DOWN at once";
+}
+
+// C8: a flood of large calls to a node that has stopped answering (SIGSTOP): conn holds at
+// its bounds (queue_bytes), the excess ends QUEUE_FULL at once, and conn's memory stays flat.
+TEST_F(Cluster, AFloodToAStalledNodeStaysWithinItsBounds) {
+    write_cluster({"a", "b"}, "queue_bytes 8M\nhb_timeout 30\n");
+    start_node("a");
+    start_node("b");
+    ASSERT_EQ(call("a", "call b echo any 0 up"), "S0 C0 up");
+    std::vector<pid_t> b_all = node("b").children();
+    b_all.push_back(node("b").pid());
+    for (pid_t p : b_all)
+        kill(p, SIGSTOP);
+    Client c;
+    ASSERT_TRUE(c.connect(node("a").port()));
+    std::string batch;
+    const int kCalls = 200;
+    for (int i = 0; i < kCalls; i++)
+        batch += frame("big b 1000000 3000");
+    ASSERT_TRUE(c.send_all(batch.data(), batch.size()));
+    std::map<std::string, int> seen;
+    for (int i = 0; i < kCalls; i++) {
+        std::string got;
+        ASSERT_TRUE(c.recv_frame(&got, seconds(20))) << i;
+        seen[got.substr(0, 2)]++;
+    }
+    for (pid_t p : b_all)
+        kill(p, SIGCONT);
+    EXPECT_GT(seen["S6"], kCalls / 2) << "QUEUE_FULL past the bound";
+    EXPECT_EQ(seen["S6"] + seen["S2"], kCalls) << "the rest time out: nothing else";
+    std::string status;
+    std::ifstream in("/proc/" + std::to_string(node("a").child("asyncd-conn")) + "/status");
+    size_t hwm_kb = 0;
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("VmHWM:", 0) == 0) hwm_kb = std::stoul(line.substr(6));
+    }
+    EXPECT_LT(hwm_kb, size_t(120) << 10) << "conn's peak RSS, KiB";
+    EXPECT_TRUE(eventually([&] { return call("a", "call b echo any 0 back") == "S0 C0 back"; },
+                           seconds(20)));
+}
+
+// Both nodes call each other the moment they start: one link, and both calls answered.
+TEST_F(Cluster, ASimultaneousFirstConnectLosesNoCall) {
+    for (int round = 0; round < 5; round++) {
+        nodes_.clear();
+        ports_.clear();
+        write_cluster({"a", "b"});
+        start_node("a");
+        start_node("b");
+        Client ca, cb;
+        ASSERT_TRUE(ca.connect(node("a").port()) && cb.connect(node("b").port()));
+        ASSERT_TRUE(ca.send_frame("call b echo any 0 x") && cb.send_frame("call a echo any 0 y"));
+        std::string x, y;
+        ASSERT_TRUE(ca.recv_frame(&x) && cb.recv_frame(&y));
+        EXPECT_EQ(x, "S0 C0 x") << "round " << round;
+        EXPECT_EQ(y, "S0 C0 y") << "round " << round;
+    }
 }
 
 // Hostile bytes on the cluster port: the link is refused, the node serves on.
