@@ -102,6 +102,10 @@ struct Nodes::Slot {
     size_t pending = 0;     // calls written on this link and not answered on it
     size_t pending_in = 0;  // calls that came on it and are not answered yet
     std::string peer;       // the address at the other end, for the log
+    // Messages being written in parts, per stream, and the streams that have one, in turn.
+    std::unordered_map<uint16_t, std::deque<std::unique_ptr<cluster::MessageWriter>>> streams;
+    std::deque<uint16_t> turns;
+    size_t parts_bytes = 0;  // payload bytes not yet cut into frames
     explicit Slot(std::function<void(uint32_t)> fn) : handler(std::move(fn)) {}
 };
 
@@ -330,7 +334,10 @@ void Nodes::on_slot_events(Slot *s, uint32_t events) {
     if (s->retired) return;
     publish_due_ = true;
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) s->link->on_readable();
-    if (!s->retired && (events & EPOLLOUT)) s->link->on_writable();
+    if (!s->retired && (events & EPOLLOUT)) {
+        s->link->on_writable();
+        if (!s->turns.empty()) pump(s);  // flushed at the end of the turn
+    }
     watch(s);
 }
 
@@ -653,7 +660,7 @@ void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint
         return;
     }
     // A peer that reads slower than we write: what waits for its socket is bounded too.
-    if (n->slot->link->queued_bytes() + msg.size() > cl_->queue_bytes) {
+    if (n->slot->link->queued_bytes() + n->slot->parts_bytes + msg.size() > cl_->queue_bytes) {
         return fail(ASYNCD_NODE_QUEUE_FULL);
     }
     FrameHeader h;
@@ -667,27 +674,57 @@ void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint
         n->slot->pending++;
         h.word = uint32_t(std::min<uint64_t>(deadline - now, UINT32_MAX));
     }
-    std::string bytes;
-    cluster::MessageWriter wr(h, std::string(service), std::string(msg), cl_->max_frame);
-    while (!wr.done())
-        wr.next(&bytes);
-    send_on(n->slot, bytes);
+    send_message(n->slot, h, service, msg);
 }
 
-void Nodes::send_on(Slot *s, const std::string &bytes) {
-    if (!s->link->queue(bytes)) return;
-    if (s->link->queued_bytes() >= kWriteNowBytes) {
-        // Big messages go out as they come, not at the end of the turn: conn holds less.
-        s->link->flush();
-        watch(s);
-    }
-    if (s->node) {
-        bump(s->node->ns->msgs_out);
-        bump(s->node->ns->bytes_out, bytes.size());
-    }
+void Nodes::mark_dirty(Slot *s) {
     if (!s->dirty) {
         s->dirty = true;
         dirty_.push_back(s);
+    }
+}
+
+void Nodes::send_message(Slot *s, const FrameHeader &h, std::string_view service,
+                         std::string_view payload) {
+    if (s->node) {
+        bump(s->node->ns->msgs_out);
+        bump(s->node->ns->bytes_out, cluster::kFrameHeaderLen + service.size() + payload.size());
+    }
+    auto it = s->streams.find(h.stream);
+    bool busy = it != s->streams.end() && !it->second.empty();
+    if (!busy && service.size() + payload.size() <= cl_->max_frame) {
+        if (s->link->queue(cluster::encode_frame(h, service, payload))) mark_dirty(s);
+        return;
+    }
+    auto &q = s->streams[h.stream];
+    q.push_back(std::make_unique<cluster::MessageWriter>(h, std::string(service),
+                                                         std::string(payload), cl_->max_frame));
+    s->parts_bytes += payload.size();
+    if (q.size() == 1) s->turns.push_back(h.stream);
+    pump(s);
+}
+
+// Cuts frames from the messages in parts, one stream's frame at a time, while the link has
+// little queued: a large message never holds up another stream's, nor conn's memory.
+void Nodes::pump(Slot *s) {
+    while (!s->turns.empty() && s->link->queued_bytes() < kWriteNowBytes) {
+        uint16_t stream = s->turns.front();
+        s->turns.pop_front();
+        auto &q = s->streams[stream];
+        std::string frame;
+        q.front()->next(&frame);
+        size_t body =
+            frame.size() > cluster::kFrameHeaderLen ? frame.size() - cluster::kFrameHeaderLen : 0;
+        s->parts_bytes -= std::min(s->parts_bytes, body);
+        if (!s->link->queue(frame)) {  // not up any more: what was left goes with the link
+            s->streams.clear();
+            s->turns.clear();
+            s->parts_bytes = 0;
+            return;
+        }
+        if (q.front()->done()) q.pop_front();
+        if (!q.empty()) s->turns.push_back(stream);
+        mark_dirty(s);
     }
 }
 
@@ -698,6 +735,11 @@ void Nodes::flush() {
         s->dirty = false;
         if (s->retired) continue;
         s->link->flush();
+        // The socket took it all: cut the next parts, until it takes no more.
+        while (!s->turns.empty() && s->link->queued_bytes() == 0 && s->link->fd() >= 0) {
+            pump(s);
+            s->link->flush();
+        }
         watch(s);
     }
     dirty_.clear();
@@ -736,11 +778,11 @@ void Nodes::answer_in(const cluster::Sessions::In &in, int status, int code,
         if (x->node && x->node->pending_in) x->node->pending_in--;
         if (x->pending_in) x->pending_in--;
     }
-    answer_link(in.link, in.peer_session, status, code, reply);
+    answer_link(in.link, in.peer_session, status, code, reply, in.worker);
 }
 
 void Nodes::answer_link(uint64_t link_id, uint64_t session, int status, int code,
-                        std::string_view reply) {
+                        std::string_view reply, int stream) {
     Slot *s = nullptr;
     for (auto &x : slots_) {
         if (x->id == link_id) s = x.get();
@@ -751,15 +793,11 @@ void Nodes::answer_link(uint64_t link_id, uint64_t session, int status, int code
     }
     FrameHeader h;
     h.type = FrameType::kReply;
-    h.stream = cluster::kStreamConn;
+    h.stream = uint16_t(stream);
     h.session = session;
     h.word = uint32_t(status);
     h.key = uint64_t(uint32_t(code));
-    std::string bytes;
-    cluster::MessageWriter wr(h, std::string(), std::string(reply), cl_->max_frame);
-    while (!wr.done())
-        wr.next(&bytes);
-    send_on(s, bytes);
+    send_message(s, h, {}, reply);
 }
 
 // ---- from the links --------------------------------------------------------------------
@@ -914,7 +952,7 @@ void Nodes::link_message(Link &link, const cluster::Message &m) {
     uint64_t deadline = is_call ? now + m.h.word : 0;
     auto refuse = [&](int status) {
         if (is_call) {
-            answer_link(s->id, m.h.session, status, 0, {});
+            answer_link(s->id, m.h.session, status, 0, {}, cluster::kStreamConn);
         } else {
             bump(st_->node_drops);
         }
@@ -948,7 +986,10 @@ void Nodes::link_message(Link &link, const cluster::Message &m) {
 void Nodes::link_lost(Link &link, const std::string &why) {
     Slot *s = slot_of(link);
     if (!s) return;
-    s->watched = -1;  // the link closed its fd
+    s->watched = -1;     // the link closed its fd
+    s->streams.clear();  // parts not yet written go with it
+    s->turns.clear();
+    s->parts_bytes = 0;
     Node *n = s->node;
     bool current = n && n->slot == s;
     bump(st_->node_link_failures);

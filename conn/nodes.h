@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cluster/cluster_config.h"
+#include "cluster/frames.h"
 #include "cluster/link.h"
 #include "cluster/node_queue.h"
 #include "cluster/route.h"
@@ -132,8 +133,9 @@ class Nodes final : public cluster::LinkHost {
                  std::string_view service, std::string_view msg);
     void result(int w, uint64_t call, int status, int code, std::string_view reply);
     void tell_link(int status, const std::string &node);
+    // A reply on link link_id, from `stream` (the worker that answered, or conn itself).
     void answer_link(uint64_t link_id, uint64_t session, int status, int code,
-                     std::string_view reply);
+                     std::string_view reply, int stream);
     void fail_out(const std::string &node, int status);
     void drop_queue(Node *n, int status);
     void flush_queue(Node *n);
@@ -145,7 +147,12 @@ class Nodes final : public cluster::LinkHost {
     // A call of ours to node n ended: counted by status, then told to its worker.
     void complete(Node *n, int w, uint64_t call, int status, int code, std::string_view reply);
     void closed_out(const cluster::Sessions::Out &o);
-    void send_on(Slot *s, const std::string &bytes);
+    // One message on a link. Small ones are queued whole; larger ones are cut into parts
+    // that take turns with the other streams' (pump), in order within their stream.
+    void send_message(Slot *s, const cluster::FrameHeader &h, std::string_view service,
+                      std::string_view payload);
+    void pump(Slot *s);
+    void mark_dirty(Slot *s);
     void on_timer();
 
     const Config *cfg_;

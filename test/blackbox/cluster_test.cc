@@ -3,6 +3,7 @@
 // provoked and read back as the status its callback got.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -504,6 +505,74 @@ TEST_F(Cluster, ASimultaneousFirstConnectLosesNoCall) {
         EXPECT_EQ(x, "S0 C0 x") << "round " << round;
         EXPECT_EQ(y, "S0 C0 y") << "round " << round;
     }
+}
+
+// C12: a message in parts does not hold up another worker's: a peer that has not read yet
+// (its socket fills) gets a small call from a's worker 1 between the parts of a 15 MB call
+// from a's worker 0, and every part of that one in order.
+TEST_F(Cluster, PartsOfALargeMessageLetOtherStreamsThrough) {
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+    ASSERT_EQ(listen(lfd, 4), 0);
+    socklen_t len = sizeof sa;
+    getsockname(lfd, reinterpret_cast<sockaddr *>(&sa), &len);
+    ports_["c"] = ntohs(sa.sin_port);
+    write_cluster({"a", "c"}, "max_frame 16K\nmax_message 16M\n");
+    start_node("a");
+    Client big, small;
+    ASSERT_TRUE(big.connect(node("a").port()) && small.connect(node("a").port()));
+    ASSERT_TRUE(big.send_frame("big c 15000000 20000"));
+    // The peer takes the link, answers the HELLO, and reads nothing more for now.
+    struct pollfd p = {lfd, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 10000), 1);
+    Client peer;
+    peer.adopt(accept(lfd, nullptr, nullptr));
+    uint8_t head[cluster::kFrameHeaderLen];
+    cluster::FrameHeader fh;
+    const char *why = nullptr;
+    ASSERT_TRUE(peer.recv_exact(head, sizeof head, seconds(10)));
+    ASSERT_EQ(cluster::decode_header(head, sizeof head, 1 << 20, &fh, &why), cluster::Decode::kOk);
+    std::string body(fh.body_len(), '\0');
+    ASSERT_TRUE(peer.recv_exact(&body[0], body.size(), seconds(10)));
+    cluster::Hello theirs, mine;
+    ASSERT_TRUE(cluster::decode_hello(reinterpret_cast<const uint8_t *>(body.data()), body.size(),
+                                      &theirs, &why));
+    mine.workers = 1;
+    mine.max_frame = 16 << 10;
+    mine.max_message = 16 << 20;
+    mine.incarnation = 5;
+    mine.node = "c";
+    std::string ack = cluster::encode_hello(cluster::FrameType::kHelloAck, mine);
+    ASSERT_TRUE(peer.send_all(ack.data(), ack.size()));
+    // The big call is being written (its parts fill the socket); then the small one.
+    ASSERT_TRUE(small.send_frame("call c echo any 20000 tiny"));
+    int parts = 0, small_at = -1, big_last = -1;
+    uint16_t big_stream = 0xFFFF;
+    for (int i = 0; i < 20000 && big_last < 0; i++) {
+        ASSERT_TRUE(peer.recv_exact(head, sizeof head, seconds(20))) << "frame " << i;
+        ASSERT_EQ(cluster::decode_header(head, sizeof head, 1 << 20, &fh, &why),
+                  cluster::Decode::kOk)
+            << why;
+        body.assign(fh.body_len(), '\0');
+        ASSERT_TRUE(peer.recv_exact(&body[0], body.size(), seconds(20)));
+        if (fh.type == cluster::FrameType::kCall && (fh.flags & cluster::kFlagMore)) {
+            big_stream = fh.stream;
+        } else if (fh.type == cluster::FrameType::kCall) {
+            small_at = i;
+            EXPECT_NE(body.find("tiny"), std::string::npos);
+        } else if (fh.type == cluster::FrameType::kPart) {
+            EXPECT_EQ(fh.stream, big_stream);
+            parts++;
+            if (!(fh.flags & cluster::kFlagMore)) big_last = i;
+        }
+    }
+    EXPECT_GT(parts, 800);
+    EXPECT_GE(small_at, 0) << "the small call never came";
+    EXPECT_LT(small_at, big_last) << "it waited behind the whole large message";
+    close(lfd);
 }
 
 // Hostile bytes on the cluster port: the link is refused, the node serves on.

@@ -104,6 +104,11 @@ class Client {
     Client &operator=(const Client &) = delete;
 
     bool connect(uint16_t port);
+    // Takes a connected socket (an accepted one) as its own.
+    void adopt(int fd) {
+        close();
+        fd_ = fd;
+    }
     void close();
     int fd() const { return fd_; }
 
