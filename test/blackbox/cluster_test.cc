@@ -575,6 +575,126 @@ TEST_F(Cluster, PartsOfALargeMessageLetOtherStreamsThrough) {
     close(lfd);
 }
 
+// A TCP proxy between two nodes, run by the test: it forwards, or drops everything
+// (a blackhole), or stops forwarding one way (a stall), or cuts the link after forwarding
+// part of a frame.
+class Proxy {
+  public:
+    enum Mode { kForward, kBlackhole, kStallToB, kCutMidFrame };
+    explicit Proxy(uint16_t to) : to_(to) {
+        lfd_ = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {};
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        bind(lfd_, reinterpret_cast<sockaddr *>(&sa), sizeof sa);
+        listen(lfd_, 8);
+        socklen_t len = sizeof sa;
+        getsockname(lfd_, reinterpret_cast<sockaddr *>(&sa), &len);
+        port_ = ntohs(sa.sin_port);
+        thread_ = std::thread([this] { run(); });
+    }
+    ~Proxy() {
+        stop_ = true;
+        thread_.join();
+        close(lfd_);
+    }
+    uint16_t port() const { return port_; }
+    void set(Mode m) { mode_ = m; }
+
+  private:
+    void run() {
+        int a = -1, b = -1;
+        auto drop = [&] {
+            if (a >= 0) close(a);
+            if (b >= 0) close(b);
+            a = b = -1;
+        };
+        // Bounded: the test ends it long before.
+        for (int turn = 0; turn < 600000 && !stop_; turn++) {
+            struct pollfd p[3] = {{lfd_, POLLIN, 0}, {a, POLLIN, 0}, {b, POLLIN, 0}};
+            if (poll(p, 3, 20) <= 0) continue;
+            if (p[0].revents & POLLIN) {
+                drop();
+                a = accept(lfd_, nullptr, nullptr);
+                b = socket(AF_INET, SOCK_STREAM, 0);
+                struct sockaddr_in sa = {};
+                sa.sin_family = AF_INET;
+                sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+                sa.sin_port = htons(to_);
+                if (connect(b, reinterpret_cast<sockaddr *>(&sa), sizeof sa) != 0) drop();
+                continue;
+            }
+            for (int side = 1; side <= 2; side++) {
+                if (!(p[side].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+                int from = side == 1 ? a : b, to = side == 1 ? b : a;
+                Mode m = mode_;
+                if (m == kStallToB && side == 1) continue;  // a's bytes wait in the socket
+                char buf[65536];
+                ssize_t n = read(from, buf, sizeof buf);
+                if (n <= 0) {
+                    drop();
+                    break;
+                }
+                if (m == kBlackhole) continue;
+                if (m == kCutMidFrame && n > 8) {
+                    (void)!write(to, buf, size_t(n) / 2);  // half of what came, then the cut
+                    drop();
+                    break;
+                }
+                (void)!write(to, buf, size_t(n));
+            }
+        }
+        drop();
+    }
+    uint16_t to_, port_ = 0;
+    int lfd_ = -1;
+    std::atomic<Mode> mode_{kForward};
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+// C4: a link through a proxy that goes bad: each way of going bad is seen within
+// hb_timeout (plus an interval), the calls on it end (LINK_LOST), never half a message
+// reaches a worker, and the link comes back when the path does.
+TEST_F(Cluster, ALinkThatGoesBadIsSeenWithinTheHeartbeatTimeout) {
+    for (Proxy::Mode mode : {Proxy::kBlackhole, Proxy::kStallToB, Proxy::kCutMidFrame}) {
+        nodes_.clear();
+        ports_.clear();
+        ports_["a"] = free_port();
+        ports_["b"] = free_port();
+        Proxy proxy{static_cast<uint16_t>(ports_["b"])};
+        const std::string opts = "hb_interval 200ms\nhb_timeout 1\n";
+        write_cluster({"a", "b"}, opts);  // b's own file: its real address
+        start_node("b");
+        {
+            std::ofstream f(dir_ + "/cluster-a.conf");
+            f << "node a 127.0.0.1:" << ports_["a"] << "\nnode b 127.0.0.1:" << proxy.port() << "\n"
+              << opts;
+        }
+        auto a = std::make_unique<Server>("workers 2\nplugin " + plugin_path("nodes.so") +
+                                          "\nnode_name a\ncluster " + dir_ + "/cluster-a.conf\n");
+        std::string why;
+        ASSERT_TRUE(a->start(&why)) << why;
+        nodes_["a"] = std::move(a);
+        ASSERT_EQ(call("a", "big b 300000 10000"), "S0 300000 ok") << "through the proxy";
+        Client pending;
+        ASSERT_TRUE(pending.connect(node("a").port()));
+        proxy.set(mode);
+        auto t0 = std::chrono::steady_clock::now();
+        ASSERT_TRUE(pending.send_frame("big b 3000000 20000"));
+        std::string got;
+        ASSERT_TRUE(pending.recv_frame(&got, seconds(15))) << "mode " << int(mode);
+        auto took = std::chrono::steady_clock::now() - t0;
+        EXPECT_TRUE(got == "S5 0 ok" || got == "S4 0 ok") << "mode " << int(mode) << ": " << got;
+        EXPECT_LT(took, milliseconds(1200 + 1500)) << "mode " << int(mode);
+        proxy.set(Proxy::kForward);
+        EXPECT_TRUE(eventually([&] { return call("a", "big b 300000 5000") == "S0 300000 ok"; },
+                               seconds(20)))
+            << "mode " << int(mode);
+        EXPECT_EQ(node("b").count_log("bad"), 0);
+    }
+}
+
 // Hostile bytes on the cluster port: the link is refused, the node serves on.
 TEST_F(Cluster, GarbageOnTheClusterPortIsRefused) {
     write_cluster({"a", "b"});
