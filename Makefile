@@ -192,7 +192,7 @@ asan: check-gtest test-tools $(TEST_BIN_SAN) $(TEST_DEPS)
 RELIABILITY_SCALE ?= 100
 # R7 is there twice: the FrameFuzz tests, and the libFuzzer target for
 # RELIABILITY_FUZZ_SECONDS (when clang++ is installed), whose figure line joins the log.
-RELIABILITY_TESTS := Reliability*:Reload.New*:Wakers/TwoProcess*:GatewayTest.InitService*:GatewayTest.PluginWithAnotherAbi*:FrameFuzz*:Delivery.ReloadThenStop*:Bounds.InputBudget*
+RELIABILITY_TESTS := Reliability*:ClusterReliability*:Cluster.AFlood*:Cluster.ALinkThat*:Reload.New*:Wakers/TwoProcess*:GatewayTest.InitService*:GatewayTest.PluginWithAnotherAbi*:FrameFuzz*:Delivery.ReloadThenStop*:Bounds.InputBudget*
 reliability: check-gtest $(TEST_BIN) $(TEST_DEPS) $(if $(CLANGXX),$(FRAME_FUZZER) $(WIRE_FUZZER))
 	@mkdir -p $(BUILD)
 	ASYNCD_TEST_SCALE=$(RELIABILITY_SCALE) ASYNCD_BIN=$(ASYNCD) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS) \

@@ -13,11 +13,16 @@
  * As a node service (proc_pkg_node): echo, whoami ("NODE/WORKER"), fail (status 7), never
  * (no answer), later (answers after BODY ms from a timer), crash (abort), count (sends of
  * this worker so far), twice (answers "one"; aborts if a second node_reply is not refused).
- * A callback that finds itself inside node_call answers "REENTERED". */
+ * A callback that finds itself inside node_call answers "REENTERED". With plugin.event_log
+ * FILE, each node_call callback also appends "done <status>" to it (the caller's view, for
+ * tests whose clients go away). */
+#define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <fcntl.h>
 
 #include "plugin_util.h"
 
@@ -30,6 +35,7 @@ static void answered(void *arg, asyncd_call_t call, int status, int code, const 
     asyncd_conn_t conn = (asyncd_conn_t)(uintptr_t)arg;
     char text[4096];
     (void)call;
+    event("done %d", status);
     if (in_call) {
         reply(conn, "REENTERED");
         return;
@@ -136,6 +142,13 @@ int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
         return 0;
     }
     reply(conn, "?");
+    return 0;
+}
+
+int init_service(int worker_index) {
+    const char *path = asyncd_config("event_log");
+    (void)worker_index;
+    if (path) g_log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     return 0;
 }
 
