@@ -81,8 +81,10 @@ TEST_F(ClusterReliability, C1C2CalleeKilledUnderLoadThenBack) {
     EXPECT_EQ(call("a", "call b echo any 5000 x"), "S4 C0 ");
     double fast_ms = ms_since(t1);
     figure("C1", std::to_string(n) + " calls in flight: all ended LINK_LOST within " +
-                     std::to_string(int(fail_ms)) + " ms of the kill, 0 lost; a new call ended "
-                     "DOWN in " + std::to_string(int(fast_ms * 1000)) + " us");
+                     std::to_string(int(fail_ms)) +
+                     " ms of the kill, 0 lost; a new call ended "
+                     "DOWN in " +
+                     std::to_string(int(fast_ms * 1000)) + " us");
     // C2: back by the caller's own back-off timer (calls never start a connect: while the
     // circuit is open they end DOWN at once).
     nodes_["b"]->wait_exit(seconds(5));

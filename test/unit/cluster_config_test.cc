@@ -158,6 +158,33 @@ TEST(ClusterConfig, NodeNames) {
     EXPECT_FALSE(valid_node_name("a b"));
 }
 
+// The table the supervisor hands conn reads back as the same table, secret included.
+TEST(ClusterConfig, TheTableHandedToConnReadsBackTheSame) {
+    ClusterConfig c;
+    std::string err;
+    ASSERT_TRUE(
+        parse("node game1 127.0.0.1:7101\nnode game2 127.0.0.1:7102 preconnect\n"
+              "node db [::1]:7103\nnode old down\nnode spare 127.0.0.1:7105 down\n"
+              "call_timeout 1.5\nhb_interval 200ms\nmax_message 1M\nqueue_max 7\n",
+              &c, &err))
+        << err;
+    c.secret = std::string("s\0cret-with-any-bytes\xff", 22);
+    c.secret_file = "/etc/asyncd/cluster.key";
+    ClusterConfig back;
+    ASSERT_TRUE(decode_cluster(encode_cluster(c), "game1", &back, &err)) << err;
+    EXPECT_TRUE(diff_clusters(c, back).empty()) << diff_clusters(c, back).describe();
+    EXPECT_EQ(back.path, c.path);
+    EXPECT_EQ(back.secret, c.secret);
+    EXPECT_EQ(back.secret_file, c.secret_file);
+    EXPECT_EQ(back.call_timeout_ms, 1500u);
+    EXPECT_EQ(back.queue_max, 7u);
+    ASSERT_EQ(back.nodes.size(), 5u);
+    EXPECT_EQ(back.nodes[2].host, "::1");
+    EXPECT_TRUE(back.nodes[4].down);
+    EXPECT_TRUE(back.nodes[1].preconnect);
+    EXPECT_FALSE(decode_cluster("truncated", "game1", &back, &err));
+}
+
 // The README's table of the cluster file's options lists each with its default.
 TEST(ClusterKeys, TheReadmeListsEveryOptionWithItsDefault) {
     std::ifstream in("README.md");
