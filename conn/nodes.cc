@@ -59,6 +59,24 @@ void NodeOut::push(Rec r) {
     }
 }
 
+void NodeOut::push(uint16_t type, uint64_t id, uint64_t seq, std::string_view bytes) {
+    if (q_.empty() && !port_->must_wait(this) && push_now(type, id, seq, bytes)) return;
+    push({type, id, seq, std::string(bytes)});
+}
+
+bool NodeOut::push_now(uint16_t type, uint64_t id, uint64_t seq, std::string_view bytes) {
+    shmq::RecordMeta meta;
+    meta.type = type;
+    meta.conn_id = id;
+    meta.seq = seq;
+    // Whole or not at all: a record that does not fit now waits in the queue, streamed.
+    shmq::PushStatus s = port_->to().try_push(meta, bytes.data(), bytes.size());
+    if (s != shmq::PushStatus::kOk) return false;
+    port_->mark_pushed();
+    if (id && type == type_of(ToWorker::kNodeRequest)) pushed_(id, port_->to().written());
+    return true;
+}
+
 bool NodeOut::on_room(Port &) {
     while (!q_.empty()) {
         if (!push_one()) return false;
@@ -573,9 +591,9 @@ bool Nodes::deliver(int worker, uint64_t req, uint64_t deadline, std::string_vie
     if (o.waiting() >= cl_->queue_max || o.waiting_bytes() + msg.size() > cl_->queue_bytes) {
         return false;
     }
-    std::string bytes = cluster::encode_request_head(from, service);
-    bytes.append(msg);
-    o.push({type_of(ToWorker::kNodeRequest), req, deadline, std::move(bytes)});
+    scratch_ = cluster::encode_request_head(from, service);
+    scratch_.append(msg);
+    o.push(type_of(ToWorker::kNodeRequest), req, deadline, scratch_);
     bump(st_->node_calls_in);
     return true;
 }
@@ -586,8 +604,8 @@ void Nodes::result(int w, uint64_t call, int status, int code, std::string_view 
         return;
     }
     if (status != ASYNCD_NODE_OK && status != ASYNCD_NODE_REMOTE) bump(st_->node_failed_at_once);
-    outs_[size_t(w)]->push({type_of(ToWorker::kNodeResult), call, cluster::result_seq(status, code),
-                            std::string(reply)});
+    outs_[size_t(w)]->push(type_of(ToWorker::kNodeResult), call, cluster::result_seq(status, code),
+                           reply);
 }
 
 void Nodes::local_call(int w, uint64_t call, uint64_t deadline, const cluster::Sessions::In &base,

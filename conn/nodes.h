@@ -47,6 +47,8 @@ class NodeOut final : public PortUser {
     NodeOut(Port *port, std::function<void(uint64_t, uint64_t)> pushed)
         : port_(port), pushed_(std::move(pushed)) {}
     void push(Rec r);
+    // The same from bytes the caller keeps: copied only if the record has to wait.
+    void push(uint16_t type, uint64_t id, uint64_t seq, std::string_view bytes);
     size_t waiting() const { return q_.size(); }
     size_t waiting_bytes() const { return bytes_; }
     bool on_room(Port &port) override;
@@ -54,6 +56,8 @@ class NodeOut final : public PortUser {
 
   private:
     bool push_one();
+    // Straight into the ring; false (nothing written) when it must wait.
+    bool push_now(uint16_t type, uint64_t id, uint64_t seq, std::string_view bytes);
     Port *port_;
     std::function<void(uint64_t, uint64_t)> pushed_;
     std::deque<Rec> q_;
@@ -181,6 +185,7 @@ class Nodes final : public cluster::LinkHost {
     int rand_fd_ = -1;
     LogLimit lost_log_{20};              // lines a second about links lost or refused
     cluster::ClusterConfig no_cluster_;  // without a cluster file: "." calls only
+    std::string scratch_;                // a record being built
     NodeStats spare_;                    // for nodes past kMaxNodes: counted, not shown
     uint64_t published_ms_ = 0;
     bool reading_paused_ = false;  // a worker's backlog is past queue_bytes: links not read

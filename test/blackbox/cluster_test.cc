@@ -472,7 +472,8 @@ TEST_F(Cluster, PartsOfALargeMessageLetOtherStreamsThrough) {
     getsockname(lfd, reinterpret_cast<sockaddr *>(&sa), &len);
     ports_["c"] = ntohs(sa.sin_port);
     write_cluster({"a", "c"}, "max_frame 16K\nmax_message 16M\n");
-    start_node("a");
+    int admin = free_port();
+    start_node("a", "admin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
     Client big, small;
     ASSERT_TRUE(big.connect(node("a").port()) && small.connect(node("a").port()));
     ASSERT_TRUE(big.send_frame("big c 15000000 20000"));
@@ -500,6 +501,11 @@ TEST_F(Cluster, PartsOfALargeMessageLetOtherStreamsThrough) {
     ASSERT_TRUE(peer.send_all(ack.data(), ack.size()));
     // The big call is being written (its parts fill the socket); then the small one.
     ASSERT_TRUE(small.send_frame("call c echo any 20000 tiny"));
+    // Both calls are in conn before the peer reads a byte more.
+    ASSERT_TRUE(eventually([&] {
+        auto m = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+        return m["asyncd_node_calls_out_total{node=\"c\"}"] == 2;
+    }));
     int parts = 0, small_at = -1, big_last = -1;
     uint16_t big_stream = 0xFFFF;
     for (int i = 0; i < 20000 && big_last < 0; i++) {
