@@ -290,6 +290,25 @@ TEST_F(Cluster, ACalleeWorkerThatDiesAnswersWorkerDied) {
     EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(10));
 }
 
+// asyncd -t checks the cluster file with the rest: its errors name file and line.
+TEST_F(Cluster, DashTChecksTheClusterFile) {
+    write_cluster({"a", "b"});
+    std::string conf = dir_ + "/a.conf";
+    std::ofstream(conf) << "plugin " << plugin_path("nodes.so") << "\nnode_name a\ncluster " << dir_
+                        << "/cluster.conf\n";
+    std::string out;
+    EXPECT_EQ(run_shell(shell_quote(asyncd_bin()) + " -t -c " + shell_quote(conf), &out), 0) << out;
+    std::ofstream(dir_ + "/cluster.conf", std::ios::app) << "node c nowhere\n";
+    EXPECT_EQ(run_shell(shell_quote(asyncd_bin()) + " -t -c " + shell_quote(conf), &out), 1);
+    EXPECT_NE(out.find("cluster.conf:3: node c: bad address"), std::string::npos) << out;
+    std::ofstream(conf) << "plugin " << plugin_path("nodes.so") << "\nnode_name zz\ncluster "
+                        << dir_ << "/cluster.conf\n";
+    EXPECT_EQ(run_shell(shell_quote(asyncd_bin()) + " -t -c " + shell_quote(conf), &out), 1);
+    std::ofstream(conf) << "plugin " << plugin_path("nodes.so") << "\nnode_name a\n";
+    EXPECT_EQ(run_shell(shell_quote(asyncd_bin()) + " -t -c " + shell_quote(conf), &out), 1);
+    EXPECT_NE(out.find("node_name needs cluster"), std::string::npos) << out;
+}
+
 // "." works without a cluster file: a call to another worker of this node.
 TEST(LocalCalls, WorkWithoutAClusterFile) {
     Server s("workers 2\nplugin " + plugin_path("nodes.so") + "\n");
