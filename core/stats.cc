@@ -230,6 +230,13 @@ std::string format_metrics(const Stats &s) {
          "Records dropped because two workers died on them.", &WorkerStats::quarantined},
         {"asyncd_ring_depth_bytes", "gauge", "Bytes waiting in the ring to the worker.",
          &WorkerStats::ring_depth},
+        {"asyncd_worker_node_requests_total", "counter",
+         "Node calls and sends handed to proc_pkg_node.", &WorkerStats::node_requests},
+        {"asyncd_worker_node_died_total", "counter",
+         "Node calls answered WORKER_DIED: a predecessor died on them.", &WorkerStats::node_died},
+        {"asyncd_worker_node_results_dropped_total", "counter",
+         "Results of node calls this process no longer has (late, or its predecessor's).",
+         &WorkerStats::node_late},
         {"asyncd_ring_high_water_bytes", "gauge", "The most bytes the ring to the worker held.",
          &WorkerStats::ring_high_water},
     };

@@ -59,6 +59,8 @@ struct WorkerStats {
     Counter busy_poll_ns;         // the worker: time spent busy polling
     Counter node_requests;        // the worker: calls and sends handed to proc_pkg_node
     Counter node_died;            // the worker: requests answered WORKER_DIED (came again)
+    Counter node_late;            // the worker: results for calls it has no more (late, or
+                                  // made by a predecessor that died): dropped
     alignas(64) Counter pid;      // supervisor
     Counter restarts;             // supervisor
     Counter ring_high_water;      // conn (when it rises): the most bytes the ring held

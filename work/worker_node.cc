@@ -156,8 +156,10 @@ void Worker::dispatch_node(const shmq::Message &m, uint64_t attempts) {
         }
         case ToWorker::kNodeResult: {
             InCallback in(state_, Callback::kCallDone);
-            calls_.complete(m.conn_id, cluster::result_status(m.seq), cluster::result_code(m.seq),
-                            m.data, m.len);
+            if (!calls_.complete(m.conn_id, cluster::result_status(m.seq),
+                                 cluster::result_code(m.seq), m.data, m.len)) {
+                bump(stats_->node_late);
+            }
             return;
         }
         case ToWorker::kNodeLink: {

@@ -8,6 +8,7 @@
  *                                              "S<status> <len> <ok|bad>"
  *   nullcall                                   node_call with NULL fn: answers its id
  *   name                                       asyncd_node_name()
+ *   worker                                     the index of the worker serving this client
  *   links                                      the link_up_node/link_down_node it saw
  *
  * As a node service (proc_pkg_node): echo, whoami ("NODE/WORKER"), fail (status 7), never
@@ -130,6 +131,12 @@ int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
         char text[32];
         snprintf(text, sizeof text, "%llu",
                  (unsigned long long)node_call(".", "echo", 0, 0, "", 0, 0, NULL, NULL));
+        reply(conn, text);
+        return 0;
+    }
+    if (strcmp(cmd, "worker") == 0) {
+        char text[16];
+        snprintf(text, sizeof text, "%d", asyncd_worker_index());
         reply(conn, text);
         return 0;
     }

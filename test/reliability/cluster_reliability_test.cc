@@ -134,6 +134,54 @@ TEST_F(ClusterReliability, C3CalleeStoppedThenContinued) {
                      std::to_string(int(ms_since(t1))) + " ms after SIGCONT");
 }
 
+// C6: the caller's worker killed with calls pending: its replacement drops their late
+// results and counts them; the other worker's calls are not touched.
+TEST_F(ClusterReliability, C6CallersWorkerKilled) {
+    write_cluster({"a", "b"});
+    int admin = free_port();
+    start_node("a", "admin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
+    start_node("b");
+    ASSERT_EQ(call("a", "call b echo any 0 up"), "S0 C0 up");
+    Client c0, c1;  // bound round-robin: one to each of a's workers
+    ASSERT_TRUE(c0.connect(node("a").port()) && c1.connect(node("a").port()));
+    std::string got, other;
+    ASSERT_TRUE(c0.send_frame("worker") && c0.recv_frame(&got));
+    ASSERT_TRUE(c1.send_frame("worker") && c1.recv_frame(&other));
+    ASSERT_NE(got, other);
+    Client &w0 = got == "0" ? c0 : c1;  // the victim's client
+    Client &w1 = got == "0" ? c1 : c0;
+    const int n = calls_in_flight() / 2;
+    std::string batch;
+    for (int i = 0; i < n; i++)
+        batch += frame("call b later any 10000 800");
+    ASSERT_TRUE(w0.send_all(batch.data(), batch.size()) && w1.send_all(batch.data(), batch.size()));
+    ASSERT_TRUE(eventually([&] {
+        auto m = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+        return m["asyncd_node_pending_calls_out{node=\"b\"}"] == 2 * n;
+    }));
+    pid_t victim = node("a").child("asyncd-work0");
+    kill(victim, SIGKILL);
+    std::map<std::string, int> seen;
+    for (int i = 0; i < n; i++) {
+        ASSERT_TRUE(w1.recv_frame(&got, seconds(20))) << i;
+        seen[got]++;
+    }
+    EXPECT_EQ(seen["S0 C0 late"], n) << "the other worker's calls";
+    double dropped = 0;
+    EXPECT_TRUE(eventually(
+        [&] {
+            auto m = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+            dropped = m["asyncd_worker_node_results_dropped_total{worker=\"0\"}"];
+            return dropped == n;
+        },
+        seconds(20)));
+    figure("C6", "caller's worker killed with " + std::to_string(n) +
+                     " calls pending: " + std::to_string(int(dropped)) +
+                     " late results dropped by its replacement, "
+                     "the other worker's " +
+                     std::to_string(n) + " calls all answered");
+}
+
 // C7: the caller's conn killed: its workers' calls end LINK_LOST (each callback once; the
 // plugin logs them, since the clients that asked go with conn), and the links come back
 // with the new conn.
