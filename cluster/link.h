@@ -80,6 +80,13 @@ class Link {
     // The same without writing: the owner gathers a turn's frames and calls flush() once,
     // one write for many calls.
     bool queue(std::string_view frames);
+    // The same, written by write(std::string *out) straight into the output buffer.
+    template <class Write>
+    bool queue_with(Write &&write) {
+        if (state_ != LinkState::kUp && state_ != LinkState::kDraining) return false;
+        write(&out_);
+        return true;
+    }
     void flush() { write_some(); }
     // A graceful stop: GOAWAY, then Draining until nothing is pending or the grace ends.
     void goaway();

@@ -70,13 +70,21 @@ void encode_header(const FrameHeader &h, uint8_t out[kFrameHeaderLen]) {
     put64(out + 24, h.key);
 }
 
-std::string encode_frame(FrameHeader h, std::string_view service, std::string_view body) {
+void append_frame(FrameHeader h, std::string_view service, std::string_view body,
+                  std::string *out) {
     h.service_len = uint16_t(service.size());
     h.length = uint32_t(kFrameHeaderLen - 4 + service.size() + body.size());
-    std::string out(kFrameHeaderLen, '\0');
-    encode_header(h, reinterpret_cast<uint8_t *>(&out[0]));
-    out.append(service.data(), service.size());
-    out.append(body.data(), body.size());
+    uint8_t head[kFrameHeaderLen];
+    encode_header(h, head);
+    out->reserve(out->size() + sizeof head + service.size() + body.size());
+    out->append(reinterpret_cast<const char *>(head), sizeof head);
+    out->append(service.data(), service.size());
+    out->append(body.data(), body.size());
+}
+
+std::string encode_frame(FrameHeader h, std::string_view service, std::string_view body) {
+    std::string out;
+    append_frame(h, service, body, &out);
     return out;
 }
 

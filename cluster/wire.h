@@ -59,6 +59,8 @@ struct FrameHeader {
 void encode_header(const FrameHeader &h, uint8_t out[kFrameHeaderLen]);
 // One whole frame: h, its length and service_len set from service and body.
 std::string encode_frame(FrameHeader h, std::string_view service, std::string_view body);
+// The same, appended to *out (a link's output buffer: no copy in between).
+void append_frame(FrameHeader h, std::string_view service, std::string_view body, std::string *out);
 
 enum class Decode { kOk, kNeedMore, kBad };
 

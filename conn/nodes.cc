@@ -711,7 +711,10 @@ void Nodes::send_message(Slot *s, const FrameHeader &h, std::string_view service
     auto it = s->streams.find(h.stream);
     bool busy = it != s->streams.end() && !it->second.empty();
     if (!busy && service.size() + payload.size() <= cl_->max_frame) {
-        if (s->link->queue(cluster::encode_frame(h, service, payload))) mark_dirty(s);
+        if (s->link->queue_with(
+                [&](std::string *out) { cluster::append_frame(h, service, payload, out); })) {
+            mark_dirty(s);
+        }
         return;
     }
     auto &q = s->streams[h.stream];
@@ -729,12 +732,15 @@ void Nodes::pump(Slot *s) {
         uint16_t stream = s->turns.front();
         s->turns.pop_front();
         auto &q = s->streams[stream];
-        std::string frame;
-        q.front()->next(&frame);
-        size_t body =
-            frame.size() > cluster::kFrameHeaderLen ? frame.size() - cluster::kFrameHeaderLen : 0;
+        size_t wrote = 0;
+        bool up = s->link->queue_with([&](std::string *out) {
+            size_t before = out->size();
+            q.front()->next(out);
+            wrote = out->size() - before;
+        });
+        size_t body = wrote > cluster::kFrameHeaderLen ? wrote - cluster::kFrameHeaderLen : 0;
         s->parts_bytes -= std::min(s->parts_bytes, body);
-        if (!s->link->queue(frame)) {  // not up any more: what was left goes with the link
+        if (!up) {  // not up any more: what was left goes with the link
             s->streams.clear();
             s->turns.clear();
             s->parts_bytes = 0;

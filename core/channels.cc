@@ -46,6 +46,10 @@ bool Channels::create(const Config &cfg, std::string *err) {
     out_params.max_msg = cfg.max_reply_len;
     if (cfg.cluster) {
         out_params.max_msg = std::max(out_params.max_msg, cfg.cluster->max_message + 1024);
+        // A node message up to a little over 64 KiB (64 KiB of payload with its names) goes
+        // in one record, not as parts the other side copies together again.
+        in_params.max_record = out_params.max_record =
+            std::min<size_t>(cfg.ring_size / 4, 72 << 10);
     }
     for (int i = 0; i < cfg.max_workers; i++) {
         auto link = std::make_unique<WorkerLink>();

@@ -27,22 +27,29 @@ int Worker::node_check(const char *node, const char *service, size_t len) const 
 
 bool Worker::push_node(FromWorker type, uint64_t id, uint64_t seq, const std::string &head,
                        const void *msg, size_t len) {
-    scratch_.assign(head);
-    if (len) scratch_.append(static_cast<const char *>(msg), len);
+    // A reply has no head: its bytes go into the ring as they are.
+    const char *data = static_cast<const char *>(msg);
+    size_t size = len;
+    if (!head.empty()) {
+        scratch_.assign(head);
+        if (len) scratch_.append(data, len);
+        data = scratch_.data();
+        size = scratch_.size();
+    }
     shmq::RecordMeta meta;
     meta.type = type_of(type);
     meta.conn_id = id;
     meta.seq = seq;
     size_t done = 0;
     for (;;) {
-        shmq::PushStatus s = out_.try_push_stream(meta, scratch_.data(), scratch_.size(), &done);
+        shmq::PushStatus s = out_.try_push_stream(meta, data, size, &done);
         if (s == shmq::PushStatus::kOk) return true;
         if (s != shmq::PushStatus::kFull) {
             log_->write(LogLevel::kAlert, "worker %d: node record push failed (%d)", index_,
                         int(s));
             return false;
         }
-        wait_room(scratch_.size() - done);
+        wait_room(size - done);
         if (orphaned_) _exit(0);
     }
 }
