@@ -43,6 +43,7 @@ class CallTable {
     size_t run(uint64_t now_ms, int timeout_status);
 
     size_t pending() const { return calls_.size(); }
+    void set_max_pending(size_t n) { max_pending_ = n; }  // a reload's pending_max
     // When run() next has something to do; false: nothing pending or deferred.
     bool next_deadline_ms(uint64_t *at) const;
     uint64_t dropped() const { return dropped_; }

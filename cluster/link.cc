@@ -386,7 +386,11 @@ void Link::on_frame(const Message &m) {
             break;
         case FrameType::kGoaway:
             if (state_ == LinkState::kUp) {
-                grace_ms_ = host_->now_ms() + 2 * cfg_->hb_timeout_ms;
+                // The peer says how long it will answer what is in flight (its session
+                // field; at most ten minutes): at least two heartbeat timeouts.
+                uint64_t grace = std::max<uint64_t>(2 * cfg_->hb_timeout_ms,
+                                                    std::min<uint64_t>(m.h.session, 600000));
+                grace_ms_ = host_->now_ms() + grace;
                 set_state(LinkState::kDraining, grace_ms_);
             }
             host_->link_goaway(*this);
@@ -406,11 +410,12 @@ void Link::became_up() {
     host_->link_up(*this);
 }
 
-void Link::goaway() {
+void Link::goaway(uint64_t grace_ms) {
     if (state_ != LinkState::kUp) return;
-    send_control(FrameType::kGoaway, 0, "");
+    uint64_t grace = std::max<uint64_t>(grace_ms, 2 * cfg_->hb_timeout_ms);
+    send_control(FrameType::kGoaway, grace, "");
     if (fd_ < 0) return;
-    grace_ms_ = host_->now_ms() + 2 * cfg_->hb_timeout_ms;
+    grace_ms_ = host_->now_ms() + grace;
     set_state(LinkState::kDraining, grace_ms_);
 }
 

@@ -89,7 +89,9 @@ class Link {
     }
     void flush() { write_some(); }
     // A graceful stop: GOAWAY, then Draining until nothing is pending or the grace ends.
-    void goaway();
+    // grace_ms: how long what is in flight may take (at least two heartbeat timeouts); the
+    // peer is told, and waits as long.
+    void goaway(uint64_t grace_ms = 0);
     // The owner's count of calls on this link still waiting for replies (Draining ends at 0).
     void set_pending(size_t n) { pending_ = n; }
     // The owner stops reading the socket for a while (its workers are behind): silence

@@ -66,6 +66,10 @@ bool Sessions::close_out_from(uint64_t session, const std::string &node, Out *ou
     return true;
 }
 
+std::vector<Sessions::Out> Sessions::fail_link(uint64_t link) {
+    return take_if(out_, [&](const Out &o) { return o.link == link; });
+}
+
 std::vector<Sessions::Out> Sessions::fail_node(const std::string &node) {
     return take_if(out_, [&](const Out &o) { return o.node == node; });
 }
@@ -92,7 +96,7 @@ void Sessions::note_in_ring(uint64_t req, uint64_t ring_end) {
 }
 
 uint64_t Sessions::open_in(In in) {
-    uint64_t s = next_++;
+    uint64_t s = next_in_++;
     in_.emplace(s, in);
     return s;
 }

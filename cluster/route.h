@@ -26,6 +26,7 @@ class Sessions {
         int worker = 0;
         uint64_t call = 0;
         uint64_t deadline_ms = 0;
+        uint64_t link = 0;  // the link it was written on (its owner's id for it)
     };
     struct In {
         uint64_t link = 0;  // which link (its owner's id for it)
@@ -44,6 +45,8 @@ class Sessions {
     bool close_out_from(uint64_t session, const std::string &node, Out *out, bool *never);
     // A link to `node` was lost: every call written on it, in the order written.
     std::vector<Out> fail_node(const std::string &node);
+    // The link they were written on is lost: those calls, in the order written.
+    std::vector<Out> fail_link(uint64_t link);
     // Calls whose deadline is `grace_ms` past: the caller's worker has timed them out, and an
     // answer can only be dropped now.
     std::vector<Out> expire_out(uint64_t now_ms, uint64_t grace_ms);
@@ -65,7 +68,8 @@ class Sessions {
     size_t in_pending() const { return in_.size(); }
 
   private:
-    uint64_t next_ = 1;
+    uint64_t next_ = 1;     // outgoing sessions
+    uint64_t next_in_ = 1;  // incoming requests (another space: a reply names only ours)
     std::unordered_map<uint64_t, Out> out_;
     std::unordered_map<uint64_t, In> in_;
 };

@@ -124,6 +124,7 @@ struct Nodes::Slot {
     std::unordered_map<uint16_t, std::deque<std::unique_ptr<cluster::MessageWriter>>> streams;
     std::deque<uint16_t> turns;
     size_t parts_bytes = 0;  // payload bytes not yet cut into frames
+    bool out_full = false;   // its output is past queue_bytes: not read until it drains
     explicit Slot(std::function<void(uint32_t)> fn) : handler(std::move(fn)) {}
 };
 
@@ -259,6 +260,11 @@ void Nodes::reload_cluster() {
         if (!n) continue;
         drain_link(n);  // what is queued goes to the new address
         n->circuit_open = false;
+        if (n->queue.frames() && !stopping_) {
+            n->slot = new_slot(n);
+            n->slot->link->connect();
+            watch(n->slot);
+        }
     }
     for (const std::string &name : d.marked_down) {
         Node *n = find_node(name);
@@ -332,7 +338,12 @@ void Nodes::watch(Slot *s) {
         s->watched = -1;
         return;
     }
-    uint32_t ev = (reading_paused_ ? 0u : uint32_t(EPOLLIN)) |
+    // A peer that does not read what we answer gets no more read from it either (its calls
+    // would only pile up answers here): its output is bounded by queue_bytes. Its silence
+    // then still counts: one that reads nothing for hb_timeout is dead.
+    bool full = s->link->queued_bytes() + s->parts_bytes > cl_->queue_bytes;
+    s->out_full = full;
+    uint32_t ev = (reading_paused_ || full ? 0u : uint32_t(EPOLLIN)) |
                   (s->link->wants_write() ? uint32_t(EPOLLOUT) : 0u);
     if (fd == s->watched && ev == s->events) return;
     if (fd == s->watched && loop_->modify(fd, ev, &s->handler)) {
@@ -512,10 +523,14 @@ void Nodes::stop() {
     std::vector<Slot *> all;
     for (auto &s : slots_)
         all.push_back(s.get());
+    // What is in flight may take until the stop's own deadline (shutdown_timeout).
+    uint64_t now = monotonic_ms();
+    uint64_t stop_at = ch_->state->stop_deadline_ms.load(std::memory_order_acquire);
+    uint64_t grace = stop_at > now + 500 ? stop_at - now - 500 : 0;
     for (Slot *s : all) {
         if (s->retired) continue;
         s->link->set_pending(s->pending + s->pending_in);
-        s->link->goaway();
+        s->link->goaway(grace);
         watch(s);
     }
 }
@@ -677,6 +692,9 @@ void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint
         }
         return;
     }
+    if (n->slot->link->peer().max_message && msg.size() > n->slot->link->peer().max_message) {
+        return fail(ASYNCD_NODE_TOO_LARGE);  // above what that node takes
+    }
     // A peer that reads slower than we write: what waits for its socket is bounded too.
     if (n->slot->link->queued_bytes() + n->slot->parts_bytes + msg.size() > cl_->queue_bytes) {
         return fail(ASYNCD_NODE_QUEUE_FULL);
@@ -687,7 +705,7 @@ void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint
     h.route = wire_route(route);
     h.key = key;
     if (call) {
-        h.session = sessions_.open_out({n->entry->name, w, call, deadline});
+        h.session = sessions_.open_out({n->entry->name, w, call, deadline, n->slot->id});
         n->pending_out++;
         n->slot->pending++;
         h.word = uint32_t(std::min<uint64_t>(deadline - now, UINT32_MAX));
@@ -708,9 +726,13 @@ void Nodes::send_message(Slot *s, const FrameHeader &h, std::string_view service
         bump(s->node->ns->msgs_out);
         bump(s->node->ns->bytes_out, cluster::kFrameHeaderLen + service.size() + payload.size());
     }
+    // Parts at most as large as either side takes: the peer said its max_frame in HELLO.
+    size_t max_frame = cl_->max_frame;
+    if (s->link->peer().max_frame)
+        max_frame = std::min<size_t>(max_frame, s->link->peer().max_frame);
     auto it = s->streams.find(h.stream);
     bool busy = it != s->streams.end() && !it->second.empty();
-    if (!busy && service.size() + payload.size() <= cl_->max_frame) {
+    if (!busy && service.size() + payload.size() <= max_frame) {
         if (s->link->queue_with(
                 [&](std::string *out) { cluster::append_frame(h, service, payload, out); })) {
             mark_dirty(s);
@@ -719,7 +741,7 @@ void Nodes::send_message(Slot *s, const FrameHeader &h, std::string_view service
     }
     auto &q = s->streams[h.stream];
     q.push_back(std::make_unique<cluster::MessageWriter>(h, std::string(service),
-                                                         std::string(payload), cl_->max_frame));
+                                                         std::string(payload), max_frame));
     s->parts_bytes += payload.size();
     if (q.size() == 1) s->turns.push_back(h.stream);
     pump(s);
@@ -856,7 +878,7 @@ void Nodes::link_up(Link &link) {
         if (os == LinkState::kUp || os == LinkState::kDraining) {
             // Replaced: what was written on the old link is lost with it.
             retire(other);
-            fail_out(name, restarted ? ASYNCD_NODE_PEER_RESTARTED : ASYNCD_NODE_LINK_LOST);
+            fail_written(other, restarted ? ASYNCD_NODE_PEER_RESTARTED : ASYNCD_NODE_LINK_LOST);
             sessions_.drop_link(other->id);
         } else {
             retire(other);
@@ -929,6 +951,15 @@ void Nodes::drop_queue(Node *n, int status) {
             bump(st_->node_drops);
         }
     }
+}
+
+void Nodes::fail_written(Slot *s, int status) {
+    Node *n = s->node;
+    for (cluster::Sessions::Out &o : sessions_.fail_link(s->id)) {
+        if (n && n->pending_out) n->pending_out--;
+        complete(n, o.worker, o.call, status, 0, {});
+    }
+    s->pending = 0;
 }
 
 void Nodes::fail_out(const std::string &node, int status) {
@@ -1025,6 +1056,10 @@ void Nodes::link_lost(Link &link, const std::string &why) {
         log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn, "link from %s refused: %s",
                             s->peer.c_str(), why.c_str());
     }
+    // What was written on this link is lost with it (a draining old link's calls too; the
+    // node's other link, if any, keeps its own).
+    fail_written(s, ASYNCD_NODE_LINK_LOST);
+    sessions_.drop_link(s->id);
     if (!current) {
         retire(s);
         return;
@@ -1032,8 +1067,6 @@ void Nodes::link_lost(Link &link, const std::string &why) {
     bool drained = why == "drained";
     if (!drained) n->circuit_open = true;
     refresh_refusal(n);
-    fail_out(n->entry->name, ASYNCD_NODE_LINK_LOST);
-    sessions_.drop_link(s->id);
     n->pending_in = 0;
     tell_link(drained ? ASYNCD_NODE_STOPPING : ASYNCD_NODE_LINK_LOST, n->entry->name);
     if (!link.initiator()) {

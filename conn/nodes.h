@@ -141,6 +141,8 @@ class Nodes final : public cluster::LinkHost {
     void answer_link(uint64_t link_id, uint64_t session, int status, int code,
                      std::string_view reply, int stream);
     void fail_out(const std::string &node, int status);
+    // The calls written on slot s end with status (its link is lost or replaced).
+    void fail_written(Slot *s, int status);
     void drop_queue(Node *n, int status);
     void flush_queue(Node *n);
     void expire_queues();

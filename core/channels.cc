@@ -134,6 +134,8 @@ void LiveLimitsSlot::publish(const Config &cfg) {
     v.out_buf_soft = cfg.out_buf_soft;
     v.out_buf_hard = cfg.out_buf_hard;
     v.input_budget = cfg.input_budget;
+    v.call_timeout_ms = cfg.cluster ? cfg.cluster->call_timeout_ms : 5000;
+    v.pending_max = cfg.cluster ? cfg.cluster->pending_max : 100000;
     uint64_t w[kWords];
     memcpy(w, &v, sizeof v);
     uint32_t s = seq_.load(std::memory_order_relaxed);

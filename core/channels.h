@@ -99,6 +99,8 @@ struct LiveLimits {
     uint64_t out_buf_soft;
     uint64_t out_buf_hard;
     uint64_t input_budget;
+    uint64_t call_timeout_ms;  // the cluster's: node_call's default deadline
+    uint64_t pending_max;      // the cluster's: calls a worker may have waiting
 };
 
 class LiveLimitsSlot {

@@ -82,6 +82,7 @@ Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
       calls_(first_call_id(), cfg.cluster ? cfg.cluster->pending_max : 100000) {
     busy_poll_us_ = cfg_.busy_poll_us;
     busy_poll_contended_us_ = cfg_.busy_poll_contended_us;
+    call_timeout_ms_ = cfg_.cluster ? cfg_.cluster->call_timeout_ms : 5000;
     cpu_.share_poll_time(&ch->state->poll_ns);
     cpu_.count_own(&stats_->busy_poll_ns);
 }
@@ -143,6 +144,16 @@ int Worker::run() {
     ch_->note('W', index_);
     unsigned busy_turns = 0;
     while (!orphaned_) {
+        // A reload's live limits first: the records drained next are served with them.
+        if (ch_->state->limits.seq() != limits_seq_) {
+            LiveLimits v;
+            limits_seq_ = ch_->state->limits.read(&v);
+            log_->set_level(LogLevel(v.log_level));  // a reload's log_level, or its undoing
+            busy_poll_us_ = v.busy_poll_us;
+            busy_poll_contended_us_ = v.busy_poll_contended_us;
+            call_timeout_ms_ = v.call_timeout_ms;
+            calls_.set_max_pending(size_t(v.pending_max));
+        }
         int done = drain(kBatch);
         if (done) check_rss();
         // Replies first, then the requests they answer: see WorkerState::progress.
@@ -165,13 +176,6 @@ int Worker::run() {
         in_.commit_advanced();
         set(stats_->ring_depth, in_.backlog());
         check_rss();
-        if (ch_->state->limits.seq() != limits_seq_) {
-            LiveLimits v;
-            limits_seq_ = ch_->state->limits.read(&v);
-            log_->set_level(LogLevel(v.log_level));  // a reload's log_level, or its undoing
-            busy_poll_us_ = v.busy_poll_us;
-            busy_poll_contended_us_ = v.busy_poll_contended_us;
-        }
         if (!stopping_ && ch_->state->workers_stop.load(std::memory_order_acquire)) {
             stopping_ = true;  // started during a stop: drain, and stop
         }
@@ -179,7 +183,7 @@ int Worker::run() {
         // replacement to do it).
         if (stopping_ && exit_code_ == kExitRecycle) exit_code_ = 0;
         if (exit_code_) break;
-        if (stopping_ && in_.empty() && !holding_requests()) break;
+        if (stopping_ && in_.empty() && !holding_requests() && !awaiting_calls()) break;
         if (done < kBatch) {
             sleep_until_work();
         } else if (++busy_turns % 64 == 0) {
@@ -188,6 +192,14 @@ int Worker::run() {
     }
     if (orphaned_) return 0;
     if (exit_code_ == 1) return 1;  // a corrupt ring: restart without trusting this process
+    {
+        // Every node_call gets its callback in the process that made it: those still out
+        // end STOPPING.
+        InCallback in(state_, Callback::kCallDone);
+        calls_.fail_all(ASYNCD_NODE_STOPPING);
+        calls_.run(monotonic_ms(), ASYNCD_NODE_TIMEOUT);
+    }
+    out_.flush();
     // Every link_up gets its link_down in the process that made it: connections still open
     // at the stop end here. A recycled worker's connections live on, and its replacement
     // links them up again as it starts.

@@ -80,6 +80,7 @@ class Worker {
 
     const Config &cfg_;
     int busy_poll_us_, busy_poll_contended_us_;  // live: a reload changes them
+    uint64_t call_timeout_ms_;                   // live too (the cluster file's)
     Channels *ch_;
     int index_;
     Log *log_;
@@ -106,6 +107,8 @@ class Worker {
     // waits for them (up to the last deadline) after the ring is empty.
     std::unordered_map<uint64_t, uint64_t> reqs_;
     bool holding_requests() const;
+    // At a stop: its own calls are still out, and the stop's deadline is not near.
+    bool awaiting_calls() const;
     // What a send to `node` ends with at once, from conn's table in shared memory.
     int node_refusal(const char *node);
     size_t node_slot_hint_ = 0;

@@ -60,9 +60,7 @@ uint64_t Worker::node_call(const char *node, const char *service, int route, uin
     if (!fn || !node || !service) return 0;
     if (len && !msg) len = 0;
     if (int st = node_check(node, service, len)) return calls_.add_failed(st, fn, arg);
-    uint64_t timeout = timeout_ms     ? timeout_ms
-                       : cfg_.cluster ? cfg_.cluster->call_timeout_ms
-                                      : 5000;
+    uint64_t timeout = timeout_ms ? timeout_ms : call_timeout_ms_;
     uint64_t deadline = monotonic_ms() + timeout;
     uint64_t id = calls_.add(node, deadline, fn, arg);
     if (!id) return calls_.add_failed(ASYNCD_NODE_QUEUE_FULL, fn, arg);
@@ -122,6 +120,12 @@ bool Worker::holding_requests() const {
         if (r.second > now) return true;
     }
     return false;
+}
+
+bool Worker::awaiting_calls() const {
+    if (calls_.pending() == 0) return false;
+    uint64_t stop_at = ch_->state->stop_deadline_ms.load(std::memory_order_acquire);
+    return !stop_at || monotonic_ms() + 500 < stop_at;
 }
 
 // A node record from conn. A request this worker's predecessor died on comes again: it is

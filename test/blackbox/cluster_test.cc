@@ -309,6 +309,86 @@ TEST_F(Cluster, DashTChecksTheClusterFile) {
     EXPECT_NE(out.find("node_name needs cluster"), std::string::npos) << out;
 }
 
+// Two nodes that configure different max_frame: parts are cut at the smaller, and a
+// reload's call_timeout reaches the workers.
+TEST_F(Cluster, NodesWithDifferentOptionsStillTalk) {
+    write_cluster({"a", "b"}, "max_frame 16K\n");
+    std::ofstream(dir_ + "/cluster-a.conf")
+        << "node a 127.0.0.1:" << ports_["a"] << "\nnode b 127.0.0.1:" << ports_["b"]
+        << "\nmax_frame 1M\n";
+    auto a = std::make_unique<Server>("workers 2\nplugin " + plugin_path("nodes.so") +
+                                      "\nnode_name a\ncluster " + dir_ + "/cluster-a.conf\n");
+    std::string why;
+    ASSERT_TRUE(a->start(&why)) << why;
+    nodes_["a"] = std::move(a);
+    start_node("b");
+    EXPECT_EQ(call("a", "big b 900000 0"), "S0 900000 ok");
+    EXPECT_EQ(call("b", "big a 900000 0"), "S0 900000 ok");
+    EXPECT_EQ(call("a", "call b echo any 0 still"), "S0 C0 still");
+    // call_timeout 300ms by a reload: node_call's default deadline in the running workers.
+    std::ofstream(dir_ + "/cluster-a.conf", std::ios::app) << "call_timeout 300ms\n";
+    kill(node("a").pid(), SIGHUP);
+    ASSERT_TRUE(node("a").wait_log("cluster reload: ", 1, seconds(10)));
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(call("a", "call b never any 0 x"), "S2 C0 ");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(3)) << "not the old 5 s";
+}
+
+// A stopping caller: its workers' calls still out get their callbacks, once each (the
+// answer if it comes in time, else STOPPING), before the workers go.
+TEST_F(Cluster, AStoppingCallerRunsEveryCallback) {
+    write_cluster({"a", "b"});
+    std::string events = dir_ + "/a-events.log";
+    start_node("a", "plugin.event_log " + events + "\n");
+    start_node("b");
+    ASSERT_EQ(call("a", "call b echo any 0 up"), "S0 C0 up");
+    Client c;
+    ASSERT_TRUE(c.connect(node("a").port()));
+    std::string batch;
+    for (int i = 0; i < 20; i++)
+        batch += frame("call b later any 10000 600");
+    ASSERT_TRUE(c.send_all(batch.data(), batch.size()));
+    ASSERT_TRUE(c.send_frame("call b later any 10000 1"));
+    std::string got;
+    ASSERT_TRUE(c.recv_frame(&got, seconds(10)));  // the last is answered first: all are out
+    kill(node("a").pid(), SIGTERM);
+    EXPECT_EQ(node("a").wait_exit(seconds(20)), 0);
+    std::ifstream in(events);
+    int done = 0, ok = 0;
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("done ", 0) != 0) continue;
+        done++;
+        if (line == "done 0") ok++;
+    }
+    EXPECT_EQ(done, 1 + 1 + 20) << "each callback once (the first call, the last, and 20)";
+    EXPECT_EQ(ok, 22) << "600 ms is well within the stop";
+}
+
+// A stopping callee keeps answering what it holds past two heartbeat timeouts: the GOAWAY
+// tells the caller how long (the stop's own deadline).
+TEST_F(Cluster, AStoppingCalleeIsWaitedForPastTheHeartbeat) {
+    write_cluster({"a", "b"}, "hb_interval 200ms\nhb_timeout 1\n");
+    start_node("a");
+    start_node("b", "shutdown_timeout 10\n");
+    ASSERT_EQ(call("a", "call b echo any 0 up"), "S0 C0 up");
+    Client c;
+    ASSERT_TRUE(c.connect(node("a").port()));
+    std::string batch;
+    for (int i = 0; i < 10; i++)
+        batch += frame("call b later 0 20000 3000");
+    ASSERT_TRUE(c.send_all(batch.data(), batch.size()) && c.send_frame("call b echo 0 20000 e"));
+    std::string got;
+    ASSERT_TRUE(c.recv_frame(&got, seconds(10)));
+    ASSERT_EQ(got, "S0 C0 e");  // behind the ten on the same pair: b's worker 0 holds them
+    kill(node("b").pid(), SIGTERM);
+    int late = 0;
+    for (int i = 0; i < 10; i++) {
+        ASSERT_TRUE(c.recv_frame(&got, seconds(15)));
+        if (got == "S0 C0 late") late++;
+    }
+    EXPECT_EQ(late, 10) << "answered at 3 s, past 2 x hb_timeout";
+}
+
 // "." works without a cluster file: a call to another worker of this node.
 TEST(LocalCalls, WorkWithoutAClusterFile) {
     Server s("workers 2\nplugin " + plugin_path("nodes.so") + "\n");
@@ -669,6 +749,39 @@ TEST_F(Cluster, ALinkThatGoesBadIsSeenWithinTheHeartbeatTimeout) {
             << "mode " << int(mode);
         EXPECT_EQ(node("b").count_log("bad"), 0);
     }
+}
+
+// A peer that sends calls and never reads the answers: conn stops reading it once its
+// output passes queue_bytes, so conn's memory stays bounded; its silence kills the link.
+TEST_F(Cluster, APeerThatNeverReadsIsBounded) {
+    write_cluster({"a", "b", "c"}, "queue_bytes 4M\nhb_interval 200ms\nhb_timeout 1\n");
+    start_node("a");
+    start_node("b");
+    FakeNode c;
+    ASSERT_TRUE(c.link(uint16_t(ports_["a"]), "c"));
+    std::string body(200000, 'x');
+    int sent = 0;
+    for (int i = 1; i <= 3000; i++) {
+        cluster::FrameHeader h;
+        h.type = cluster::FrameType::kCall;
+        h.session = uint64_t(i);
+        h.word = 30000;
+        std::string f = cluster::encode_frame(h, "echo", body);
+        // The socket fills once conn stops reading: then it is enough.
+        struct pollfd p = {c.client().fd(), POLLOUT, 0};
+        if (poll(&p, 1, 2000) != 1) break;
+        if (!c.client().send_all(f.data(), f.size())) break;
+        sent++;
+    }
+    EXPECT_LT(sent, 3000) << "conn kept reading a peer that never reads";
+    std::ifstream in("/proc/" + std::to_string(node("a").child("asyncd-conn")) + "/status");
+    size_t hwm_kb = 0;
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("VmHWM:", 0) == 0) hwm_kb = std::stoul(line.substr(6));
+    }
+    EXPECT_LT(hwm_kb, size_t(150) << 10) << "conn's peak RSS, KiB";
+    EXPECT_TRUE(c.client().wait_closed(seconds(10))) << "declared dead";
+    EXPECT_EQ(call("a", "call b echo any 0 fine"), "S0 C0 fine");
 }
 
 // Hostile bytes on the cluster port: the link is refused, the node serves on.
