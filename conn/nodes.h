@@ -184,7 +184,6 @@ class Nodes final : public cluster::LinkHost {
     uint64_t next_link_id_ = 1;
     size_t next_any_ = 0;
     bool stopping_ = false;
-    int rand_fd_ = -1;
     LogLimit lost_log_{20};              // lines a second about links lost or refused
     cluster::ClusterConfig no_cluster_;  // without a cluster file: "." calls only
     std::string scratch_;                // a record being built
