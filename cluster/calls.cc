@@ -65,6 +65,22 @@ size_t CallTable::fail_node(const std::string &node, int status) {
     return ended;
 }
 
+bool CallTable::fail_later(uint64_t call, int status) {
+    auto it = calls_.find(call);
+    if (it == calls_.end()) return false;
+    Call c = std::move(it->second);
+    calls_.erase(it);
+    auto range = by_deadline_.equal_range(c.deadline_ms);
+    for (auto d = range.first; d != range.second; ++d) {
+        if (d->second == call) {
+            by_deadline_.erase(d);
+            break;
+        }
+    }
+    failed_.push_back(Failed{call, status, c.fn, c.arg});
+    return true;
+}
+
 size_t CallTable::fail_all(int status) {
     std::vector<uint64_t> ids;
     for (const auto &e : calls_)

@@ -36,6 +36,9 @@ class CallTable {
     bool complete(uint64_t call, int status, int code, const void *reply, size_t len);
     // Every pending call to `node` ends with status (LINK_LOST, PEER_RESTARTED, STOPPING).
     size_t fail_node(const std::string &node, int status);
+    // A pending call ends with status from the next run(), not now (a push that failed
+    // inside node_call). False when it is not pending.
+    bool fail_later(uint64_t call, int status);
     // Every pending call ends with status (conn restarted: what it held is gone).
     size_t fail_all(int status);
     // Calls whose deadline passed end with TIMEOUT; deferred failures run. Returns how many

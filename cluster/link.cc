@@ -391,7 +391,9 @@ void Link::on_frame(const Message &m) {
                 uint64_t grace = std::max<uint64_t>(2 * cfg_->hb_timeout_ms,
                                                     std::min<uint64_t>(m.h.session, 600000));
                 grace_ms_ = host_->now_ms() + grace;
-                set_state(LinkState::kDraining, grace_ms_);
+                // Ticked as when up (heartbeats, and the end once nothing is pending).
+                set_state(LinkState::kDraining,
+                          std::min(grace_ms_, host_->now_ms() + cfg_->hb_interval_ms));
             }
             host_->link_goaway(*this);
             break;
@@ -416,7 +418,7 @@ void Link::goaway(uint64_t grace_ms) {
     send_control(FrameType::kGoaway, grace, "");
     if (fd_ < 0) return;
     grace_ms_ = host_->now_ms() + grace;
-    set_state(LinkState::kDraining, grace_ms_);
+    set_state(LinkState::kDraining, std::min(grace_ms_, host_->now_ms() + cfg_->hb_interval_ms));
 }
 
 void Link::close_quietly() {

@@ -124,7 +124,8 @@ struct Nodes::Slot {
     std::unordered_map<uint16_t, std::deque<std::unique_ptr<cluster::MessageWriter>>> streams;
     std::deque<uint16_t> turns;
     size_t parts_bytes = 0;  // payload bytes not yet cut into frames
-    bool out_full = false;   // its output is past queue_bytes: not read until it drains
+    bool out_full = false;   // its output is past queue_bytes: new calls on it end BUSY
+    bool told_up = false;    // the workers heard link_up_node for it
     explicit Slot(std::function<void(uint32_t)> fn) : handler(std::move(fn)) {}
 };
 
@@ -343,8 +344,10 @@ void Nodes::watch(Slot *s) {
     // then still counts: one that reads nothing for hb_timeout is dead.
     bool full = s->link->queued_bytes() + s->parts_bytes > cl_->queue_bytes;
     s->out_full = full;
-    uint32_t ev = (reading_paused_ || full ? 0u : uint32_t(EPOLLIN)) |
-                  (s->link->wants_write() ? uint32_t(EPOLLOUT) : 0u);
+    // 5: a link on its way up is read during a backlog pause: its handshake is small.
+    bool read = !reading_paused_ || s->link->state() != LinkState::kUp;
+    uint32_t ev =
+        (read ? uint32_t(EPOLLIN) : 0u) | (s->link->wants_write() ? uint32_t(EPOLLOUT) : 0u);
     if (fd == s->watched && ev == s->events) return;
     if (fd == s->watched && loop_->modify(fd, ev, &s->handler)) {
         s->events = ev;
@@ -378,6 +381,16 @@ void Nodes::on_accept() {
             if (errno != EAGAIN) {
                 log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn,
                                     "accept on the cluster port: %s", strerror(errno));
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                    // Level-triggered: it would be ready again at once. Back in 100 ms.
+                    loop_->remove(listen_fd_);
+                    loop_->add_timer(100, [this] {
+                        if (!loop_->add(listen_fd_, EPOLLIN, listen_handler_.get())) {
+                            log_->write(LogLevel::kCrit, "epoll_ctl of the cluster port: %s",
+                                        strerror(errno));
+                        }
+                    });
+                }
             }
             return;
         }
@@ -515,6 +528,9 @@ void Nodes::complete(Node *n, int w, uint64_t call, int status, int code, std::s
 void Nodes::closed_out(const cluster::Sessions::Out &o) {
     Node *n = find_node(o.node);
     if (n && n->pending_out) n->pending_out--;
+    for (auto &s : slots_) {
+        if (s->id == o.link && s->pending) s->pending--;
+    }
 }
 
 void Nodes::stop() {
@@ -837,6 +853,11 @@ void Nodes::answer_link(uint64_t link_id, uint64_t session, int status, int code
         bump(st_->node_drops);
         return;
     }
+    if (s->link->peer().max_message && reply.size() > s->link->peer().max_message) {
+        status = ASYNCD_NODE_TOO_LARGE;  // above what the caller's node takes
+        code = 0;
+        reply = {};
+    }
     FrameHeader h;
     h.type = FrameType::kReply;
     h.stream = uint16_t(stream);
@@ -884,7 +905,16 @@ void Nodes::link_up(Link &link) {
             retire(other);
         }
     } else if (restarted) {
-        fail_out(name, ASYNCD_NODE_PEER_RESTARTED);
+        // Calls written to the old process, on links that are not draining (a draining
+        // link is another address's, and answers for itself).
+        std::vector<Slot *> old;
+        for (auto &x : slots_) {
+            if (x.get() != s && x->node == n && x->link->state() != LinkState::kDraining) {
+                old.push_back(x.get());
+            }
+        }
+        for (Slot *x : old)
+            fail_written(x, ASYNCD_NODE_PEER_RESTARTED);
     }
     n->slot = s;
     s->node = n;
@@ -899,6 +929,11 @@ void Nodes::link_up(Link &link) {
                 restarted ? "it restarted" : "rtt pending");
     flush_queue(n);
     tell_link(0, name);
+    s->told_up = true;
+    if (stopping_) {  // a reconnect during a stop: it gets its GOAWAY too
+        s->link->set_pending(s->pending + s->pending_in);
+        s->link->goaway();
+    }
     watch(s);
 }
 
@@ -965,6 +1000,9 @@ void Nodes::fail_written(Slot *s, int status) {
 void Nodes::fail_out(const std::string &node, int status) {
     Node *n = find_node(node);
     if (n) n->pending_out = 0;
+    for (auto &s : slots_) {
+        if (s->node == n) s->pending = 0;
+    }
     for (cluster::Sessions::Out &o : sessions_.fail_node(node))
         complete(n, o.worker, o.call, status, 0, {});
 }
@@ -994,8 +1032,7 @@ void Nodes::link_message(Link &link, const cluster::Message &m) {
             bump(st_->node_drops);  // late: the caller has timed it out
             return;
         }
-        if (n->pending_out) n->pending_out--;
-        if (s->pending) s->pending--;
+        closed_out(out);
         if (s != n->slot) s->link->set_pending(s->pending);  // a link draining
         complete(n, out.worker, out.call, int(int32_t(m.h.word)), int(int32_t(uint32_t(m.h.key))),
                  m.payload);
@@ -1014,6 +1051,8 @@ void Nodes::link_message(Link &link, const cluster::Message &m) {
     };
     if (stopping_) return refuse(ASYNCD_NODE_STOPPING);
     if (is_call && m.h.word == 0) return refuse(ASYNCD_NODE_TIMEOUT);
+    // A peer that does not read its answers gets no more work: BUSY, a small answer.
+    if (s->out_full) return refuse(ASYNCD_NODE_BUSY);
     int target = pick_worker(plugin_route(m.h.route), m.h.key);
     if (target < 0) return refuse(ASYNCD_NODE_BUSY);
     uint64_t req = 0;
@@ -1060,6 +1099,8 @@ void Nodes::link_lost(Link &link, const std::string &why) {
     // node's other link, if any, keeps its own).
     fail_written(s, ASYNCD_NODE_LINK_LOST);
     sessions_.drop_link(s->id);
+    if (n && n->pending_in >= s->pending_in) n->pending_in -= s->pending_in;
+    s->pending_in = 0;
     if (!current) {
         retire(s);
         return;
@@ -1067,8 +1108,10 @@ void Nodes::link_lost(Link &link, const std::string &why) {
     bool drained = why == "drained";
     if (!drained) n->circuit_open = true;
     refresh_refusal(n);
+    bool told = s->told_up;
+    s->told_up = false;
     n->pending_in = 0;
-    tell_link(drained ? ASYNCD_NODE_STOPPING : ASYNCD_NODE_LINK_LOST, n->entry->name);
+    if (told) tell_link(drained ? ASYNCD_NODE_STOPPING : ASYNCD_NODE_LINK_LOST, n->entry->name);
     if (!link.initiator()) {
         // An accepted link has no address to go back to: ours takes over, on the back-off
         // timer after its first try.

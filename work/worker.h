@@ -109,6 +109,7 @@ class Worker {
     bool holding_requests() const;
     // At a stop: its own calls are still out, and the stop's deadline is not near.
     bool awaiting_calls() const;
+    uint64_t reqs_pruned_ms_ = 0;
     // What a send to `node` ends with at once, from conn's table in shared memory.
     int node_refusal(const char *node);
     size_t node_slot_hint_ = 0;

@@ -66,7 +66,7 @@ uint64_t Worker::node_call(const char *node, const char *service, int route, uin
     if (!id) return calls_.add_failed(ASYNCD_NODE_QUEUE_FULL, fn, arg);
     if (!push_node(FromWorker::kNodeCall, id, deadline,
                    cluster::encode_call_head(route, key, node, service), msg, len)) {
-        calls_.complete(id, ASYNCD_NODE_QUEUE_FULL, 0, nullptr, 0);
+        calls_.fail_later(id, ASYNCD_NODE_QUEUE_FULL);  // never from inside node_call
     }
     return id;
 }
@@ -192,9 +192,16 @@ void Worker::dispatch_node(const shmq::Message &m, uint64_t attempts) {
 // Deadlines passed and the outcomes decided here (UNKNOWN, TOO_LARGE, ...): each reaches its
 // callback once, from the loop.
 void Worker::run_calls() {
+    // Requests the plugin never answered: their callers have long been told TIMEOUT.
+    uint64_t now = monotonic_ms();
+    if (!reqs_.empty() && now - reqs_pruned_ms_ >= 10000) {
+        reqs_pruned_ms_ = now;
+        for (auto it = reqs_.begin(); it != reqs_.end();) {
+            it = it->second && it->second + 60000 < now ? reqs_.erase(it) : std::next(it);
+        }
+    }
     uint64_t at;
     if (!calls_.next_deadline_ms(&at)) return;
-    uint64_t now = monotonic_ms();
     if (at > now) return;
     InCallback in(state_, Callback::kCallDone);
     calls_.run(now, ASYNCD_NODE_TIMEOUT);

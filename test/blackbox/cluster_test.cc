@@ -751,8 +751,9 @@ TEST_F(Cluster, ALinkThatGoesBadIsSeenWithinTheHeartbeatTimeout) {
     }
 }
 
-// A peer that sends calls and never reads the answers: conn stops reading it once its
-// output passes queue_bytes, so conn's memory stays bounded; its silence kills the link.
+// A peer that sends calls and never reads the answers: once its output passes queue_bytes,
+// its new calls are answered BUSY (a small answer, not the work), so conn's memory stays
+// bounded; its silence then kills the link.
 TEST_F(Cluster, APeerThatNeverReadsIsBounded) {
     write_cluster({"a", "b", "c"}, "queue_bytes 4M\nhb_interval 200ms\nhb_timeout 1\n");
     start_node("a");
@@ -773,7 +774,7 @@ TEST_F(Cluster, APeerThatNeverReadsIsBounded) {
         if (!c.client().send_all(f.data(), f.size())) break;
         sent++;
     }
-    EXPECT_LT(sent, 3000) << "conn kept reading a peer that never reads";
+    EXPECT_GT(sent, 0);
     std::ifstream in("/proc/" + std::to_string(node("a").child("asyncd-conn")) + "/status");
     size_t hwm_kb = 0;
     for (std::string line; std::getline(in, line);) {

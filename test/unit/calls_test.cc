@@ -85,6 +85,21 @@ TEST(Calls, ImmediateFailuresRunFromTheLoopNotFromAdd) {
     EXPECT_EQ(t.run(0, kTimeout), 0u) << "once";
 }
 
+// A call whose record could not be written ends from the loop too, once, and its deadline
+// and a late answer find nothing.
+TEST(Calls, AFailureDecidedAfterAddRunsFromTheLoop) {
+    Seen s;
+    CallTable t(1, 100);
+    uint64_t a = t.add("db", 50, record, &s);
+    EXPECT_TRUE(t.fail_later(a, 6));
+    EXPECT_TRUE(s.log.empty());
+    EXPECT_FALSE(t.fail_later(a, 6)) << "not pending any more";
+    EXPECT_EQ(t.run(100, kTimeout), 1u) << "past its deadline: still only the failure";
+    EXPECT_EQ(s.log, std::vector<std::string>{std::to_string(a) + ":6:0:"});
+    EXPECT_FALSE(t.complete(a, 0, 0, "x", 1));
+    EXPECT_EQ(t.run(200, kTimeout), 0u);
+}
+
 TEST(Calls, ANodeFailureEndsItsCallsInTheOrderTheyWereMade) {
     Seen s;
     CallTable t(1, 100);
