@@ -292,8 +292,11 @@ void Nodes::reload_cluster() {
     arm_timer();
 }
 
+// The loop's time for this turn (read once after its wait), or the clock before the
+// first turn.
 uint64_t Nodes::now_ms() {
-    return monotonic_ms();
+    uint64_t t = loop_->now_ms();
+    return t ? t : monotonic_ms();
 }
 
 uint64_t Nodes::now_us() {
@@ -379,7 +382,7 @@ void Nodes::on_accept() {
         if (fd < 0) {
             if (errno == EINTR) continue;
             if (errno != EAGAIN) {
-                log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn,
+                log_->write_limited(&lost_log_, now_ms(), LogLevel::kWarn,
                                     "accept on the cluster port: %s", strerror(errno));
                 if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                     // Level-triggered: it would be ready again at once. Back in 100 ms.
@@ -482,12 +485,12 @@ void Nodes::end_turn() {
     check_backlog();
     flush();
     graveyard_.clear();
-    if (publish_due_ && monotonic_ms() - published_ms_ >= 100) publish();
+    if (publish_due_ && now_ms() - published_ms_ >= 100) publish();
     arm_timer();
 }
 
 void Nodes::publish() {
-    published_ms_ = monotonic_ms();
+    published_ms_ = now_ms();
     publish_due_ = false;
     for (auto &e : nodes_) {
         Node *n = e.second.get();
@@ -540,7 +543,7 @@ void Nodes::stop() {
     for (auto &s : slots_)
         all.push_back(s.get());
     // What is in flight may take until the stop's own deadline (shutdown_timeout).
-    uint64_t now = monotonic_ms();
+    uint64_t now = now_ms();
     uint64_t stop_at = ch_->state->stop_deadline_ms.load(std::memory_order_acquire);
     uint64_t grace = stop_at > now + 500 ? stop_at - now - 500 : 0;
     for (Slot *s : all) {
@@ -684,7 +687,7 @@ void Nodes::remote_call(int w, uint64_t call, uint64_t deadline, int route, uint
     if (fresh) bump(n->ns->calls_out);
     if (n->entry->down) return fail(ASYNCD_NODE_DOWN);
     if (msg.size() > cl_->max_message) return fail(ASYNCD_NODE_TOO_LARGE);
-    uint64_t now = monotonic_ms();
+    uint64_t now = now_ms();
     if (call && deadline && deadline <= now) return fail(ASYNCD_NODE_TIMEOUT);
     LinkState st = n->slot ? n->slot->link->state() : LinkState::kIdle;
     if (st == LinkState::kDraining) return fail(ASYNCD_NODE_STOPPING);
@@ -938,7 +941,7 @@ void Nodes::link_up(Link &link) {
 }
 
 void Nodes::flush_queue(Node *n) {
-    uint64_t now = monotonic_ms();
+    uint64_t now = now_ms();
     for (cluster::QueuedFrame &q : n->queue.take_all()) {
         int w = q.stream;
         cluster::CallHead h;
@@ -955,7 +958,7 @@ void Nodes::flush_queue(Node *n) {
 }
 
 void Nodes::expire_queues() {
-    uint64_t now = monotonic_ms();
+    uint64_t now = now_ms();
     for (auto &e : nodes_) {
         for (cluster::QueuedFrame &q : e.second->queue.expire(now)) {
             if (q.call) {
@@ -1040,7 +1043,7 @@ void Nodes::link_message(Link &link, const cluster::Message &m) {
     }
     bump(n->ns->calls_in);
     bool is_call = m.h.type == FrameType::kCall;
-    uint64_t now = monotonic_ms();
+    uint64_t now = now_ms();
     uint64_t deadline = is_call ? now + m.h.word : 0;
     auto refuse = [&](int status) {
         if (is_call) {
@@ -1089,10 +1092,10 @@ void Nodes::link_lost(Link &link, const std::string &why) {
     bump(st_->node_link_failures);
     if (n) bump(n->ns->link_failures);
     if (n) {
-        log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn, "link to node %s (%s): %s",
+        log_->write_limited(&lost_log_, now_ms(), LogLevel::kWarn, "link to node %s (%s): %s",
                             n->entry->name.c_str(), s->peer.c_str(), why.c_str());
     } else {
-        log_->write_limited(&lost_log_, monotonic_ms(), LogLevel::kWarn, "link from %s refused: %s",
+        log_->write_limited(&lost_log_, now_ms(), LogLevel::kWarn, "link from %s refused: %s",
                             s->peer.c_str(), why.c_str());
     }
     // What was written on this link is lost with it (a draining old link's calls too; the
@@ -1154,14 +1157,16 @@ void Nodes::arm_timer() {
         consider(s->link->deadline_ms());
     for (auto &e : nodes_)
         consider(e.second->queue.next_deadline_ms());
-    if (sessions_.out_pending() || sessions_.in_pending()) consider(monotonic_ms() + 1000);
+    // The sweep of sessions past their deadline: on whole seconds, so that a busy turn does
+    // not move the timer every time.
+    if (sessions_.out_pending() || sessions_.in_pending()) consider((now_ms() / 1000 + 1) * 1000);
     if (publish_due_) consider(published_ms_ + 100);  // the gauges settle after a burst
     if (at == timer_at_ && (timer_ || !at)) return;
     if (timer_) loop_->cancel_timer(timer_);
     timer_ = 0;
     timer_at_ = at;
     if (!at) return;
-    uint64_t now = monotonic_ms();
+    uint64_t now = now_ms();
     uint32_t delay = at > now ? uint32_t(std::min<uint64_t>(at - now, 60000)) : 0;
     timer_ = loop_->add_timer(delay, [this] { on_timer(); });
 }
@@ -1169,7 +1174,7 @@ void Nodes::arm_timer() {
 void Nodes::on_timer() {
     timer_ = 0;
     timer_at_ = 0;
-    uint64_t now = monotonic_ms();
+    uint64_t now = now_ms();
     std::vector<Slot *> due;
     for (auto &s : slots_) {
         uint64_t d = s->link->deadline_ms();
