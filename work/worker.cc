@@ -21,8 +21,9 @@ namespace asyncd::work {
 
 namespace {
 
-constexpr int kBatch = 256;   // records per drain before timers and proc_events run
-constexpr int kTickMs = 100;  // proc_events runs at least this often
+constexpr int kBatch = 256;    // records per drain before timers and proc_events run
+constexpr int kHandOver = 16;  // records after which a drain publishes its replies
+constexpr int kTickMs = 100;   // proc_events runs at least this often
 constexpr uint64_t kTagWake = 1;
 constexpr uint64_t kTagSignal = 2;
 constexpr uint64_t kTagDeath = 3;
@@ -292,6 +293,9 @@ int Worker::drain(int budget) {
         }
         in_.advance();
         note_progress();
+        // Hand a long batch's first answers over while the rest is served: conn starts on
+        // them at once instead of waiting for the whole batch (a convoy through the stages).
+        if ((n & (kHandOver - 1)) == kHandOver - 1) out_.flush();
     }
     return n;
 }
