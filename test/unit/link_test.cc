@@ -324,6 +324,32 @@ TEST(Link, TheDrainGraceEnds) {
     EXPECT_EQ(p.ha.events.back(), "lost drain grace ended with 1 calls pending");
 }
 
+// A stopping node says how long it will answer: its peer waits that long, past two
+// heartbeat timeouts, and a draining link is ticked like an up one (its deadline is the
+// next heartbeat, not the end of the grace).
+TEST(Link, AGoawayCarriesItsGraceAndTheDrainIsTicked) {
+    Pair p;
+    p.pump();
+    p.a.set_pending(1);
+    p.b.set_pending(1);
+    p.a.goaway(20000);  // 20 s, against 2 x hb_timeout = 6 s
+    p.pump();
+    ASSERT_EQ(p.b.state(), LinkState::kDraining);
+    EXPECT_LE(p.b.deadline_ms(), p.clock + 1000) << "ticked at the next heartbeat";
+    for (int i = 0; i < 10; i++) {  // 10 s: past 6 s, within 20 s
+        p.advance(1000);
+        p.pump();
+    }
+    EXPECT_EQ(p.a.state(), LinkState::kDraining);
+    EXPECT_EQ(p.b.state(), LinkState::kDraining) << "the peer waits the grace it was told";
+    p.a.set_pending(0);
+    p.b.set_pending(0);
+    p.advance(1000);
+    p.pump();
+    EXPECT_EQ(p.a.state(), LinkState::kIdle) << "nothing pending: closed at the next tick";
+    EXPECT_EQ(p.ha.events.back(), "lost drained");
+}
+
 TEST(Link, ARefusedConnectBacksOffAndTheTimerReconnects) {
     // A port with nothing listening: bind one, note it, close it.
     int s = socket(AF_INET, SOCK_STREAM, 0);
