@@ -21,6 +21,7 @@
 #include "cluster/wire.h"
 #include "test/blackbox/cluster_fixture.h"
 #include "test/blackbox/harness.h"
+#include "test/reliability/probe.h"
 
 namespace asyncd::test {
 namespace {
@@ -246,15 +247,10 @@ TEST_F(Cluster, APeerKilledFailsCallsAtOnceAndComesBack) {
 // A node that accepts and never speaks: the first call queues for the connect, and ends
 // at its deadline (never a hang); the handshake timeout opens the circuit.
 TEST_F(Cluster, ASilentPeerCostsADeadlineNotAHang) {
-    int silent = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
-    ASSERT_EQ(listen(silent, 16), 0);
-    socklen_t len = sizeof sa;
-    getsockname(silent, reinterpret_cast<sockaddr *>(&sa), &len);
-    ports_["s"] = ntohs(sa.sin_port);
+    uint16_t port = 0;
+    int silent = listen_loopback(&port);
+    ASSERT_GE(silent, 0);
+    ports_["s"] = port;
     write_cluster({"a", "s"}, "handshake_timeout 300ms\n");
     start_node("a");
     auto t0 = std::chrono::steady_clock::now();
@@ -528,13 +524,9 @@ TEST_F(Cluster, AFloodToAStalledNodeStaysWithinItsBounds) {
         kill(p, SIGCONT);
     EXPECT_GT(seen["S6"], kCalls / 2) << "QUEUE_FULL past the bound";
     EXPECT_EQ(seen["S6"] + seen["S2"], kCalls) << "the rest time out: nothing else";
-    std::string status;
-    std::ifstream in("/proc/" + std::to_string(node("a").child("asyncd-conn")) + "/status");
-    size_t hwm_kb = 0;
-    for (std::string line; std::getline(in, line);) {
-        if (line.rfind("VmHWM:", 0) == 0) hwm_kb = std::stoul(line.substr(6));
-    }
-    EXPECT_LT(hwm_kb, size_t(120) << 10) << "conn's peak RSS, KiB";
+    long hwm_kb = status_kib(node("a").child("asyncd-conn"), "VmHWM");
+    EXPECT_GT(hwm_kb, 0) << "conn's peak RSS could not be read";
+    EXPECT_LT(hwm_kb, 120L << 10) << "conn's peak RSS, KiB";
     EXPECT_TRUE(eventually([&] { return call("a", "call b echo any 0 back") == "S0 C0 back"; },
                            seconds(20)));
 }
@@ -561,15 +553,10 @@ TEST_F(Cluster, ASimultaneousFirstConnectLosesNoCall) {
 // (its socket fills) gets a small call from a's worker 1 between the parts of a 15 MB call
 // from a's worker 0, and every part of that one in order.
 TEST_F(Cluster, PartsOfALargeMessageLetOtherStreamsThrough) {
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
-    ASSERT_EQ(listen(lfd, 4), 0);
-    socklen_t len = sizeof sa;
-    getsockname(lfd, reinterpret_cast<sockaddr *>(&sa), &len);
-    ports_["c"] = ntohs(sa.sin_port);
+    uint16_t port = 0;
+    int lfd = listen_loopback(&port, 4);
+    ASSERT_GE(lfd, 0);
+    ports_["c"] = port;
     write_cluster({"a", "c"}, "max_frame 16K\nmax_message 16M\n");
     int admin = free_port();
     start_node("a", "admin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
@@ -638,15 +625,7 @@ class Proxy {
   public:
     enum Mode { kForward, kBlackhole, kStallToB, kCutMidFrame };
     explicit Proxy(uint16_t to) : to_(to) {
-        lfd_ = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {};
-        sa.sin_family = AF_INET;
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        bind(lfd_, reinterpret_cast<sockaddr *>(&sa), sizeof sa);
-        listen(lfd_, 8);
-        socklen_t len = sizeof sa;
-        getsockname(lfd_, reinterpret_cast<sockaddr *>(&sa), &len);
-        port_ = ntohs(sa.sin_port);
+        lfd_ = listen_loopback(&port_, 8);
         thread_ = std::thread([this] { run(); });
     }
     ~Proxy() {
@@ -775,12 +754,9 @@ TEST_F(Cluster, APeerThatNeverReadsIsBounded) {
         sent++;
     }
     EXPECT_GT(sent, 0);
-    std::ifstream in("/proc/" + std::to_string(node("a").child("asyncd-conn")) + "/status");
-    size_t hwm_kb = 0;
-    for (std::string line; std::getline(in, line);) {
-        if (line.rfind("VmHWM:", 0) == 0) hwm_kb = std::stoul(line.substr(6));
-    }
-    EXPECT_LT(hwm_kb, size_t(150) << 10) << "conn's peak RSS, KiB";
+    long hwm_kb = status_kib(node("a").child("asyncd-conn"), "VmHWM");
+    EXPECT_GT(hwm_kb, 0) << "conn's peak RSS could not be read";
+    EXPECT_LT(hwm_kb, 150L << 10) << "conn's peak RSS, KiB";
     EXPECT_TRUE(c.client().wait_closed(seconds(10))) << "declared dead";
     EXPECT_EQ(call("a", "call b echo any 0 fine"), "S0 C0 fine");
 }

@@ -32,6 +32,8 @@ std::string http_get(uint16_t port, const std::string &path);
 // Every line of Prometheus text is a comment or `name{labels} value`; returns the values
 // by their full name (with labels), or fails the test on a bad line.
 std::map<std::string, double> parse_prometheus(const std::string &text);
+// A listening TCP socket on 127.0.0.1 at a port of the kernel's choice (*port); -1 on error.
+int listen_loopback(uint16_t *port, int backlog = 16);
 // A loopback TCP port that was free a moment ago (for configs that need a fixed one).
 int free_port();
 // The tool is on PATH.

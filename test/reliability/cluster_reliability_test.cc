@@ -52,6 +52,17 @@ class ClusterReliability : public ClusterTest {
         kill(node(name).pid(), sig);
     }
     int calls_in_flight() const { return 100 * (long_run() ? 5 : 1); }
+    // Nodes a (with admin_listen at *admin) and b, quick heartbeats, and calls_in_flight()
+    // calls from four clients of a held by b's workers.
+    void load_a_pair(int *admin, std::vector<Client> *cs) {
+        write_cluster({"a", "b"}, "hb_interval 200ms\nhb_timeout 1\n");
+        *admin = free_port();
+        start_node("a", "admin_listen 127.0.0.1:" + std::to_string(*admin) + "\n");
+        start_node("b");
+        ASSERT_EQ(call("a", "call b echo any 0 up"), "S0 C0 up");
+        *cs = clients_of("a", 4);
+        ASSERT_TRUE(fill(cs, calls_in_flight(), "call b later any 30000 20000", *admin));
+    }
 };
 
 std::string tally(const std::map<std::string, int> &seen) {
@@ -63,14 +74,10 @@ std::string tally(const std::map<std::string, int> &seen) {
 
 // C1 and C2: the callee killed with calls in flight; then restarted.
 TEST_F(ClusterReliability, C1C2CalleeKilledUnderLoadThenBack) {
-    write_cluster({"a", "b"}, "hb_interval 200ms\nhb_timeout 1\n");
-    int admin = free_port();
-    start_node("a", "admin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
-    start_node("b");
-    ASSERT_EQ(call("a", "call b echo any 0 up"), "S0 C0 up");
+    int admin = 0;
+    std::vector<Client> cs;
+    ASSERT_NO_FATAL_FAILURE(load_a_pair(&admin, &cs));
     const int n = calls_in_flight();
-    std::vector<Client> cs = clients_of("a", 4);
-    ASSERT_TRUE(fill(&cs, n, "call b later any 30000 20000", admin));
     auto t0 = Clock::now();
     kill_tree("b", SIGKILL);
     std::map<std::string, int> seen;
@@ -108,14 +115,10 @@ TEST_F(ClusterReliability, C1C2CalleeKilledUnderLoadThenBack) {
 // C3: the callee stopped (SIGSTOP): its link is declared dead within hb_timeout plus an
 // interval, the calls on it end, and it comes back after SIGCONT.
 TEST_F(ClusterReliability, C3CalleeStoppedThenContinued) {
-    write_cluster({"a", "b"}, "hb_interval 200ms\nhb_timeout 1\n");
-    int admin = free_port();
-    start_node("a", "admin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
-    start_node("b");
-    ASSERT_EQ(call("a", "call b echo any 0 up"), "S0 C0 up");
+    int admin = 0;
+    std::vector<Client> cs;
+    ASSERT_NO_FATAL_FAILURE(load_a_pair(&admin, &cs));
     const int n = calls_in_flight();
-    std::vector<Client> cs = clients_of("a", 4);
-    ASSERT_TRUE(fill(&cs, n, "call b later any 30000 20000", admin));
     auto t0 = Clock::now();
     kill_tree("b", SIGSTOP);
     std::map<std::string, int> seen;
