@@ -55,14 +55,14 @@ class CpuContention {
     bool poll(uint64_t start_ns, uint64_t since_ns, uint64_t window_ns, Found found) {
         uint64_t counted = start_ns;
         bool got = false;
-        for (uint64_t now = start_ns; now - since_ns < window_ns; now = monotonic_ns()) {
+        for (uint64_t now = start_ns; now - since_ns < window_ns;) {
             if (found()) {
                 got = true;
                 counted = monotonic_ns();
                 break;
             }
-            if (!poll_yield()) break;
-            counted = monotonic_ns();
+            if (!poll_yield(&now)) break;
+            counted = now;
         }
         if (counted > start_ns) polled(counted - start_ns);
         return got;
