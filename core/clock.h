@@ -28,12 +28,12 @@ inline uint64_t monotonic_ns() {
     return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-// One step of a polling loop: yields the CPU. *now_ns is the time before the yield on entry
-// and after it on return. Returns false when the yield handed the CPU to another process for
-// a while: the CPU is contended, polling only steals from processes with work, and the
-// caller should sleep instead. (On an idle CPU the yield returns at once, and polling costs
-// nobody anything.) One clock read per step: at tens of ns a read, a poll that read the
-// clock around every step spent more on the clock than on looking.
+// One step of a polling loop: yields the CPU. *now_ns is the time the step began (before
+// its look) on entry, and the time after the yield on return: one clock read per step, as a
+// read costs about 34 ns here. Returns false when the step took long enough that the yield
+// must have handed the CPU to another process: the CPU is contended, polling only steals
+// from processes with work, and the caller should sleep instead. (On an idle CPU the yield
+// returns at once, and polling costs nobody anything.)
 inline bool poll_yield(uint64_t *now_ns) {
     uint64_t before = *now_ns;
     sched_yield();

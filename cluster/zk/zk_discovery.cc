@@ -15,6 +15,7 @@
 // replaced by what the new session lists), and it retries a claim that waits for our old
 // znode. While the service is unreachable the view is frozen: it only changes on answers.
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <zookeeper/zookeeper.h>
@@ -114,6 +115,7 @@ class Zk {
     static void on_parent(int rc, const char *value, const void *data);
     static void on_existing(int rc, const char *value, int len, const struct Stat *st,
                             const void *data);
+    static void on_stat(int, const struct Stat *, const void *) {}  // only its watch counts
     static void on_children(int rc, const struct String_vector *names, const void *data);
     static void on_data(int rc, const char *value, int len, const struct Stat *st,
                         const void *data);
@@ -121,7 +123,8 @@ class Zk {
   private:
     void keep();
     void session_event(uint32_t gen, int state);
-    void setup(uint32_t gen);  // with mu_ held
+    void setup();  // with mu_ held
+    void forget_locked(const std::string &name);
     void claim_locked();
     void list_locked();
     void get_locked(const std::string &name);
@@ -148,13 +151,12 @@ class Zk {
     zhandle_t *zh_ = nullptr;
     uint32_t gen_ = 0;
     bool closing_ = false;
-    bool expired_ = false;           // the keeper makes a new handle
-    bool registered_ = false;        // our znode is ours in this session
-    bool refused_ = false;           // a live node holds our name: nothing more is tried
-    uint64_t claim_retry_ms_ = 0;    // waiting for our earlier life's znode to go: retry then
-    uint64_t claim_until_ms_ = 0;    // and give up then
-    bool listed_ = false;            // the view holds this session's listing
-    std::set<std::string> listing_;  // children of the last listing whose data is awaited
+    bool expired_ = false;         // the keeper makes a new handle
+    bool registered_ = false;      // our znode is ours in this session
+    bool refused_ = false;         // a live node holds our name: nothing more is tried
+    uint64_t claim_retry_ms_ = 0;  // waiting for our earlier life's znode to go: retry then
+    uint64_t claim_until_ms_ = 0;  // and give up then
+    bool listed_ = false;          // the view holds this session's listing
     std::map<std::string, std::string> view_;
     bool view_dirty_ = false;
     std::vector<Event> out_;
@@ -243,10 +245,7 @@ void Zk::on_watch(zhandle_t *zh, int type, int state, const char *path, void *wc
     } else if (p.compare(0, z->nodes_.size() + 1, z->nodes_ + "/") == 0) {
         std::string name = p.substr(z->nodes_.size() + 1);
         if (type == ZOO_DELETED_EVENT) {
-            if (z->view_.erase(name)) {
-                z->view_dirty_ = true;
-                z->wake_locked();
-            }
+            z->forget_locked(name);
             if (name == z->name_ && z->registered_) {
                 z->registered_ = false;  // somebody deleted our znode: make it again
                 z->claim_locked();
@@ -262,7 +261,7 @@ void Zk::session_event(uint32_t gen, int state) {
     if (gen != gen_ || closing_) return;
     if (state == ZOO_CONNECTED_STATE) {
         note_locked(ASYNCD_DISC_STATE, "connected");
-        if (zh_) setup(gen);
+        if (zh_) setup();
     } else if (state == ZOO_EXPIRED_SESSION_STATE) {
         note_locked(ASYNCD_DISC_STATE, "expired");
         expired_ = true;
@@ -275,8 +274,7 @@ void Zk::session_event(uint32_t gen, int state) {
 // After every (re)connect: the path, our znode, and a fresh listing (it covers whatever
 // changed while we were away). Requests of one session are served in order, so the parent
 // znodes exist by the time our create is served.
-void Zk::setup(uint32_t gen) {
-    (void)gen;
+void Zk::setup() {
     std::string p;
     size_t from = 1;
     while (true) {
@@ -289,6 +287,12 @@ void Zk::setup(uint32_t gen) {
     }
     if (!registered_ && !refused_) claim_locked();
     list_locked();
+}
+
+void Zk::forget_locked(const std::string &name) {
+    if (!view_.erase(name)) return;
+    view_dirty_ = true;
+    wake_locked();
 }
 
 void Zk::claim_locked() {
@@ -368,11 +372,10 @@ void Zk::on_existing(int rc, const char *value, int len, const struct Stat *st, 
         if (z->current(c->gen)) {
             const clientid_t *me = zoo_client_id(z->zh_);
             std::string held = value && len > 0 ? std::string(value, size_t(len)) : "";
-            bool ours = false;
             std::string addr = "addr=" + z->addr_;
             size_t at = held.find(addr);
-            ours = at != std::string::npos &&
-                   (at + addr.size() == held.size() || held[at + addr.size()] == ' ');
+            bool ours = at != std::string::npos &&
+                        (at + addr.size() == held.size() || held[at + addr.size()] == ' ');
             if (rc == ZNONODE) {
                 z->claim_locked();  // gone meanwhile
             } else if (rc == ZOK && me && st && st->ephemeralOwner == me->client_id) {
@@ -434,7 +437,7 @@ void Zk::on_children(int rc, const struct String_vector *names, const void *data
         } else if (z->current(c->gen) && rc == ZNONODE) {
             // The parent is not there yet (it is being made): watch for it.
             zoo_awexists(z->zh_, z->nodes_.c_str(), &Zk::on_watch, (void *)(uintptr_t)z->gen_,
-                         nullptr, nullptr);
+                         &Zk::on_stat, nullptr);
         }
     }
     delete c;
@@ -456,10 +459,7 @@ void Zk::on_data(int rc, const char *value, int len, const struct Stat *st, cons
                     z->wake_locked();
                 }
             } else if (rc == ZNONODE) {
-                if (z->view_.erase(c->name)) {
-                    z->view_dirty_ = true;
-                    z->wake_locked();
-                }
+                z->forget_locked(c->name);
             }
         }
     }
