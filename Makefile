@@ -64,6 +64,13 @@ MIN_CLIENT := $(BUILD)/min_client
 NODE_BENCH_SO := $(BUILD)/bench-plugins/node_bench.so
 BENCH_LIB_SRCS := bench/histogram.cc bench/protocol.cc bench/loadgen.cc bench/report.cc bench/server_cpu.cc
 
+# The ZooKeeper discovery module (cluster/zk/), loaded by conn with dlopen when asyncd.conf
+# says `discovery zookeeper`. Built only where the ZooKeeper C client is installed
+# (libzookeeper-mt-dev); elsewhere make says so in one line and builds everything else.
+ZK_MODULE := $(BUILD)/asyncd_zk.so
+ZK_HEADER := /usr/include/zookeeper/zookeeper.h
+ZK_FLAGS := -std=c++17 -O2 -g $(WARN) -fPIC -shared -DTHREADED -I. -pthread
+
 # The frame decoder's libFuzzer target (R7): conn/frame.cc alone, under ASan+UBSan. g++ has
 # no libFuzzer, so it is built only where clang++ is installed. `make fuzz` runs it for
 # FUZZ_SECONDS, `make reliability` for RELIABILITY_FUZZ_SECONDS.
@@ -77,9 +84,19 @@ FUZZ_SECONDS ?= 20
 RELIABILITY_FUZZ_SECONDS ?= 60
 FUZZ_SKIPPED := R7 and C10 libFuzzer: clang++ not found; skipped (apt-get install clang to run it)
 
-.PHONY: all test test-tools asan run run-cluster bench reliability fuzz clean format format-check check-gtest FORCE
+.PHONY: all zk-module test test-tools asan run run-cluster bench reliability fuzz clean format format-check check-gtest FORCE
 
-all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO) $(MIN_CLIENT)
+all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO) $(MIN_CLIENT) zk-module
+
+# The header is looked for when the rule runs, not when make starts: `make test` installs the
+# package first (test-tools), then builds the module.
+zk-module:
+	@if [ -f $(ZK_HEADER) ]; then $(MAKE) --no-print-directory $(ZK_MODULE); \
+	else echo "asyncd_zk.so (ZooKeeper discovery) skipped: $(ZK_HEADER) not found (apt-get install libzookeeper-mt-dev)"; fi
+
+$(ZK_MODULE): cluster/zk/zk_discovery.cc cluster/discovery_abi.h $(BUILD)/rel/.flags
+	@mkdir -p $(dir $@)
+	$(CXX) $(ZK_FLAGS) cluster/zk/zk_discovery.cc -o $@ -lzookeeper_mt
 
 # Each flavour's flags are kept in a file that changes only when they do, so that turning
 # CI on (or changing a flag) rebuilds what was built without it.
@@ -176,16 +193,18 @@ TEST_DEPS := $(ASYNCD) $(ASYNCD_SAN) $(ASYNCD_HOOKS) $(ASYNCD_HOOKS_SAN) $(EXAMP
 # Clients the black-box tests drive asyncd with (redis-cli, curl, headless chromium); installed
 # with apt-get when missing, and the tests that need one say so if it could not be.
 test-tools:
-	@sh scripts/ensure-packages.sh redis-tools curl chromium
+	@sh scripts/ensure-packages.sh redis-tools curl chromium zookeeper libzookeeper-mt-dev
 
 test: check-gtest test-tools $(TEST_BIN) $(TEST_BIN_SAN) $(TEST_DEPS)
+	@$(MAKE) --no-print-directory zk-module
 	@echo "== release build =="
-	ASYNCD_BIN=$(ASYNCD) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS) $(TEST_BIN)
+	ASYNCD_BIN=$(ASYNCD) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS) ASYNCD_ZK_MODULE=$(abspath $(ZK_MODULE)) $(TEST_BIN)
 	@echo "== ASan+UBSan build =="
-	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS_SAN) $(TEST_BIN_SAN)
+	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS_SAN) ASYNCD_ZK_MODULE=$(abspath $(ZK_MODULE)) $(TEST_BIN_SAN)
 
 asan: check-gtest test-tools $(TEST_BIN_SAN) $(TEST_DEPS)
-	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS_SAN) $(TEST_BIN_SAN)
+	@$(MAKE) --no-print-directory zk-module
+	$(SAN_ENV) ASYNCD_BIN=$(ASYNCD_SAN) ASYNCD_HOOKS_BIN=$(ASYNCD_HOOKS_SAN) ASYNCD_ZK_MODULE=$(abspath $(ZK_MODULE)) $(TEST_BIN_SAN)
 
 # The long versions of the reliability scenarios (RELIABILITY.md), then their figures as a
 # table. RELIABILITY_SCALE (default 100) scales the loops; the scenarios run long at 10+.
@@ -294,7 +313,7 @@ INSTALL_VARS = PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' SYSCONFDIR='$(SYSCONFDIR)
 
 .PHONY: install uninstall
 
-install: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL)
+install: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL) zk-module
 	@sh scripts/install.sh install $(INSTALL_VARS)
 
 uninstall:

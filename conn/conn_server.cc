@@ -142,6 +142,7 @@ int ConnServer::run() {
             log_->write(LogLevel::kAlert, "epoll_wait: %s", strerror(errno));
             return 1;
         }
+        if (nodes_->refused()) return kExitFatal;  // said in one CRIT line; not restarted
     }
     log_exit();
     return 0;

@@ -181,6 +181,19 @@ bool Nodes::open(std::string *err) {
         s->link->connect();
         watch(s);
     }
+    file_ = cfg_->cluster;
+    if (!cfg_->discovery.empty() && file_) {
+        const cluster::NodeEntry *me = cl_->find(self_.name);
+        std::string addr = me->host.find(':') != std::string::npos
+                               ? "[" + me->host + "]:" + std::to_string(me->port)
+                               : me->host + ":" + std::to_string(me->port);
+        char data[256];
+        snprintf(data, sizeof data, "addr=%s workers=%u incarnation=%016llx proto=1", addr.c_str(),
+                 unsigned(self_.workers), (unsigned long long)self_.incarnation);
+        discovery_ = std::make_unique<Discovery>(
+            cfg_, loop_, log_, [this](const DiscoveredView &v) { on_discovered(v); });
+        if (!discovery_->open(addr, data, err)) return false;
+    }
     arm_timer();
     return true;
 }
@@ -237,6 +250,42 @@ void Nodes::reload_cluster() {
         return;
     }
     cluster_gen_ = gen;
+    file_ = next;
+    apply_table(merged(*next), "cluster reload");
+}
+
+std::shared_ptr<cluster::ClusterConfig> Nodes::merged(const cluster::ClusterConfig &file) {
+    auto m = std::make_shared<cluster::ClusterConfig>(file);
+    for (const auto &e : discovered_) {
+        if (e.first == self_.name || !cluster::valid_node_name(e.first)) continue;
+        const cluster::NodeEntry *f = file.find(e.first);
+        if (f) {
+            std::string addr = e.second.host + ":" + std::to_string(e.second.port);
+            if ((f->host != e.second.host || f->port != e.second.port) &&
+                differ_warned_[e.first] != addr) {
+                differ_warned_[e.first] = addr;
+                log_->write(LogLevel::kWarn,
+                            "discovery: node %s registered %s, the cluster file says %s:%u; the "
+                            "file's address is used",
+                            e.first.c_str(), addr.c_str(), f->host.c_str(), unsigned(f->port));
+            }
+            continue;
+        }
+        cluster::NodeEntry n;
+        n.name = e.first;
+        n.host = e.second.host;
+        n.port = e.second.port;
+        m->nodes.push_back(std::move(n));
+    }
+    return m;
+}
+
+void Nodes::on_discovered(const DiscoveredView &v) {
+    discovered_ = v;
+    if (file_) apply_table(merged(*file_), "discovery");
+}
+
+void Nodes::apply_table(std::shared_ptr<cluster::ClusterConfig> next, const char *why) {
     cluster::ClusterDiff d = cluster::diff_clusters(*cl_, *next);
     if (d.empty()) return;
     tables_.push_back(next);
@@ -287,7 +336,7 @@ void Nodes::reload_cluster() {
     }
     for (auto &e : nodes_)
         refresh_refusal(e.second.get());
-    log_->write(LogLevel::kInfo, "cluster reload: %s", d.describe().c_str());
+    log_->write(LogLevel::kInfo, "%s: %s", why, d.describe().c_str());
     publish_due_ = true;
     arm_timer();
 }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -22,6 +23,7 @@
 #include "cluster/link.h"
 #include "cluster/node_queue.h"
 #include "cluster/route.h"
+#include "conn/discovery.h"
 #include "conn/port.h"
 #include "core/channels.h"
 #include "core/config.h"
@@ -85,6 +87,8 @@ class Nodes final : public cluster::LinkHost {
     // moved: the old link drains, queued calls go to the new address; down: drains, calls
     // end DOWN; removed: drains, calls end UNKNOWN).
     void reload_cluster();
+    // Discovery said no to this node's name (a live node holds it): conn must not serve.
+    bool refused() const { return discovery_ && discovery_->refused(); }
     bool idle() const;     // nothing in flight either way
     bool written() const;  // every link has written what it was given
 
@@ -160,6 +164,11 @@ class Nodes final : public cluster::LinkHost {
     void pump(Slot *s);
     void mark_dirty(Slot *s);
     void on_timer();
+    // The table conn runs: the cluster file's, with the nodes discovery found that the file
+    // does not name (a node in both keeps the file's address).
+    std::shared_ptr<cluster::ClusterConfig> merged(const cluster::ClusterConfig &file);
+    void apply_table(std::shared_ptr<cluster::ClusterConfig> next, const char *why);  // a diff
+    void on_discovered(const DiscoveredView &v);
 
     const Config *cfg_;
     const cluster::ClusterConfig *cl_;
@@ -174,10 +183,14 @@ class Nodes final : public cluster::LinkHost {
     std::vector<std::unique_ptr<Node>> gone_;  // removed by a reload; their links drain
     std::vector<std::shared_ptr<cluster::ClusterConfig>> tables_;  // reloads' (links keep theirs)
     uint32_t cluster_gen_ = 0;
-    std::vector<std::unique_ptr<Slot>> slots_;      // every link, named or not yet
-    std::vector<std::unique_ptr<Slot>> graveyard_;  // closed this turn
-    std::vector<Slot *> dirty_;                     // frames queued this turn
-    std::vector<std::unique_ptr<NodeOut>> outs_;    // one per port
+    std::shared_ptr<const cluster::ClusterConfig> file_;  // the cluster file's table
+    std::unique_ptr<Discovery> discovery_;
+    DiscoveredView discovered_;
+    std::map<std::string, std::string> differ_warned_;  // node -> the address said once
+    std::vector<std::unique_ptr<Slot>> slots_;          // every link, named or not yet
+    std::vector<std::unique_ptr<Slot>> graveyard_;      // closed this turn
+    std::vector<Slot *> dirty_;                         // frames queued this turn
+    std::vector<std::unique_ptr<NodeOut>> outs_;        // one per port
     cluster::Sessions sessions_;
     std::unique_ptr<FnHandler> listen_handler_;
     uint64_t timer_ = 0, timer_at_ = 0;

@@ -35,6 +35,20 @@ std::string dir_of(const std::string &path) {
     return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
 }
 
+// "HOST:PORT[,HOST:PORT...]", each with a port above 0 (the ZooKeeper client's form).
+bool valid_zk_servers(const std::string &text) {
+    size_t from = 0;
+    while (true) {
+        size_t comma = text.find(',', from);
+        std::string one = text.substr(from, comma == std::string::npos ? comma : comma - from);
+        std::string host;
+        uint16_t port = 0;
+        if (!parse_listen(one, &host, &port) || port == 0) return false;
+        if (comma == std::string::npos) return true;
+        from = comma + 1;
+    }
+}
+
 std::string resolve(const std::string &base_dir, const std::string &path) {
     if (path.empty() || path[0] == '/') return path;
     return base_dir + "/" + path;
@@ -265,6 +279,38 @@ class Parser {
             cfg_->node_name = value;
         } else if (key == "cluster") {
             cfg_->cluster_file = value == "off" || value == "-" ? "" : resolve(dir, value);
+        } else if (key == "discovery") {
+            if (value != "off" && value != "zookeeper") {
+                *why = "discovery must be off or zookeeper, got '" + value + "'";
+                return false;
+            }
+            cfg_->discovery = value == "off" ? "" : value;
+        } else if (key == "zk_servers") {
+            if (!valid_zk_servers(value)) {
+                *why = "zk_servers wants HOST:PORT[,HOST:PORT...], got '" + value + "'";
+                return false;
+            }
+            cfg_->zk_servers = value;
+        } else if (key == "zk_root") {
+            if (value.size() < 2 || value[0] != '/' || value.back() == '/' ||
+                value.find("//") != std::string::npos ||
+                value.find_first_of(" \t") != std::string::npos) {
+                *why =
+                    "zk_root must be a path like /asyncd/game (no trailing /), got '" + value + "'";
+                return false;
+            }
+            cfg_->zk_root = value;
+        } else if (key == "zk_session_timeout") {
+            uint64_t ms;
+            if (!parse_duration(value, 600 * 1000, &ms) || ms < 1000) {
+                *why = "zk_session_timeout must be a duration from 1s to 10m, got '" + value + "'";
+                return false;
+            }
+            cfg_->zk_session_ms = int(ms);
+        } else if (key == "zk_module") {
+            cfg_->zk_module = resolve(dir, value);
+        } else if (key == "zk_cache") {
+            cfg_->zk_cache = value == "off" || value == "-" ? "" : resolve(dir, value);
         } else if (key == "daemon") {
             if (value != "yes" && value != "no") {
                 *why = "daemon must be yes or no, got '" + value + "'";
@@ -394,6 +440,12 @@ const std::vector<ConfigKey> kKeys = {
     RESTART_KEY("admin_allow_remote", "no", admin_allow_remote),
     RESTART_KEY("node_name", "none", node_name),
     OTHER_KEY("cluster", "off", OnReload::kLive),
+    RESTART_KEY("discovery", "off", discovery),
+    RESTART_KEY("zk_servers", "none", zk_servers),
+    RESTART_KEY("zk_root", "/asyncd", zk_root),
+    RESTART_KEY("zk_session_timeout", "6s", zk_session_ms),
+    RESTART_KEY("zk_module", "`asyncd_zk.so` beside the binary, then `../lib/asyncd/`", zk_module),
+    RESTART_KEY("zk_cache", "off", zk_cache),
 };
 
 #undef RESTART_KEY
@@ -516,6 +568,12 @@ bool load_config(const std::string &path, Config *out, std::string *err) {
     if (cfg.node_name.empty() != cfg.cluster_file.empty()) {
         *err = path + (cfg.node_name.empty() ? ": cluster needs node_name (this node's name in it)"
                                              : ": node_name needs cluster (the cluster file)");
+        return false;
+    }
+    if (!cfg.discovery.empty() && (cfg.cluster_file.empty() || cfg.zk_servers.empty())) {
+        *err = path + ": discovery " + cfg.discovery +
+               " needs node_name, cluster (a file with at least this node's own line) and "
+               "zk_servers";
         return false;
     }
     if (!cfg.cluster_file.empty()) {

@@ -72,6 +72,15 @@ struct Config {
     std::string node_name;
     std::string cluster_file;
     std::shared_ptr<const cluster::ClusterConfig> cluster;
+    // Discovery (README, "Discovery"): the other nodes from a membership service, beside the
+    // cluster file's. Off ("") or "zookeeper"; the module conn loads for it (resolved at load
+    // time: "" means asyncd_zk.so beside the binary, then PREFIX/lib/asyncd/).
+    std::string discovery;
+    std::string zk_servers;           // HOST:PORT,HOST:PORT
+    std::string zk_root = "/asyncd";  // this cluster's znodes live under it
+    int zk_session_ms = 6000;
+    std::string zk_module;
+    std::string zk_cache;  // the last good view, read at start while the service is away
 
     // The plugin's own value for key, or nullptr.
     const char *plugin_value(const char *key) const;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "conn/discovery.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/plugin.h"
@@ -166,6 +167,10 @@ int test_config(const asyncd::Config &cfg) {
                 cfg.path.c_str(), cfg.plugin.c_str());
         return 1;
     }
+    if (!asyncd::conn::check_discovery_module(cfg, &err)) {
+        fprintf(stderr, "asyncd: %s: %s\n", cfg.path.c_str(), err.c_str());
+        return 1;
+    }
     printf("asyncd: the configuration file %s syntax is ok\n", cfg.path.c_str());
     printf("asyncd: configuration file %s test is successful\n", cfg.path.c_str());
     return 0;
@@ -213,6 +218,10 @@ int main(int argc, char **argv) {
     }
     if (!signal_name.empty()) return send_signal(cfg, signal_name);
     if (test_only) return test_config(cfg);
+    if (!asyncd::conn::check_discovery_module(cfg, &err)) {
+        fprintf(stderr, "asyncd: %s: %s\n", cfg.path.c_str(), err.c_str());
+        return 1;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     asyncd::Log log;

@@ -151,6 +151,13 @@ if [ "$action" = install ]; then
     install -D -m 0755 "$BENCH" "$DESTDIR$BINDIR/asyncd-bench"
     install -D -m 0644 plugin_api/asyncd_plugin.h "$DESTDIR$INCLUDEDIR/asyncd_plugin.h"
     { set +x; } 2>/dev/null
+    # The ZooKeeper discovery module, where it was built (libzookeeper-mt-dev installed).
+    zk_module=$(dirname "$ASYNCD")/asyncd_zk.so
+    if [ -f "$zk_module" ]; then
+        set -x
+        install -D -m 0644 "$zk_module" "$DESTDIR$LIBDIR/asyncd_zk.so"
+        { set +x; } 2>/dev/null
+    fi
     # pkg-config's description, so that a plugin builds as with any other C library:
     #   cc $(pkg-config --cflags asyncd) -std=c99 -O2 -fPIC -shared hello.c -o hello.so
     abi=$(sed -n 's/^#define ASYNCD_ABI_VERSION \([0-9]*\).*/\1/p' plugin_api/asyncd_plugin.h)
@@ -198,6 +205,7 @@ rm_file() {
 }
 rm_file "$DESTDIR$BINDIR/asyncd"
 rm_file "$DESTDIR$BINDIR/asyncd-bench"
+rm_file "$DESTDIR$LIBDIR/asyncd_zk.so"
 rm_file "$DESTDIR$INCLUDEDIR/asyncd_plugin.h"
 rm_file "$DESTDIR$PKGCONFIGDIR/asyncd.pc"
 for p in $PLUGINS; do rm_file "$DESTDIR$PLUGINDIR/$p"; done

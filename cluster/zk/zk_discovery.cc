@@ -168,6 +168,11 @@ uint64_t now_ms() {
                         .count());
 }
 
+// The library hands a completion's context back as const void *.
+Ctx *ctx_of(const void *data) {
+    return static_cast<Ctx *>(const_cast<void *>(data));
+}
+
 // A request the library did not take calls no completion: its context is ours to free. (The
 // next connect's setup asks again.)
 void sent(int rc, Ctx *c) {
@@ -320,7 +325,7 @@ void Zk::get_locked(const std::string &name) {
 
 void Zk::on_parent(int rc, const char *value, const void *data) {
     (void)value;
-    Ctx *c = (Ctx *)data;
+    Ctx *c = ctx_of(data);
     Zk *z = c->zk;
     {
         std::lock_guard<std::mutex> g(z->mu_);
@@ -334,7 +339,7 @@ void Zk::on_parent(int rc, const char *value, const void *data) {
 
 void Zk::on_created(int rc, const char *value, const void *data) {
     (void)value;
-    Ctx *c = (Ctx *)data;
+    Ctx *c = ctx_of(data);
     Zk *z = c->zk;
     {
         std::lock_guard<std::mutex> g(z->mu_);
@@ -365,7 +370,7 @@ void Zk::on_created(int rc, const char *value, const void *data) {
 // Our name is taken: by us (this session, after a reconnect), by our own earlier life
 // (same address; its session has not expired yet: wait for it), or by a live node.
 void Zk::on_existing(int rc, const char *value, int len, const struct Stat *st, const void *data) {
-    Ctx *c = (Ctx *)data;
+    Ctx *c = ctx_of(data);
     Zk *z = c->zk;
     {
         std::lock_guard<std::mutex> g(z->mu_);
@@ -410,7 +415,7 @@ void Zk::on_existing(int rc, const char *value, int len, const struct Stat *st, 
 }
 
 void Zk::on_children(int rc, const struct String_vector *names, const void *data) {
-    Ctx *c = (Ctx *)data;
+    Ctx *c = ctx_of(data);
     Zk *z = c->zk;
     {
         std::lock_guard<std::mutex> g(z->mu_);
@@ -445,7 +450,7 @@ void Zk::on_children(int rc, const struct String_vector *names, const void *data
 
 void Zk::on_data(int rc, const char *value, int len, const struct Stat *st, const void *data) {
     (void)st;
-    Ctx *c = (Ctx *)data;
+    Ctx *c = ctx_of(data);
     Zk *z = c->zk;
     {
         std::lock_guard<std::mutex> g(z->mu_);

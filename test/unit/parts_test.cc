@@ -124,6 +124,18 @@ TEST_F(ConfigFiles, ErrorsNameFileAndLine) {
         {"include bad.conf\n", "nested deeper than 16"},
         {"workers 2\n", "bad.conf: 'plugin' is not set"},
         {"plugin gone.so\n", "bad.conf:1: plugin '" + dir_ + "/gone.so' not found"},
+        {"plugin plugin.so\ndiscovery etcd\n", "bad.conf:2: discovery must be off or zookeeper"},
+        {"plugin plugin.so\nzk_servers 127.0.0.1\n", "bad.conf:2: zk_servers wants HOST:PORT"},
+        {"plugin plugin.so\nzk_servers 127.0.0.1:2181,\n", "bad.conf:2: zk_servers wants"},
+        {"plugin plugin.so\nzk_root asyncd\n", "bad.conf:2: zk_root must be a path"},
+        {"plugin plugin.so\nzk_root /asyncd/\n", "bad.conf:2: zk_root must be a path"},
+        {"plugin plugin.so\nzk_session_timeout 200ms\n",
+         "bad.conf:2: zk_session_timeout must be a duration from 1s"},
+        {"plugin plugin.so\ndiscovery zookeeper\nzk_servers 127.0.0.1:2181\n",
+         "bad.conf: discovery zookeeper needs node_name, cluster"},
+        {"plugin plugin.so\ndiscovery zookeeper\nnode_name a\ncluster cl.conf\n",
+         "bad.conf: discovery zookeeper needs node_name, cluster (a file with at least this "
+         "node's own line) and zk_servers"},
     };
     for (const auto &c : cases) {
         std::string path = write("bad.conf", c.body);
@@ -168,6 +180,12 @@ TEST_F(ConfigFiles, EveryKeyOfTheTableParses) {
         // The two cluster keys go together.
         {"node_name", "a\ncluster cl.conf"},
         {"cluster", "cl.conf\nnode_name a"},
+        {"discovery", "zookeeper\nnode_name a\ncluster cl.conf\nzk_servers 127.0.0.1:2181"},
+        {"zk_servers", "127.0.0.1:2181,127.0.0.2:2182,[::1]:2183"},
+        {"zk_root", "/asyncd/game"},
+        {"zk_session_timeout", "1500ms"},
+        {"zk_module", "/opt/asyncd_zk.so"},
+        {"zk_cache", "nodes.cache"},
     };
     write("cl.conf", "node a 127.0.0.1:7101\n");
     for (const ConfigKey &k : config_keys()) {
