@@ -49,8 +49,8 @@ bool load(const std::string &path, void **dl, OpenFn *o, TakeFn *t, CloseFn *c, 
     *t = reinterpret_cast<TakeFn>(dlsym(*dl, "asyncd_discovery_take"));
     *c = reinterpret_cast<CloseFn>(dlsym(*dl, "asyncd_discovery_close"));
     if (!*o || !*t || !*c) {
-        *err = "discovery module " + path +
-               " does not export asyncd_discovery_open, _take and _close";
+        *err =
+            "discovery module " + path + " does not export asyncd_discovery_open, _take and _close";
         dlclose(*dl);
         *dl = nullptr;
         return false;
@@ -71,9 +71,10 @@ std::string discovery_module_path(const Config &cfg, std::string *err) {
     for (const std::string &p : {dir + "/asyncd_zk.so", dir + "/../lib/asyncd/asyncd_zk.so"}) {
         if (stat(p.c_str(), &st) == 0) return p;
     }
-    *err = "discovery zookeeper: the module asyncd_zk.so is not built (it is built where "
-           "libzookeeper-mt-dev is installed), nor found beside " +
-           dir + "/asyncd or in " + dir + "/../lib/asyncd/; or name it with zk_module";
+    *err =
+        "discovery zookeeper: the module asyncd_zk.so is not built (it is built where "
+        "libzookeeper-mt-dev is installed), nor found beside " +
+        dir + "/asyncd or in " + dir + "/../lib/asyncd/; or name it with zk_module";
     return "";
 }
 
@@ -178,13 +179,14 @@ void Discovery::on_ready() {
 void Discovery::on_event(int kind, const char *a, const char *b) {
     switch (kind) {
         case ASYNCD_DISC_LOG: {
-            LogLevel lv = !strcmp(a, "error") ? LogLevel::kError
+            LogLevel lv = !strcmp(a, "error")  ? LogLevel::kError
                           : !strcmp(a, "warn") ? LogLevel::kWarn
                                                : LogLevel::kInfo;
             uint64_t held = 0;
             if (log_limit_.allow(monotonic_ms(), &held)) {
-                if (held) log_->write(LogLevel::kWarn, "discovery: %llu lines held back",
-                                      (unsigned long long)held);
+                if (held)
+                    log_->write(LogLevel::kWarn, "discovery: %llu lines held back",
+                                (unsigned long long)held);
                 log_->write(lv, "discovery: %s", b);
             }
             break;
@@ -222,8 +224,8 @@ void Discovery::on_event(int kind, const char *a, const char *b) {
                 uint64_t held = 0;
                 if (log_limit_.allow(monotonic_ms(), &held)) {
                     log_->write(LogLevel::kWarn,
-                                "discovery: node %s registered no numeric addr= ('%s'): ignored",
-                                a, b);
+                                "discovery: node %s registered no numeric addr= ('%s'): ignored", a,
+                                b);
                 }
                 break;
             }
