@@ -182,13 +182,29 @@ void Discovery::on_event(int kind, const char *a, const char *b) {
             LogLevel lv = !strcmp(a, "error")  ? LogLevel::kError
                           : !strcmp(a, "warn") ? LogLevel::kWarn
                                                : LogLevel::kInfo;
-            uint64_t held = 0;
-            if (log_limit_.allow(monotonic_ms(), &held)) {
-                if (held)
-                    log_->write(LogLevel::kWarn, "discovery: %llu lines held back",
-                                (unsigned long long)held);
+            // The library repeats its lines every reconnect attempt while the service is
+            // away: each kind of line (its text without the numbers) goes out once every
+            // 30 s, with the count of the ones held back.
+            std::string shape;
+            for (const char *p = b; *p; p++) {
+                if (*p < '0' || *p > '9') shape += *p;
+            }
+            Repeat &r = repeats_[shape];
+            uint64_t now = monotonic_ms();
+            if (r.last_ms && now - r.last_ms < kRepeatMs) {
+                r.held++;
+                break;
+            }
+            if (r.held) {
+                log_->write(lv, "discovery: %s (and %llu more like it in the last %llu s)", b,
+                            (unsigned long long)r.held,
+                            (unsigned long long)((now - r.last_ms) / 1000));
+            } else {
                 log_->write(lv, "discovery: %s", b);
             }
+            r.last_ms = now;
+            r.held = 0;
+            if (repeats_.size() > 256) repeats_.clear();  // the kinds are few; bounded anyway
             break;
         }
         case ASYNCD_DISC_STATE:

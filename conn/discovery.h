@@ -73,7 +73,13 @@ class Discovery {
     bool in_view_ = false;
     bool refused_ = false;
     bool registered_ = false;
-    LogLimit log_limit_{20};
+    LogLimit log_limit_{20};  // lines about bad registrations
+    struct Repeat {
+        uint64_t last_ms = 0;
+        uint64_t held = 0;
+    };
+    static constexpr uint64_t kRepeatMs = 30000;
+    std::map<std::string, Repeat> repeats_;  // the library's lines, by kind
 };
 
 }  // namespace asyncd::conn
