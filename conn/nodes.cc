@@ -181,7 +181,7 @@ bool Nodes::open(std::string *err) {
         s->link->connect();
         watch(s);
     }
-    file_ = cfg_->cluster;
+    file_ = applied_file_ = cfg_->cluster;
     if (!cfg_->discovery.empty() && file_) {
         const cluster::NodeEntry *me = cl_->find(self_.name);
         std::string addr = me->host.find(':') != std::string::npos
@@ -280,6 +280,14 @@ std::shared_ptr<cluster::ClusterConfig> Nodes::merged(const cluster::ClusterConf
     return m;
 }
 
+void Nodes::end_linger(std::map<std::string, Lingering>::iterator it) {
+    Node *n = it->second.node.get();
+    drain_link(n);
+    set(n->ns->used, 0);
+    gone_.push_back(std::move(it->second.node));
+    lingering_.erase(it);
+}
+
 void Nodes::on_discovered(const DiscoveredView &v) {
     discovered_ = v;
     if (file_) apply_table(merged(*file_), "discovery");
@@ -290,20 +298,48 @@ void Nodes::apply_table(std::shared_ptr<cluster::ClusterConfig> next, const char
     if (d.empty()) return;
     tables_.push_back(next);
     cl_ = next.get();
+    // Which nodes discovery alone brought: those the file in effect until now did not name.
+    std::shared_ptr<const cluster::ClusterConfig> before = applied_file_;
+    applied_file_ = file_;
     for (const std::string &name : d.removed) {
         Node *n = find_node(name);
         if (!n) continue;
-        drain_link(n);
         drop_queue(n, ASYNCD_NODE_UNKNOWN);
-        set(n->ns->used, 0);
         auto it = nodes_.find(name);
+        if (discovery_ && !stopping_ && before && !before->find(name)) {
+            // Gone from discovery only: no new calls, but its link stays as it is for two
+            // heartbeat timeouts, and comes back whole if the node does (a session flap).
+            Lingering &l = lingering_[name];
+            l.node = std::move(it->second);
+            l.until_ms = now_ms() + 2 * cl_->hb_timeout_ms;
+            nodes_.erase(it);
+            continue;
+        }
+        drain_link(n);
+        set(n->ns->used, 0);
         gone_.push_back(std::move(it->second));
         nodes_.erase(it);
     }
     for (auto &e : nodes_)  // the rest point at the new table
         e.second->entry = cl_->find(e.first);
     for (const std::string &name : d.added) {
-        if (name != self_.name) add_node(cl_->find(name));
+        if (name == self_.name) continue;
+        const cluster::NodeEntry *e = cl_->find(name);
+        auto l = lingering_.find(name);
+        if (l != lingering_.end()) {
+            Node *n = l->second.node.get();
+            if (n->entry->host == e->host && n->entry->port == e->port) {
+                n->entry = e;
+                nodes_[name] = std::move(l->second.node);
+                lingering_.erase(l);
+                log_->write(LogLevel::kInfo,
+                            "%s: node %s is back within its grace: its link is kept", why,
+                            name.c_str());
+                continue;
+            }
+            end_linger(l);  // back at another address: the old link drains
+        }
+        add_node(e);
     }
     for (const std::string &name : d.moved) {
         Node *n = find_node(name);
@@ -1206,6 +1242,8 @@ void Nodes::arm_timer() {
         consider(s->link->deadline_ms());
     for (auto &e : nodes_)
         consider(e.second->queue.next_deadline_ms());
+    for (auto &e : lingering_)
+        consider(e.second.until_ms);
     // The sweep of sessions past their deadline: on whole seconds, so that a busy turn does
     // not move the timer every time.
     if (sessions_.out_pending() || sessions_.in_pending()) consider((now_ms() / 1000 + 1) * 1000);
@@ -1240,6 +1278,11 @@ void Nodes::on_timer() {
         watch(s);
     }
     expire_queues();
+    for (auto it = lingering_.begin(); it != lingering_.end();) {
+        auto next = std::next(it);
+        if (it->second.until_ms <= now) end_linger(it);
+        it = next;
+    }
     if (publish_due_ && now - published_ms_ >= 100) publish();
     arm_timer();
 }

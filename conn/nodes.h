@@ -183,8 +183,16 @@ class Nodes final : public cluster::LinkHost {
     std::vector<std::unique_ptr<Node>> gone_;  // removed by a reload; their links drain
     std::vector<std::shared_ptr<cluster::ClusterConfig>> tables_;  // reloads' (links keep theirs)
     uint32_t cluster_gen_ = 0;
-    std::shared_ptr<const cluster::ClusterConfig> file_;  // the cluster file's table
+    std::shared_ptr<const cluster::ClusterConfig> file_;          // the cluster file's table
+    std::shared_ptr<const cluster::ClusterConfig> applied_file_;  // the one cl_ was made from
     std::unique_ptr<Discovery> discovery_;
+    // Nodes discovery no longer lists, with their links, until their grace ends.
+    struct Lingering {
+        std::unique_ptr<Node> node;
+        uint64_t until_ms = 0;
+    };
+    std::map<std::string, Lingering> lingering_;
+    void end_linger(std::map<std::string, Lingering>::iterator it);  // its link drains
     DiscoveredView discovered_;
     std::map<std::string, std::string> differ_warned_;  // node -> the address said once
     std::vector<std::unique_ptr<Slot>> slots_;          // every link, named or not yet

@@ -181,9 +181,8 @@ class Discovery : public ::testing::Test {
     std::string node_config(const std::string &name, const std::string &extra) {
         if (!ports_.count(name)) ports_[name] = uint16_t(free_port());
         std::string cl = dir_ + "/" + name + ".cluster";
-        std::ofstream(cl) << "node " << name << " 127.0.0.1:" << ports_[name]
-                          << "\nhb_interval 200ms\nhb_timeout 1s\ncall_timeout 2s\n"
-                          << "connect_timeout 500ms\n";
+        std::ofstream(cl) << "node " << name << " 127.0.0.1:" << ports_[name] << "\n"
+                          << link_options_ << "call_timeout 2s\nconnect_timeout 500ms\n";
         return "workers 2\nplugin " + plugin_path("nodes.so") + "\nnode_name " + name +
                "\ncluster " + cl + "\ndiscovery zookeeper\nzk_servers " + servers_ + "\nzk_root " +
                root_ + "\nzk_session_timeout " + session_ + "\nzk_module " + zk_module() + "\n" +
@@ -237,6 +236,7 @@ class Discovery : public ::testing::Test {
 
     std::string dir_, root_, servers_;
     std::string session_ = "2s";
+    std::string link_options_ = "hb_interval 200ms\nhb_timeout 1s\n";
     std::map<std::string, uint16_t> ports_;
     std::vector<std::unique_ptr<ZkServer>> zk_;
     std::map<std::string, std::unique_ptr<Server>> nodes_;
@@ -333,6 +333,38 @@ TEST_F(Discovery, AnExpiredSessionRegistersAgain) {
     EXPECT_TRUE(nodes_["b"]->wait_log("discovery: registered as", 2, seconds(15)));
     EXPECT_TRUE(eventually([&] { return added_lines(*nodes_["a"], "b") == 2; }, seconds(15)));
     EXPECT_TRUE(eventually([&] { return callable("a", "b") && callable("b", "a"); }, seconds(15)));
+}
+
+// A session flap: b's session expires while its link is alive (b's conn stopped for longer
+// than the session, not for as long as the link's heartbeat timeout). a removes b from its
+// table but keeps the link for its grace; b registers again, and a takes it back with the
+// link it has: the call in flight across it is answered.
+TEST_F(Discovery, ASessionFlapKeepsTheLink) {
+    link_options_ = "hb_interval 500ms\nhb_timeout 6s\n";
+    start_zk(1);
+    start_node("a");
+    start_node("b");
+    ASSERT_TRUE(eventually([&] { return callable("a", "b"); }));
+    Client pending;
+    ASSERT_TRUE(pending.connect(nodes_["a"]->port()));
+    ASSERT_TRUE(pending.send_frame("call b later any 9000 1000"));
+    pid_t conn = nodes_["b"]->child("asyncd-conn");
+    ASSERT_GT(conn, 0);
+    ASSERT_TRUE(
+        eventually([&] { return nodes_["b"]->count_log("discovery: registered as") == 1; }));
+    kill(conn, SIGSTOP);
+    bool removed = nodes_["a"]->wait_log("discovery: removed b", 1, seconds(15));
+    EXPECT_EQ(call("a", "call b echo any 1000 hi"), "S3 C0 ") << "no new calls to it";
+    kill(conn, SIGCONT);
+    ASSERT_TRUE(removed) << nodes_["a"]->log();
+    EXPECT_TRUE(nodes_["a"]->wait_log("discovery: node b is back within its grace", 1, seconds(15)))
+        << nodes_["a"]->log();
+    std::string got;
+    ASSERT_TRUE(pending.recv_frame(&got, seconds(15)));
+    EXPECT_EQ(got, "S0 C0 late") << "the call in flight on the kept link";
+    EXPECT_EQ(nodes_["a"]->count_log("link to node b ("), 0) << nodes_["a"]->log();
+    EXPECT_TRUE(callable("a", "b"));
+    EXPECT_TRUE(callable("b", "a"));
 }
 
 // Calls a -> b from now until stop() returns how many failed.
