@@ -68,6 +68,7 @@ BENCH_LIB_SRCS := bench/histogram.cc bench/protocol.cc bench/loadgen.cc bench/re
 # says `discovery zookeeper`. Built only where the ZooKeeper C client is installed
 # (libzookeeper-mt-dev); elsewhere make says so in one line and builds everything else.
 ZK_MODULE := $(BUILD)/asyncd_zk.so
+ZK_TOOL := $(BUILD)/zk-tool
 ZK_HEADER := /usr/include/zookeeper/zookeeper.h
 ZK_FLAGS := -std=c++17 -O2 -g $(WARN) -fPIC -shared -DTHREADED -I. -pthread
 
@@ -91,12 +92,17 @@ all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO) $(MIN_
 # The header is looked for when the rule runs, not when make starts: `make test` installs the
 # package first (test-tools), then builds the module.
 zk-module:
-	@if [ -f $(ZK_HEADER) ]; then $(MAKE) --no-print-directory $(ZK_MODULE); \
+	@if [ -f $(ZK_HEADER) ]; then $(MAKE) --no-print-directory $(ZK_MODULE) $(ZK_TOOL); \
 	else echo "asyncd_zk.so (ZooKeeper discovery) skipped: $(ZK_HEADER) not found (apt-get install libzookeeper-mt-dev)"; fi
 
 $(ZK_MODULE): cluster/zk/zk_discovery.cc cluster/discovery_abi.h $(BUILD)/rel/.flags
 	@mkdir -p $(dir $@)
 	$(CXX) $(ZK_FLAGS) cluster/zk/zk_discovery.cc -o $@ -lzookeeper_mt
+
+# The discovery tests' stand-in for other ZooKeeper writers.
+$(ZK_TOOL): cluster/zk/zk_tool.cc $(BUILD)/rel/.flags
+	@mkdir -p $(dir $@)
+	$(CXX) $(filter-out -fPIC -shared,$(ZK_FLAGS)) cluster/zk/zk_tool.cc -o $@ -lzookeeper_mt
 
 # Each flavour's flags are kept in a file that changes only when they do, so that turning
 # CI on (or changing a flag) rebuilds what was built without it.

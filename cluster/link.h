@@ -110,6 +110,7 @@ class Link {
     void lift();
 
     LinkState state() const { return state_; }
+    const ClusterConfig *config() const { return cfg_; }  // the table it was made with
     const std::string &node() const { return node_; }
     const Hello &peer() const { return peer_; }
     bool initiator() const { return initiator_; }

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cluster/cluster_config.h"
 #include "cluster/discovery_abi.h"
 #include "core/clock.h"
 
@@ -59,6 +60,19 @@ bool load(const std::string &path, void **dl, OpenFn *o, TakeFn *t, CloseFn *c, 
 }
 
 }  // namespace
+
+std::string printable(const char *text, size_t max) {
+    std::string out;
+    for (const char *p = text; *p; p++) {
+        if (out.size() >= max) {
+            out += "...";
+            break;
+        }
+        unsigned char ch = (unsigned char)*p;
+        out += ch < 0x20 || ch == 0x7f ? '?' : char(ch);
+    }
+    return out;
+}
 
 std::string discovery_module_path(const Config &cfg, std::string *err) {
     struct stat st;
@@ -196,11 +210,11 @@ void Discovery::on_event(int kind, const char *a, const char *b) {
                 break;
             }
             if (r.held) {
-                log_->write(lv, "discovery: %s (and %llu more like it in the last %llu s)", b,
-                            (unsigned long long)r.held,
+                log_->write(lv, "discovery: %s (and %llu more like it in the last %llu s)",
+                            printable(b).c_str(), (unsigned long long)r.held,
                             (unsigned long long)((now - r.last_ms) / 1000));
             } else {
-                log_->write(lv, "discovery: %s", b);
+                log_->write(lv, "discovery: %s", printable(b).c_str());
             }
             r.last_ms = now;
             r.held = 0;
@@ -226,7 +240,8 @@ void Discovery::on_event(int kind, const char *a, const char *b) {
             break;
         case ASYNCD_DISC_REFUSED:
             refused_ = true;
-            log_->write(LogLevel::kCrit, "discovery: refused: %s; this node does not serve", b);
+            log_->write(LogLevel::kCrit, "discovery: refused: %s; this node does not serve",
+                        printable(b).c_str());
             break;
         case ASYNCD_DISC_VIEW:
             building_.clear();
@@ -234,14 +249,22 @@ void Discovery::on_event(int kind, const char *a, const char *b) {
             break;
         case ASYNCD_DISC_NODE: {
             if (!in_view_ || !strcmp(a, cfg_->node_name.c_str())) break;
+            uint64_t held = 0;
+            if (!cluster::valid_node_name(a)) {
+                if (log_limit_.allow(monotonic_ms(), &held)) {
+                    log_->write(LogLevel::kWarn,
+                                "discovery: a znode named '%s' is not a valid node name: ignored",
+                                printable(a, 80).c_str());
+                }
+                break;
+            }
             DiscoveredNode n;
-            n.data = b;
+            n.data = printable(b, 1024);  // it goes into the log and the cache as one line
             if (!parse_registration(n.data, &n.host, &n.port)) {
-                uint64_t held = 0;
                 if (log_limit_.allow(monotonic_ms(), &held)) {
                     log_->write(LogLevel::kWarn,
                                 "discovery: node %s registered no numeric addr= ('%s'): ignored", a,
-                                b);
+                                printable(b, 200).c_str());
                 }
                 break;
             }
@@ -272,7 +295,9 @@ void Discovery::read_cache() {
         DiscoveredNode n;
         n.data = line.substr(sp + 1);
         std::string name = line.substr(0, sp);
-        if (name == cfg_->node_name || !parse_registration(n.data, &n.host, &n.port)) continue;
+        if (name == cfg_->node_name || !cluster::valid_node_name(name) ||
+            !parse_registration(n.data, &n.host, &n.port))
+            continue;
         v[name] = std::move(n);
     }
     if (v.empty()) return;

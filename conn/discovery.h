@@ -33,6 +33,10 @@ std::string discovery_module_path(const Config &cfg, std::string *err);
 // What -t and a start check: the module loads and exports the interface. It is unloaded again.
 bool check_discovery_module(const Config &cfg, std::string *err);
 
+// text with its control bytes as '?', cut at max bytes: what the service said is never
+// trusted to be one clean log line.
+std::string printable(const char *text, size_t max = 512);
+
 // "addr=HOST:PORT ..." into host and port; false when it names no numeric address.
 bool parse_registration(const std::string &data, std::string *host, uint16_t *port);
 

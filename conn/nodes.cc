@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <unordered_set>
 
 #include "cluster/frames.h"
 #include "cluster/handshake.h"
@@ -198,21 +199,35 @@ bool Nodes::open(std::string *err) {
     return true;
 }
 
-Nodes::Node *Nodes::add_node(const cluster::NodeEntry *e) {
-    auto n = std::make_unique<Node>(cl_->queue_max, cl_->queue_bytes);
-    n->entry = e;
-    n->ns = &spare_;
+// A node's counters in shared memory (the workers' view of it: node_send's answer comes
+// from there); past kMaxNodes it counts into spare_ until a slot is freed.
+bool Nodes::claim_stats(Node *n) {
     for (NodeStats &ns : ch_->stats->nodes) {
         if (get(ns.used)) continue;
         memset(ns.name, 0, sizeof ns.name);
-        snprintf(ns.name, sizeof ns.name, "%s", e->name.c_str());
+        snprintf(ns.name, sizeof ns.name, "%s", n->entry->name.c_str());
         for (Counter *c : {&ns.state, &ns.since_ms, &ns.rtt_us, &ns.queue_frames, &ns.queue_bytes,
                            &ns.pending_out, &ns.pending_in})
             set(*c, 0);
         set(ns.refusing, 0);
         set(ns.used, 1);
         n->ns = &ns;
-        break;
+        return true;
+    }
+    return false;
+}
+
+Nodes::Node *Nodes::add_node(const cluster::NodeEntry *e) {
+    auto n = std::make_unique<Node>(cl_->queue_max, cl_->queue_bytes);
+    n->entry = e;
+    n->ns = &spare_;
+    if (!claim_stats(n.get()) && !spare_warned_) {
+        spare_warned_ = true;
+        log_->write(LogLevel::kWarn,
+                    "cluster: more than %zu nodes: node %s (and any past it) is not in the "
+                    "status page, /metrics or the workers' table, so node_send to it ends "
+                    "UNKNOWN until a node leaves",
+                    std::size(ch_->stats->nodes), e->name.c_str());
     }
     Node *raw = n.get();
     nodes_[e->name] = std::move(n);
@@ -256,8 +271,19 @@ void Nodes::reload_cluster() {
 
 std::shared_ptr<cluster::ClusterConfig> Nodes::merged(const cluster::ClusterConfig &file) {
     auto m = std::make_shared<cluster::ClusterConfig>(file);
+    const cluster::NodeEntry *me = file.find(self_.name);
     for (const auto &e : discovered_) {
         if (e.first == self_.name || !cluster::valid_node_name(e.first)) continue;
+        if (me && me->host == e.second.host && me->port == e.second.port) {
+            if (differ_warned_[e.first] != "self") {
+                differ_warned_[e.first] = "self";
+                log_->write(LogLevel::kWarn,
+                            "discovery: node %s registered this node's own address %s:%u: "
+                            "ignored",
+                            e.first.c_str(), me->host.c_str(), unsigned(me->port));
+            }
+            continue;
+        }
         const cluster::NodeEntry *f = file.find(e.first);
         if (f) {
             std::string addr = e.second.host + ":" + std::to_string(e.second.port);
@@ -370,8 +396,11 @@ void Nodes::apply_table(std::shared_ptr<cluster::ClusterConfig> next, const char
             watch(n->slot);
         }
     }
-    for (auto &e : nodes_)
+    for (auto &e : nodes_) {
+        if (e.second->ns == &spare_) claim_stats(e.second.get());
         refresh_refusal(e.second.get());
+    }
+    prune_due_ = true;
     log_->write(LogLevel::kInfo, "%s: %s", why, d.describe().c_str());
     publish_due_ = true;
     arm_timer();
@@ -570,8 +599,46 @@ void Nodes::end_turn() {
     check_backlog();
     flush();
     graveyard_.clear();
+    if (prune_due_) prune();
     if (publish_due_ && now_ms() - published_ms_ >= 100) publish();
     arm_timer();
+}
+
+// What a table change left behind: removed nodes whose links are all gone, and tables that
+// no link, node or the running table points into. (Discovery changes the table as often as
+// the cluster's membership does; without this they would pile up.)
+void Nodes::prune() {
+    prune_due_ = false;
+    std::unordered_set<const Node *> linked;
+    std::unordered_set<const cluster::ClusterConfig *> keep = {cl_};
+    for (auto &s : slots_) {
+        linked.insert(s->node);
+        keep.insert(s->link->config());
+    }
+    gone_.erase(
+        std::remove_if(gone_.begin(), gone_.end(),
+                       [&](const std::unique_ptr<Node> &n) { return !linked.count(n.get()); }),
+        gone_.end());
+    std::vector<const cluster::NodeEntry *> entries;
+    for (auto &e : nodes_)
+        entries.push_back(e.second->entry);
+    for (auto &e : lingering_)
+        entries.push_back(e.second.node->entry);
+    for (auto &n : gone_)
+        entries.push_back(n->entry);
+    auto holds = [&](const cluster::ClusterConfig *t) {
+        if (keep.count(t)) return true;
+        for (const cluster::NodeEntry *e : entries) {
+            if (!t->nodes.empty() && e >= t->nodes.data() && e < t->nodes.data() + t->nodes.size())
+                return true;
+        }
+        return false;
+    };
+    tables_.erase(std::remove_if(tables_.begin(), tables_.end(),
+                                 [&](const std::shared_ptr<cluster::ClusterConfig> &t) {
+                                     return !holds(t.get());
+                                 }),
+                  tables_.end());
 }
 
 void Nodes::publish() {

@@ -118,6 +118,10 @@ class Nodes final : public cluster::LinkHost {
 
     Slot *new_slot(Node *node);
     Node *add_node(const cluster::NodeEntry *e);
+    bool claim_stats(Node *n);  // a free NodeStats slot for n, if any
+    void prune();               // frees replaced tables and removed nodes nothing points at
+    bool spare_warned_ = false;
+    bool prune_due_ = false;
     void drain_link(Node *n);  // its link gets GOAWAY and drains beside whatever comes next
     void watch(Slot *s);
     void on_slot_events(Slot *s, uint32_t events);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <zookeeper/zookeeper.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -49,6 +50,7 @@ struct Ctx {
     Zk *zk;
     uint32_t gen;
     std::string name;
+    bool initial = false;  // a read of a new session's first listing
 };
 
 class Zk {
@@ -83,7 +85,7 @@ class Zk {
         {
             std::lock_guard<std::mutex> g(mu_);
             ev.swap(out_);
-            if (view_dirty_) {
+            if (view_dirty_ && !initial_reads_) {
                 view_dirty_ = false;
                 ev.push_back({ASYNCD_DISC_VIEW, "", ""});
                 for (auto &e : view_)
@@ -116,6 +118,7 @@ class Zk {
     static void on_existing(int rc, const char *value, int len, const struct Stat *st,
                             const void *data);
     static void on_stat(int, const struct Stat *, const void *) {}  // only its watch counts
+    static void on_set(int rc, const struct Stat *st, const void *data);
     static void on_children(int rc, const struct String_vector *names, const void *data);
     static void on_data(int rc, const char *value, int len, const struct Stat *st,
                         const void *data);
@@ -123,11 +126,13 @@ class Zk {
   private:
     void keep();
     void session_event(uint32_t gen, int state);
-    void setup();  // with mu_ held
+    void setup();             // with mu_ held
+    void make_path_locked();  // ROOT/nodes and the znodes above it
     void forget_locked(const std::string &name);
     void claim_locked();
     void list_locked();
-    void get_locked(const std::string &name);
+    void get_locked(const std::string &name, bool initial = false);
+    uint64_t stuck_ms() const { return std::max<uint64_t>(10 * uint64_t(session_ms_), 30000); }
     bool current(uint32_t gen) const { return gen == gen_ && zh_ && !closing_; }
     void note_locked(int kind, const char *a, const std::string &b = "") {
         out_.push_back({kind, a, b});
@@ -138,7 +143,9 @@ class Zk {
         ssize_t n = write(efd_, &one, sizeof one);
         (void)n;  // a full eventfd already says there is something to take
     }
-    Ctx *ctx(const std::string &name = "") { return new Ctx{this, gen_, name}; }
+    Ctx *ctx(const std::string &name = "", bool initial = false) {
+        return new Ctx{this, gen_, name, initial};
+    }
 
     const std::string servers_, root_, name_, data_, addr_;
     std::string nodes_, self_;
@@ -151,12 +158,16 @@ class Zk {
     zhandle_t *zh_ = nullptr;
     uint32_t gen_ = 0;
     bool closing_ = false;
-    bool expired_ = false;         // the keeper makes a new handle
-    bool registered_ = false;      // our znode is ours in this session
-    bool refused_ = false;         // a live node holds our name: nothing more is tried
-    uint64_t claim_retry_ms_ = 0;  // waiting for our earlier life's znode to go: retry then
-    uint64_t claim_until_ms_ = 0;  // and give up then
-    bool listed_ = false;          // the view holds this session's listing
+    bool expired_ = false;              // the keeper makes a new handle
+    bool registered_ = false;           // our znode is ours in this session
+    bool refused_ = false;              // a live node holds our name: nothing more is tried
+    uint64_t claim_retry_ms_ = 0;       // waiting for our earlier life's znode to go: retry then
+    uint64_t claim_until_ms_ = 0;       // and give up then
+    bool listed_ = false;               // the view holds this session's listing
+    int initial_reads_ = 0;             // reads of the first listing not back: the view waits
+    bool ever_registered_ = false;      // we have served: a conflict is retried, never fatal
+    bool conflict_said_ = false;        // the line about a foreign znode holding our name
+    uint64_t connecting_since_ms_ = 0;  // lost the service then (0: connected)
     std::map<std::string, std::string> view_;
     bool view_dirty_ = false;
     std::vector<Event> out_;
@@ -195,6 +206,8 @@ void Zk::keep() {
             registered_ = false;
             listed_ = false;
             expired_ = false;
+            initial_reads_ = 0;
+            connecting_since_ms_ = now_ms();  // until the new handle connects
             if (old) {
                 g.unlock();
                 zookeeper_close(old);  // its callbacks are dropped by their generation
@@ -222,7 +235,23 @@ void Zk::keep() {
         }
         if (claim_retry_ms_ && now_ms() >= claim_retry_ms_ && zh_ && !refused_) {
             claim_retry_ms_ = 0;
+            make_path_locked();
             claim_locked();
+        }
+        if (connecting_since_ms_ && now_ms() - connecting_since_ms_ > stuck_ms()) {
+            // Not connected for ten session timeouts (30 s at least): the servers we reach
+            // may be unable to take this session back (a server started over on an empty
+            // data dir refuses a client that has seen newer transactions, and the library
+            // then retries forever without an expiry). Start a new session. (Sooner would
+            // give up sessions a restarted ensemble still honours: it restores them, and
+            // their timeouts start over when it is back.) The view stays as it is until the
+            // new session lists.
+            connecting_since_ms_ = 0;
+            note_locked(ASYNCD_DISC_LOG, "warn",
+                        "zookeeper: not connected for " + std::to_string(stuck_ms() / 1000) +
+                            " s; starting a new session");
+            expired_ = true;
+            continue;
         }
         cv_.wait_for(g, std::chrono::milliseconds(100));
     }
@@ -251,8 +280,11 @@ void Zk::on_watch(zhandle_t *zh, int type, int state, const char *path, void *wc
         std::string name = p.substr(z->nodes_.size() + 1);
         if (type == ZOO_DELETED_EVENT) {
             z->forget_locked(name);
-            if (name == z->name_ && z->registered_) {
-                z->registered_ = false;  // somebody deleted our znode: make it again
+            if (name == z->name_ && !z->refused_ &&
+                (z->registered_ || z->claim_until_ms_ || z->ever_registered_)) {
+                // Our znode was deleted (by somebody, or with our earlier life's session):
+                // make it now.
+                z->registered_ = false;
                 z->claim_locked();
             }
         } else {
@@ -265,6 +297,7 @@ void Zk::session_event(uint32_t gen, int state) {
     std::lock_guard<std::mutex> g(mu_);
     if (gen != gen_ || closing_) return;
     if (state == ZOO_CONNECTED_STATE) {
+        connecting_since_ms_ = 0;
         note_locked(ASYNCD_DISC_STATE, "connected");
         if (zh_) setup();
     } else if (state == ZOO_EXPIRED_SESSION_STATE) {
@@ -272,6 +305,7 @@ void Zk::session_event(uint32_t gen, int state) {
         expired_ = true;
         cv_.notify_all();
     } else if (state == ZOO_CONNECTING_STATE || state == ZOO_ASSOCIATING_STATE) {
+        if (!connecting_since_ms_) connecting_since_ms_ = now_ms();
         note_locked(ASYNCD_DISC_STATE, "connecting");  // the view stays as it is
     }
 }
@@ -280,18 +314,22 @@ void Zk::session_event(uint32_t gen, int state) {
 // changed while we were away). Requests of one session are served in order, so the parent
 // znodes exist by the time our create is served.
 void Zk::setup() {
-    std::string p;
+    make_path_locked();
+    if (!registered_ && !refused_) claim_locked();
+    list_locked();
+}
+
+void Zk::make_path_locked() {
+    if (!zh_) return;
     size_t from = 1;
     while (true) {
         size_t slash = nodes_.find('/', from);
-        p = nodes_.substr(0, slash);
+        std::string p = nodes_.substr(0, slash);
         Ctx *c = ctx();
         sent(zoo_acreate(zh_, p.c_str(), "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, &Zk::on_parent, c), c);
         if (slash == std::string::npos) break;
         from = slash + 1;
     }
-    if (!registered_ && !refused_) claim_locked();
-    list_locked();
 }
 
 void Zk::forget_locked(const std::string &name) {
@@ -316,10 +354,10 @@ void Zk::list_locked() {
          c);
 }
 
-void Zk::get_locked(const std::string &name) {
+void Zk::get_locked(const std::string &name, bool initial) {
     if (!zh_) return;
     std::string p = nodes_ + "/" + name;
-    Ctx *c = ctx(name);
+    Ctx *c = ctx(name, initial);
     sent(zoo_awget(zh_, p.c_str(), &Zk::on_watch, (void *)(uintptr_t)gen_, &Zk::on_data, c), c);
 }
 
@@ -346,6 +384,8 @@ void Zk::on_created(int rc, const char *value, const void *data) {
         if (z->current(c->gen)) {
             if (rc == ZOK) {
                 z->registered_ = true;
+                z->ever_registered_ = true;
+                z->conflict_said_ = false;
                 z->claim_until_ms_ = 0;
                 z->note_locked(ASYNCD_DISC_STATE, "registered", z->self_);
                 // Watch our own znode: deleted by somebody, it is made again.
@@ -354,8 +394,16 @@ void Zk::on_created(int rc, const char *value, const void *data) {
                                &Zk::on_data, w),
                      w);
             } else if (rc == ZNODEEXISTS) {
+                // Read it, and watch it: when its holder's session ends, we claim at once.
                 Ctx *w = z->ctx(z->name_);
-                sent(zoo_aget(z->zh_, z->self_.c_str(), 0, &Zk::on_existing, w), w);
+                sent(zoo_awget(z->zh_, z->self_.c_str(), &Zk::on_watch, (void *)(uintptr_t)z->gen_,
+                               &Zk::on_existing, w),
+                     w);
+            } else if (rc == ZNONODE) {
+                // ROOT/nodes is gone (somebody deleted it): make it again, shortly.
+                z->claim_retry_ms_ = now_ms() + 250;
+                z->note_locked(ASYNCD_DISC_LOG, "warn",
+                               "zookeeper: " + z->nodes_ + " is gone; making it again");
             } else if (rc != ZCONNECTIONLOSS && rc != ZOPERATIONTIMEOUT && rc != ZCLOSING &&
                        rc != ZSESSIONEXPIRED) {
                 z->note_locked(
@@ -397,12 +445,25 @@ void Zk::on_existing(int rc, const char *value, int len, const struct Stat *st, 
                 }
                 if (now < z->claim_until_ms_) {
                     z->claim_retry_ms_ = now + 250;
+                } else if (z->ever_registered_) {
+                    z->claim_retry_ms_ = now + 1000;
                 } else {
                     z->refused_ = true;
                     z->note_locked(
                         ASYNCD_DISC_REFUSED, "",
                         z->self_ + " is still held (" + held + ") after the session timeout");
                 }
+            } else if (rc == ZOK && z->ever_registered_) {
+                // This node serves: somebody took its znode over. It keeps serving and claims
+                // its name again once that znode goes.
+                if (!z->conflict_said_) {
+                    z->conflict_said_ = true;
+                    z->note_locked(ASYNCD_DISC_LOG, "error",
+                                   "zookeeper: " + z->self_ + " is held by another session (" +
+                                       held + "); this node keeps serving and registers again " +
+                                       "when it goes");
+                }
+                z->claim_retry_ms_ = now_ms() + 1000;
             } else if (rc == ZOK) {
                 z->refused_ = true;
                 z->note_locked(ASYNCD_DISC_REFUSED, "",
@@ -435,9 +496,12 @@ void Zk::on_children(int rc, const struct String_vector *names, const void *data
                 }
             }
             for (const std::string &n : now) {
-                if (n != z->name_ && (first || !z->view_.count(n))) z->get_locked(n);
+                if (n != z->name_ && (first || !z->view_.count(n))) {
+                    z->get_locked(n, first);
+                    if (first) z->initial_reads_++;
+                }
             }
-            if (first) z->view_dirty_ = true;
+            if (first) z->view_dirty_ = true;  // published once its reads are back
             if (z->view_dirty_) z->wake_locked();
         } else if (z->current(c->gen) && rc == ZNONODE) {
             // The parent is not there yet (it is being made): watch for it.
@@ -448,13 +512,33 @@ void Zk::on_children(int rc, const struct String_vector *names, const void *data
     delete c;
 }
 
+void Zk::on_set(int rc, const struct Stat *st, const void *data) {
+    (void)rc;
+    (void)st;
+    delete ctx_of(data);  // the data watch, re-armed by the read, sees the result
+}
+
 void Zk::on_data(int rc, const char *value, int len, const struct Stat *st, const void *data) {
     (void)st;
     Ctx *c = ctx_of(data);
     Zk *z = c->zk;
     {
         std::lock_guard<std::mutex> g(z->mu_);
-        if (z->current(c->gen) && c->name != z->name_) {
+        if (z->current(c->gen) && c->initial && z->initial_reads_ > 0 && --z->initial_reads_ == 0)
+            z->wake_locked();  // the first listing's view is whole
+        if (z->current(c->gen) && c->name == z->name_ && rc == ZOK && z->registered_ && st) {
+            std::string v = value && len > 0 ? std::string(value, size_t(len)) : "";
+            const clientid_t *me = zoo_client_id(z->zh_);
+            if (v != z->data_ && me && st->ephemeralOwner == me->client_id) {
+                // Somebody changed our registration: put ours back.
+                z->note_locked(ASYNCD_DISC_LOG, "warn",
+                               "zookeeper: " + z->self_ + " was changed by somebody; restoring it");
+                Ctx *w = z->ctx(z->name_);
+                sent(zoo_aset(z->zh_, z->self_.c_str(), z->data_.c_str(), int(z->data_.size()), -1,
+                              &Zk::on_set, w),
+                     w);
+            }
+        } else if (z->current(c->gen) && c->name != z->name_) {
             if (rc == ZOK) {
                 std::string v = value && len > 0 ? std::string(value, size_t(len)) : "";
                 auto it = z->view_.find(c->name);

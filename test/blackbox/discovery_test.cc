@@ -48,6 +48,11 @@ std::string zk_module() {
     return "";
 }
 
+// zk-tool, built beside the module: the tests' other ZooKeeper writer.
+std::string zk_tool() {
+    return dir_name(zk_module()) + "/zk-tool";
+}
+
 std::string why_skipped() {
     for (const char *j : kJars) {
         if (!exists(j)) return std::string(j) + " not found (apt-get install zookeeper)";
@@ -55,6 +60,7 @@ std::string why_skipped() {
     if (!have_tool("java")) return "java not found (apt-get install zookeeper)";
     std::string m = zk_module();
     if (m.empty() || !exists(m)) return "the discovery module asyncd_zk.so is not built";
+    if (!exists(zk_tool())) return zk_tool() + " is not built";
     return "";
 }
 
@@ -223,6 +229,15 @@ class Discovery : public ::testing::Test {
         return n;
     }
 
+    // zk-tool against the ensemble; true when it succeeded.
+    bool zk(const std::string &args) {
+        std::string out;
+        int rc =
+            run_shell(shell_quote(zk_tool()) + " " + servers_ + " " + args + " 2>&1", &out, 30);
+        if (rc != 0) ADD_FAILURE() << "zk-tool " << args << ": " << out;
+        return rc == 0;
+    }
+
     std::string call(const std::string &from, const std::string &cmd) {
         Client c;
         if (!c.connect(nodes_.at(from)->port())) return "no connect";
@@ -365,6 +380,103 @@ TEST_F(Discovery, ASessionFlapKeepsTheLink) {
     EXPECT_EQ(nodes_["a"]->count_log("link to node b ("), 0) << nodes_["a"]->log();
     EXPECT_TRUE(callable("a", "b"));
     EXPECT_TRUE(callable("b", "a"));
+}
+
+// Somebody replaces a serving node's znode with one of its own (delete and create in one
+// transaction, as a stale or hostile process might): the node keeps serving, says so once,
+// and registers again when that znode goes.
+TEST_F(Discovery, ATakenOverZnodeIsClaimedBackAndTheNodeKeepsServing) {
+    start_zk(1);
+    start_node("a");
+    start_node("b");
+    ASSERT_TRUE(eventually([&] { return callable("a", "b"); }));
+    ASSERT_TRUE(zk("steal " + root_ + "/nodes/b 'addr=127.0.0.1:1 workers=1' 1500"));
+    EXPECT_TRUE(nodes_["b"]->wait_log("is held by another session"));
+    EXPECT_TRUE(nodes_["b"]->wait_log("discovery: registered as", 2, seconds(20)))
+        << nodes_["b"]->log();
+    EXPECT_EQ(nodes_["b"]->count_log("refused"), 0);
+    EXPECT_EQ(waitpid(nodes_["b"]->pid(), nullptr, WNOHANG), 0) << "b stopped";
+    EXPECT_TRUE(eventually([&] { return callable("a", "b") && callable("b", "a"); }, seconds(15)));
+}
+
+// ROOT/nodes deleted with everything in it: every node makes it again and registers again.
+TEST_F(Discovery, ADeletedNodesFolderIsMadeAgain) {
+    start_zk(1);
+    start_node("a");
+    start_node("b");
+    ASSERT_TRUE(eventually([&] { return callable("a", "b"); }));
+    ASSERT_TRUE(zk("deleteall " + root_ + "/nodes"));
+    for (const char *n : {"a", "b"}) {
+        EXPECT_TRUE(nodes_[n]->wait_log("discovery: registered as", 2, seconds(20)))
+            << nodes_[n]->log();
+    }
+    EXPECT_TRUE(eventually([&] { return callable("a", "b") && callable("b", "a"); }, seconds(15)));
+}
+
+// Somebody changes a node's registration: the node puts its own back.
+TEST_F(Discovery, AChangedRegistrationIsRestored) {
+    start_zk(1);
+    start_node("a");
+    start_node("b");
+    ASSERT_TRUE(eventually([&] { return callable("a", "b"); }));
+    ASSERT_TRUE(zk("set " + root_ + "/nodes/b 'addr=127.0.0.1:1 workers=1'"));
+    EXPECT_TRUE(nodes_["b"]->wait_log("was changed by somebody; restoring it"));
+    EXPECT_TRUE(eventually([&] { return callable("a", "b"); }, seconds(15)));
+}
+
+// What a znode holds goes into the log and the cache file as one line, whatever it is; a
+// znode whose name is no node name, or whose address is this node's own, is ignored.
+TEST_F(Discovery, WhatZnodesHoldCannotForgeLogLinesOrNodes) {
+    start_zk(1);
+    std::string cache = dir_ + "/a.cache";
+    start_node("a", "zk_cache " + cache + "\n");
+    start_node("b");
+    ASSERT_TRUE(eventually([&] { return callable("a", "b"); }));
+    // A valid address, then a forged log line and a forged cache line; and one with no
+    // address, which is logged (as one line).
+    const std::string fake = "2026-01-01 00:00:00.000 [CRIT] conn 1: FORGED";
+    std::ofstream(dir_ + "/evil") << "addr=127.0.0.1:1 \n" << fake << "\nforged addr=127.0.0.1:2";
+    std::ofstream(dir_ + "/junk") << "no address\n" << fake << "\x1b[31m";
+    ASSERT_TRUE(zk("create " + root_ + "/nodes/evil \"$(cat " + dir_ + "/evil)\""));
+    ASSERT_TRUE(zk("create " + root_ + "/nodes/junk \"$(cat " + dir_ + "/junk)\""));
+    ASSERT_TRUE(zk("create " + root_ + "/nodes/bad.name! 'addr=127.0.0.1:3'"));
+    ASSERT_TRUE(zk("create " + root_ +
+                   "/nodes/mirror 'addr=127.0.0.1:" + std::to_string(ports_["a"]) + "'"));
+    ASSERT_TRUE(eventually([&] { return added_lines(*nodes_["a"], "evil") == 1; }));
+    EXPECT_TRUE(nodes_["a"]->wait_log("node junk registered no numeric addr="));
+    EXPECT_TRUE(nodes_["a"]->wait_log("is not a valid node name"));
+    EXPECT_TRUE(nodes_["a"]->wait_log("registered this node's own address"));
+    std::string log = nodes_["a"]->log();
+    EXPECT_EQ(log.find("\n" + fake), std::string::npos) << log;
+    EXPECT_EQ(log.find('\x1b'), std::string::npos) << "a raw escape sequence in the log";
+    EXPECT_EQ(added_lines(*nodes_["a"], "forged"), 0);
+    EXPECT_EQ(added_lines(*nodes_["a"], "mirror"), 0);
+    std::ifstream in(cache);
+    std::string names;
+    for (std::string line; std::getline(in, line);)
+        names += line.substr(0, line.find(' ')) + ";";
+    EXPECT_EQ(names, "b;evil;mirror;") << "one line each (mirror is only left out of the table)";
+    EXPECT_TRUE(callable("a", "b"));
+}
+
+// More nodes than the node table's 64 slots: one that joined while it was full gets a slot
+// when others leave, and node_send reaches it then.
+TEST_F(Discovery, ANodePastTheTableGetsASlotWhenOthersLeave) {
+    start_zk(1);
+    start_node("a");
+    ASSERT_TRUE(zk("many " + root_ + "/nodes/x 70 'addr=127.0.0.1:%d'"));
+    ASSERT_TRUE(eventually([&] { return added_lines(*nodes_["a"], "x69") == 1; }));
+    start_node("k");
+    ASSERT_TRUE(eventually([&] { return callable("a", "k"); }));
+    EXPECT_TRUE(nodes_["a"]->wait_log("more than 64 nodes"));
+    EXPECT_EQ(call("a", "send k echo any hi"), "sent 3") << "no slot: UNKNOWN, and said so";
+    ASSERT_TRUE(zk("deleteall " + root_ + "/nodes/x1"));
+    for (int i = 0; i < 70; i++) {
+        if (i != 1) {
+            ASSERT_TRUE(zk("deleteall " + root_ + "/nodes/x" + std::to_string(i)));
+        }
+    }
+    EXPECT_TRUE(eventually([&] { return call("a", "send k echo any hi") == "sent 0"; }));
 }
 
 // Calls a -> b from now until stop() returns how many failed.
