@@ -54,8 +54,8 @@ int main(int argc, char **argv) {
     const char *data = argc > 4 ? argv[4] : "";
     int rc = ZOK;
     if (op == "create") {
-        rc = zoo_create(zh, path.c_str(), data, int(strlen(data)), &ZOO_OPEN_ACL_UNSAFE, 0,
-                        nullptr, 0);
+        rc = zoo_create(zh, path.c_str(), data, int(strlen(data)), &ZOO_OPEN_ACL_UNSAFE, 0, nullptr,
+                        0);
     } else if (op == "set") {
         rc = zoo_set(zh, path.c_str(), data, int(strlen(data)), -1);
     } else if (op == "deleteall") {
@@ -78,8 +78,8 @@ int main(int argc, char **argv) {
             std::string name = path + std::to_string(i), value = argv[5];
             size_t at = value.find("%d");
             if (at != std::string::npos) value.replace(at, 2, std::to_string(i));
-            rc = zoo_create(zh, name.c_str(), value.data(), int(value.size()),
-                            &ZOO_OPEN_ACL_UNSAFE, 0, nullptr, 0);
+            rc = zoo_create(zh, name.c_str(), value.data(), int(value.size()), &ZOO_OPEN_ACL_UNSAFE,
+                            0, nullptr, 0);
         }
     } else {
         fprintf(stderr, "zk-tool: unknown operation %s\n", op.c_str());

@@ -394,7 +394,7 @@ TEST_F(Discovery, ATakenOverZnodeIsClaimedBackAndTheNodeKeepsServing) {
     EXPECT_TRUE(nodes_["b"]->wait_log("is held by another session"));
     EXPECT_TRUE(nodes_["b"]->wait_log("discovery: registered as", 2, seconds(20)))
         << nodes_["b"]->log();
-    EXPECT_EQ(nodes_["b"]->count_log("refused"), 0);
+    EXPECT_EQ(nodes_["b"]->count_log("discovery: refused"), 0);
     EXPECT_EQ(waitpid(nodes_["b"]->pid(), nullptr, WNOHANG), 0) << "b stopped";
     EXPECT_TRUE(eventually([&] { return callable("a", "b") && callable("b", "a"); }, seconds(15)));
 }
