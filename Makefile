@@ -85,7 +85,7 @@ FUZZ_SECONDS ?= 20
 RELIABILITY_FUZZ_SECONDS ?= 60
 FUZZ_SKIPPED := R7 and C10 libFuzzer: clang++ not found; skipped (apt-get install clang to run it)
 
-.PHONY: all zk-module test test-tools asan run run-cluster bench reliability fuzz clean format format-check check-gtest FORCE
+.PHONY: all zk-module test test-tools asan run run-cluster run-resp-cluster bench reliability fuzz clean format format-check check-gtest FORCE
 
 all: $(ASYNCD) $(EXAMPLE_PLUGINS) $(SHMQ_BENCH) $(BENCH_TOOL) $(REF_ECHO) $(MIN_CLIENT) zk-module
 
@@ -292,15 +292,25 @@ run-cluster: $(ASYNCD) $(EXAMPLE_PLUGINS)
 	trap 'kill $$logic 2>/dev/null; wait $$logic' EXIT INT TERM; \
 	$(ASYNCD) -c etc/cluster/gate.conf
 
+# The two-node RESP store of etc/cluster: resp-b in the background, resp-a here.
+run-resp-cluster: $(ASYNCD) $(EXAMPLE_PLUGINS)
+	@cat etc/cluster/resp-talk.txt
+	@$(ASYNCD) -c etc/cluster/resp-b.conf & b=$$!; \
+	trap 'kill $$b 2>/dev/null; wait $$b' EXIT INT TERM; \
+	$(ASYNCD) -c etc/cluster/resp-a.conf
+
 # asyncd against ref_echo side by side (bench/run_bench.py; BENCH_ARGS="--quick" for a
 # short pass, "--cpu 0" to pin the load generator), the resp and http plugins against
 # redis-server and nginx (bench/run_proto_bench.py, PROTO_BENCH_ARGS likewise), two nodes
-# calling each other (bench/run_node_bench.py, NODE_BENCH_ARGS), then the ring on its own.
+# calling each other (bench/run_node_bench.py, NODE_BENCH_ARGS), the resp plugin sharded
+# over two nodes against twemproxy and redis (bench/run_shard_bench.py, SHARD_BENCH_ARGS),
+# then the ring on its own.
 bench: $(ASYNCD) $(EXAMPLE_PLUGINS) $(BENCH_TOOL) $(REF_ECHO) $(MIN_CLIENT) $(SHMQ_BENCH) \
 		$(NODE_BENCH_SO)
 	python3 bench/run_bench.py $(BENCH_ARGS)
 	python3 bench/run_proto_bench.py $(PROTO_BENCH_ARGS)
 	python3 bench/run_node_bench.py $(NODE_BENCH_ARGS)
+	python3 bench/run_shard_bench.py $(SHARD_BENCH_ARGS)
 	$(SHMQ_BENCH) -r 3
 
 # make install: the binary, the plugin header, the example plugins and their sources, the

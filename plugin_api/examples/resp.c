@@ -1,8 +1,9 @@
 /* The resp example plugin: enough of the redis protocol (RESP2) for redis-cli and
- * redis-benchmark. PING, ECHO, SET, GET, DEL, INCR, EXISTS, DBSIZE, FLUSHDB/FLUSHALL,
- * SELECT 0, QUIT, and the handshake the tools send (COMMAND, CONFIG GET). Keys live in the
- * worker's memory: with one worker this is a small real key-value store; with several, each
- * worker has its own keys (see the README).
+ * redis-benchmark. PING, ECHO, SET, GET, DEL, INCR, EXISTS, MGET, MSET, DBSIZE,
+ * FLUSHDB/FLUSHALL, SELECT 0, QUIT, and the handshake the tools send (COMMAND, CONFIG GET).
+ * Keys live in the worker's memory: with one worker this is a small real key-value store;
+ * with several, each worker has its own keys, unless plugin.shard_nodes makes one key space
+ * of every worker of every node named (see "Sharding" below, and the README).
  *
  * It frames its own packets (`frame plugin`): get_pkg_len runs in the conn process and says
  * where each request ends; proc_pkg_cli runs in a worker and answers one request. */

@@ -112,10 +112,10 @@ class ShardedResp : public ::testing::Test {
         if (!dir_.empty()) run_shell("rm -rf " + shell_quote(dir_));
     }
     void start(const std::string &name) {
-        auto s = std::make_unique<Server>("workers 2\nframe plugin\nplugin " +
-                                          plugin_path("resp.so") +
-                                          "\nplugin.shard_nodes a,b\nnode_name " + name +
-                                          "\ncluster " + dir_ + "/cluster.conf\n");
+        auto s =
+            std::make_unique<Server>("workers 2\nframe plugin\nplugin " + plugin_path("resp.so") +
+                                     "\nplugin.shard_nodes a,b\nnode_name " + name + "\ncluster " +
+                                     dir_ + "/cluster.conf\n");
         std::string why;
         ASSERT_TRUE(s->start(&why)) << name << ": " << why;
         nodes_[name] = std::move(s);
@@ -293,7 +293,8 @@ TEST_F(ShardedResp, AKilledNodeIsAnErrorNamingItAndTheRestKeepsWorking) {
         at = nl + 1;
         if (line.rfind("ERR node b ", 0) == 0) {
             errors++;
-            if (out.compare(at, 1, "\n") == 0) at++;  // redis-cli follows an error with a blank line
+            if (out.compare(at, 1, "\n") == 0)
+                at++;  // redis-cli follows an error with a blank line
         } else if (line == "v" + std::to_string(i)) {
             values++;
         } else {
@@ -306,9 +307,9 @@ TEST_F(ShardedResp, AKilledNodeIsAnErrorNamingItAndTheRestKeepsWorking) {
     EXPECT_LT(took, seconds(30)) << "200 commands, each within the 1 s call timeout at most";
     EXPECT_NE(cli("a", "DBSIZE").find("ERR node b "), std::string::npos);
     start("b");
-    EXPECT_TRUE(eventually([&] {
-        return cli_file("a", dir_ + "/sets.txt").find("ERR") == std::string::npos;
-    }, seconds(15)));
+    EXPECT_TRUE(eventually(
+        [&] { return cli_file("a", dir_ + "/sets.txt").find("ERR") == std::string::npos; },
+        seconds(15)));
     std::string want;
     for (int i = 0; i < 200; i++)
         want += "v" + std::to_string(i) + "\n";
