@@ -135,6 +135,8 @@ static void flush_all(void) {
 }
 
 static void load_shard_nodes(void);
+static int g_starting; /* init_service ran and no record yet: link_up_cli is for the
+                        * connections a predecessor served (see link_up_cli) */
 
 int init_service(int worker_index) {
     struct timespec ts;
@@ -143,6 +145,7 @@ int init_service(int worker_index) {
     g_buckets = 1024;
     g_table = (entry **)calloc(g_buckets, sizeof *g_table);
     load_shard_nodes();
+    g_starting = 1;
     return g_table ? 0 : 1;
 }
 
@@ -380,12 +383,22 @@ static long split(const char *pkg, size_t len, resp_str *stack_args, resp_str **
  * redis-style error naming the node and the cause, never with silence. */
 
 #define MAX_SHARD_NODES 64
-#define MAX_QUEUED 100000 /* answers one connection may be waiting for */
+#define MAX_QUEUED 1000000 /* answers one connection may be waiting for */
 
 static char *g_nodes[MAX_SHARD_NODES];
 static int g_nnodes;       /* 0: not sharded, today's per-worker key space */
 static int g_self = -1;    /* this node's place in shard_nodes, or -1 */
 static uint32_t g_timeout; /* node_call's timeout (plugin.shard_timeout_ms; 0: the cluster's) */
+/* Calls this worker keeps in flight at most (plugin.shard_max_inflight): past it, commands
+ * wait here, in order, for answers to come back. The owners' rings and the cluster's
+ * per-worker bounds then never see more than they can take, so a burst is slowed down, not
+ * answered "busy". */
+static long g_max_inflight = 4096;
+static long g_inflight;
+/* The largest client command taken (plugin.shard_max_command): below the cluster's
+ * max_message and max_reply_len (16M by default), so that whatever is stored can be read
+ * back through any node. */
+static size_t g_max_command = (size_t)16 * 1024 * 1024 - 4096;
 
 static uint64_t stable_hash(const char *p, size_t n) {
     uint64_t h = 1469598103934665603ull;
@@ -439,6 +452,90 @@ static const char *call_target(int node) {
     return node == g_self ? "." : g_nodes[node];
 }
 
+/* A call to an owner, sent now or parked until the calls in flight go below the bound. */
+typedef struct flight {
+    struct flight *next;
+    char target[72];
+    const char *service;
+    int route;
+    uint64_t key;
+    char *cmd; /* parked: a copy of the command */
+    size_t len;
+    asyncd_call_fn fn;
+    void *arg;
+} flight;
+
+static flight *g_parked_head, *g_parked_tail;
+
+static void flight_done(void *arg, asyncd_call_t call, int status, int code, const void *reply,
+                        size_t len);
+
+static void flight_send(flight *f, const char *cmd, size_t len) {
+    g_inflight++;
+    if (!node_call(f->target, f->service, f->route, f->key, cmd, len, g_timeout, flight_done, f)) {
+        g_inflight--;
+        f->fn(f->arg, 0, ASYNCD_NODE_DOWN, 0, NULL, 0);
+        free(f);
+    }
+}
+
+static void pump_parked(void) {
+    while (g_parked_head && g_inflight < g_max_inflight) {
+        flight *f = g_parked_head;
+        char *cmd = f->cmd;
+        size_t len = f->len;
+        g_parked_head = f->next;
+        if (!g_parked_head) g_parked_tail = NULL;
+        f->next = NULL;
+        f->cmd = NULL;
+        flight_send(f, cmd, len);
+        free(cmd);
+    }
+}
+
+static void flight_done(void *arg, asyncd_call_t call, int status, int code, const void *reply,
+                        size_t len) {
+    flight *f = (flight *)arg;
+    g_inflight--;
+    f->fn(f->arg, call, status, code, reply, len);
+    free(f);
+    pump_parked();
+}
+
+/* node_call through the bound: now, or parked in order behind the others. fn always runs
+ * once (with ASYNCD_NODE_QUEUE_FULL when there is no memory to park). */
+static void shard_call(const char *target, const char *service, int route, uint64_t key,
+                       const char *cmd, size_t len, asyncd_call_fn fn, void *arg) {
+    flight *f = (flight *)calloc(1, sizeof *f);
+    if (!f) {
+        fn(arg, 0, ASYNCD_NODE_QUEUE_FULL, 0, NULL, 0);
+        return;
+    }
+    snprintf(f->target, sizeof f->target, "%s", target);
+    f->service = service;
+    f->route = route;
+    f->key = key;
+    f->fn = fn;
+    f->arg = arg;
+    if (!g_parked_head && g_inflight < g_max_inflight) {
+        flight_send(f, cmd, len);
+        return;
+    }
+    f->cmd = (char *)malloc(len ? len : 1);
+    if (!f->cmd) {
+        free(f);
+        fn(arg, 0, ASYNCD_NODE_QUEUE_FULL, 0, NULL, 0);
+        return;
+    }
+    memcpy(f->cmd, cmd, len);
+    f->len = len;
+    if (g_parked_tail)
+        g_parked_tail->next = f;
+    else
+        g_parked_head = f;
+    g_parked_tail = f;
+}
+
 /* One answer a connection waits for, in its queue. */
 typedef struct gather gather;
 typedef struct pend {
@@ -470,6 +567,7 @@ typedef struct conn_state {
     long queued;
     int gone;        /* the client went away: answers still due are dropped */
     int close_after; /* QUIT or a protocol error: close once the queue is out */
+    int closing;     /* ... and nothing after it is run */
 } conn_state;
 
 static conn_state **g_conns;
@@ -507,7 +605,15 @@ static void flush_queue(conn_state *cs) {
         cs->head = p->next;
         if (!cs->head) cs->tail = NULL;
         cs->queued--;
-        if (!cs->gone && p->n) net_send_cli(cs->conn, p->data, p->n);
+        if (!cs->gone && p->n && net_send_cli(cs->conn, p->data, p->n) != 0) {
+            /* Above max_reply_len: an error in its place, so that the answers after it
+             * stay in step with their commands. */
+            char line[128];
+            int n =
+                snprintf(line, sizeof line,
+                         "-ERR reply of %zu bytes is above this server's max_reply_len\r\n", p->n);
+            net_send_cli(cs->conn, line, (size_t)n);
+        }
         free(p->data);
         free(p);
     }
@@ -564,7 +670,7 @@ static const char *status_words(int status) {
         case ASYNCD_NODE_QUEUE_FULL:
             return "busy (queue full)";
         case ASYNCD_NODE_TOO_LARGE:
-            return "refused the command (too large)";
+            return "cannot take it: the command or its reply is above the cluster's max_message";
         case ASYNCD_NODE_BUSY:
             return "busy";
         case ASYNCD_NODE_WORKER_DIED:
@@ -612,8 +718,12 @@ static void gather_part(gather *g, long index, const char *reply, size_t len, co
     g_out_failed = 0;
     if (g->err[0]) {
         size_t n = strlen(g->err);
+        while (n && (g->err[n - 1] == '\n' || g->err[n - 1] == '\r'))
+            n--;
         out_raw(g->err, n);
-        if (n < 2 || g->err[n - 1] != '\n') out_raw("\r\n", 2);
+        if (g->parts > 1 && g->kind != G_MGET) /* the other owners did their part */
+            send_str(" (the owners that answered ran their part)");
+        out_raw("\r\n", 2);
     } else if (g->kind == G_SUM) {
         send_int(g->sum);
     } else if (g->kind == G_OK) {
@@ -756,11 +866,7 @@ static void send_part(gather *g, long index, const resp_str *a, long argc) {
     pa->g = g;
     pa->index = index;
     pa->node = o.node;
-    if (!node_call(call_target(o.node), "resp", ASYNCD_ROUTE_KEY, o.wkey, cmd, len, g_timeout,
-                   part_answered, pa)) {
-        free(pa);
-        gather_part(g, index, NULL, 0, "-ERR node call refused");
-    }
+    shard_call(call_target(o.node), "resp", ASYNCD_ROUTE_KEY, o.wkey, cmd, len, part_answered, pa);
     free(cmd);
 }
 
@@ -812,10 +918,7 @@ static void all_workers(pend *p, const resp_str *a, long argc) {
         pa->g = g;
         pa->index = w;
         pa->node = -1;
-        if (!node_call(".", "resp", w, 0, cmd, len, g_timeout, part_answered, pa)) {
-            free(pa);
-            gather_part(g, w, NULL, 0, "-ERR node call refused");
-        }
+        shard_call(".", "resp", w, 0, cmd, len, part_answered, pa);
     }
     free(cmd);
 }
@@ -844,11 +947,7 @@ static void all_nodes(pend *p, const resp_str *a, long argc) {
         pa->g = g;
         pa->index = i;
         pa->node = i;
-        if (!node_call(call_target(i), "resp_all", ASYNCD_ROUTE_ANY, 0, cmd, len, g_timeout,
-                       part_answered, pa)) {
-            free(pa);
-            gather_part(g, i, NULL, 0, "-ERR node call refused");
-        }
+        shard_call(call_target(i), "resp_all", ASYNCD_ROUTE_ANY, 0, cmd, len, part_answered, pa);
     }
     free(cmd);
 }
@@ -868,8 +967,13 @@ static void shard_command(conn_state *cs, const char *pkg, size_t len, const res
         if (is_mine(o)) {
             g_out_n = 0;
             dispatch(a, argc);
-            if (!cs->head) {
-                net_send_cli(cs->conn, g_out, g_out_n);
+            if (!cs->head && net_send_cli(cs->conn, g_out, g_out_n) == 0) return;
+            if (!cs->head) { /* above max_reply_len: said in its place */
+                char line[128];
+                int n = snprintf(line, sizeof line,
+                                 "-ERR reply of %zu bytes is above this server's max_reply_len\r\n",
+                                 g_out_n);
+                net_send_cli(cs->conn, line, (size_t)n);
                 return;
             }
             p = enqueue(cs);
@@ -886,11 +990,8 @@ static void shard_command(conn_state *cs, const char *pkg, size_t len, const res
         pa->g = (gather *)p; /* single_answered's pend */
         pa->index = 0;
         pa->node = o.node;
-        if (!node_call(call_target(o.node), "resp", ASYNCD_ROUTE_KEY, o.wkey, pkg, len, g_timeout,
-                       single_answered, pa)) {
-            free(pa);
-            set_ready(p, "-ERR node call refused\r\n", 24);
-        }
+        shard_call(call_target(o.node), "resp", ASYNCD_ROUTE_KEY, o.wkey, pkg, len, single_answered,
+                   pa);
         return;
     }
     if ((multi && argc > 2) || (resp_is(cmd, "mget") && argc == 2) ||
@@ -929,7 +1030,7 @@ static void shard_command(conn_state *cs, const char *pkg, size_t len, const res
     }
     /* Keyless, or a wrong argument count: answered here. */
     g_out_n = 0;
-    if (dispatch(a, argc) > 0) cs->close_after = 1;
+    if (dispatch(a, argc) > 0) cs->close_after = cs->closing = 1;
     p = enqueue(cs);
     if (p) set_ready(p, g_out, g_out_n);
 }
@@ -938,7 +1039,11 @@ static void load_shard_nodes(void) {
     const char *v = asyncd_config("shard_nodes");
     const char *me = asyncd_node_name();
     const char *t = asyncd_config("shard_timeout_ms");
+    const char *mi = asyncd_config("shard_max_inflight");
+    const char *mc = asyncd_config("shard_max_command");
     if (t) g_timeout = (uint32_t)strtoul(t, NULL, 10);
+    if (mi && atol(mi) > 0) g_max_inflight = atol(mi);
+    if (mc && strtoull(mc, NULL, 10) >= 1024) g_max_command = (size_t)strtoull(mc, NULL, 10);
     if (!v || !*v) return;
     while (*v && g_nnodes < MAX_SHARD_NODES) {
         const char *comma = strchr(v, ',');
@@ -990,13 +1095,24 @@ int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
         net_send_cli(conn, g_out, g_out_n);
         return 1;
     }
-    if (argc < 0 || cs->queued >= MAX_QUEUED) {
+    g_starting = 0;
+    if (cs->closing) {
+        /* After QUIT, a protocol error or the limit: nothing more is run or answered. */
+    } else if (argc > 0 && len > g_max_command) {
+        char line[160];
+        int n = snprintf(line, sizeof line,
+                         "-ERR command of %zu bytes is above the store's limit of %zu "
+                         "(plugin.shard_max_command)\r\n",
+                         len, g_max_command);
+        pend *p = enqueue(cs);
+        if (p) set_ready(p, line, (size_t)n);
+    } else if (argc < 0 || cs->queued >= MAX_QUEUED) {
         pend *p;
         if (argc >= 0) {
             g_out_n = 0;
             send_str("-ERR too many commands waiting for answers on this connection\r\n");
         }
-        cs->close_after = 1;
+        cs->close_after = cs->closing = 1;
         p = enqueue(cs);
         if (p) set_ready(p, g_out, g_out_n);
     } else if (argc > 0) {
@@ -1004,6 +1120,24 @@ int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
     }
     if (args != stack_args) free(args);
     return 0; /* a close waits for the answers before it (close_after) */
+}
+
+/* A worker that replaces one that died (or was rolled) gets link_up_cli, as it starts, for
+ * the connections its predecessor served. The answers that one still owed them lived in its
+ * memory and are gone: the connections are closed, so that their clients see the loss
+ * instead of answers out of step with their commands. */
+void link_up_cli(asyncd_conn_t conn, const asyncd_peer_t *peer) {
+    (void)peer;
+    if (!g_nnodes || !g_starting) return;
+    asyncd_log(ASYNCD_LOG_INFO,
+               "resp: closing connection %llu, served by this worker's predecessor (the "
+               "answers it owed are lost)",
+               (unsigned long long)conn);
+    net_close_cli(conn);
+}
+
+void proc_events(void) {
+    g_starting = 0;
 }
 
 void link_down_cli(asyncd_conn_t conn, int reason) {
@@ -1022,10 +1156,17 @@ void proc_pkg_node(asyncd_req_t req, const char *from, const char *service, cons
                    size_t len, uint64_t deadline_ms) {
     (void)from;
     (void)deadline_ms;
+    g_starting = 0;
     if (!req) return; /* a send: nothing here sends */
     if (strcmp(service, "resp") == 0) {
         run_local((const char *)msg, len);
-        node_reply(req, 0, g_out, g_out_n);
+        if (node_reply(req, 0, g_out, g_out_n) != 0) {
+            char line[128];
+            int n =
+                snprintf(line, sizeof line,
+                         "-ERR reply of %zu bytes is above the cluster's max_message\r\n", g_out_n);
+            node_reply(req, 0, line, (size_t)n);
+        }
         return;
     }
     if (strcmp(service, "resp_all") == 0) {

@@ -115,7 +115,7 @@ class ShardedResp : public ::testing::Test {
         auto s =
             std::make_unique<Server>("workers 2\nframe plugin\nplugin " + plugin_path("resp.so") +
                                      "\nplugin.shard_nodes a,b\nnode_name " + name + "\ncluster " +
-                                     dir_ + "/cluster.conf\n");
+                                     dir_ + "/cluster.conf\n" + extra_);
         std::string why;
         ASSERT_TRUE(s->start(&why)) << name << ": " << why;
         nodes_[name] = std::move(s);
@@ -156,6 +156,7 @@ class ShardedResp : public ::testing::Test {
     }
 
     std::string dir_;
+    std::string extra_ = "plugin.shard_max_command 200000\n";
     std::map<std::string, int> ports_;
     std::map<std::string, std::unique_ptr<Server>> nodes_;
 };
@@ -314,6 +315,106 @@ TEST_F(ShardedResp, AKilledNodeIsAnErrorNamingItAndTheRestKeepsWorking) {
     for (int i = 0; i < 200; i++)
         want += "v" + std::to_string(i) + "\n";
     EXPECT_EQ(cli_file("a", dir_ + "/gets.txt"), want);
+}
+
+// Mass inserts into both nodes at once (two redis-cli --pipe each): every write is answered
+// OK. The calls a worker keeps in flight are bounded, and the rest wait in it, in order,
+// rather than being answered "busy" by an owner's full ring.
+TEST_F(ShardedResp, ConcurrentMassInsertsAreAllAnswered) {
+    wait_linked();
+    for (int f = 0; f < 4; f++) {
+        std::ofstream out(dir_ + "/mass" + std::to_string(f) + ".txt");
+        for (int i = 0; i < 100000; i++)
+            out << resp_command(
+                {"SET", "mass" + std::to_string(f) + ":" + std::to_string(i), std::to_string(i)});
+    }
+    std::string cmd;
+    for (int f = 0; f < 4; f++) {
+        cmd += "redis-cli -p " + std::to_string(port(f % 2 ? "b" : "a")) + " --pipe < " + dir_ +
+               "/mass" + std::to_string(f) + ".txt > " + dir_ + "/mass" + std::to_string(f) +
+               ".out 2>&1 & ";
+    }
+    cmd += "wait";
+    run_shell(cmd, nullptr, 300);
+    for (int f = 0; f < 4; f++) {
+        std::ifstream in(dir_ + "/mass" + std::to_string(f) + ".out");
+        std::string out((std::istreambuf_iterator<char>(in)), {});
+        EXPECT_NE(out.find("errors: 0, replies: 100000"), std::string::npos) << f << ": " << out;
+    }
+    EXPECT_EQ(cli("b", "DBSIZE"), "400020");
+}
+
+// QUIT in a pipeline: the answers before it, its +OK, the close; what came after it is not run.
+TEST_F(ShardedResp, NothingAfterQuitRuns) {
+    wait_linked();
+    for (int round = 0; round < 2; round++) {
+        Client c;
+        ASSERT_TRUE(c.connect(port("a")));
+        std::string k = "afterquit" + std::to_string(round);
+        std::string in = resp_command({"SET", "q" + std::to_string(round), "1"}) +
+                         resp_command({"QUIT"}) + resp_command({"SET", k, "ran"}) +
+                         resp_command({"PING"});
+        ASSERT_TRUE(c.send_all(in.data(), in.size()));
+        std::string got;
+        ASSERT_TRUE(c.read_to_close(&got, seconds(10)));
+        EXPECT_EQ(got, "+OK\r\n+OK\r\n");
+        EXPECT_EQ(cli("b", "EXISTS " + k), "0") << "a command after QUIT ran";
+    }
+}
+
+// A command above plugin.shard_max_command is refused on every path (so that a value can
+// never be stored that cannot be read back through the other node), and the connection
+// goes on.
+TEST_F(ShardedResp, ACommandAboveTheLimitIsRefusedAndTheConnectionGoesOn) {
+    wait_linked();
+    Client c;
+    ASSERT_TRUE(c.connect(port("a")));
+    std::string big(300000, 'x');
+    std::string in;
+    for (int i = 0; i < 10; i++)
+        in += resp_command({"SET", "big" + std::to_string(i), big});
+    in += resp_command({"PING"});
+    ASSERT_TRUE(c.send_all(in.data(), in.size()));
+    Replies r(&c);
+    for (int i = 0; i < 10; i++) {
+        std::string got;
+        ASSERT_TRUE(r.reply(&got));
+        EXPECT_NE(got.find("-ERR command of 300"), std::string::npos) << got;
+    }
+    std::string got;
+    ASSERT_TRUE(r.reply(&got));
+    EXPECT_EQ(got, "+PONG");
+    EXPECT_EQ(cli("b", "EXISTS big0 big1 big2 big3 big4 big5 big6 big7 big8 big9"), "0");
+}
+
+// The workers of a node killed while a connection waits for answers from the other node:
+// the connection is closed (its answers were in the dead worker's memory), never left
+// hanging or answered out of step.
+TEST_F(ShardedResp, AConnectionWhoseWorkerDiedWithAnswersOwedIsClosed) {
+    wait_linked();
+    Client c;
+    ASSERT_TRUE(c.connect(port("a")));
+    std::string ping = resp_command({"PING"}), pong;
+    ASSERT_TRUE(c.send_all(ping.data(), ping.size()));
+    Replies first(&c);
+    ASSERT_TRUE(first.reply(&pong));
+    ASSERT_EQ(pong, "+PONG");
+    pid_t bconn = nodes_["b"]->child("asyncd-conn");
+    ASSERT_GT(bconn, 0);
+    kill(bconn, SIGSTOP);
+    std::string in;
+    for (int i = 0; i < 40; i++)
+        in += resp_command({"GET", "probe" + std::to_string(i % 20)});
+    ASSERT_TRUE(c.send_all(in.data(), in.size()));
+    for (const char *w : {"asyncd-work0", "asyncd-work1"})
+        kill(nodes_["a"]->child(w), SIGKILL);
+    std::string got;
+    bool closed = c.read_to_close(&got, seconds(15));
+    kill(bconn, SIGCONT);
+    EXPECT_TRUE(closed) << "the client was left waiting; got: " << got.substr(0, 300);
+    EXPECT_EQ(got.find("$-1"), std::string::npos) << "an answer out of step: " << got;
+    EXPECT_TRUE(eventually([&] { return cli("a", "SET z 1") == "OK" && cli("b", "GET z") == "1"; },
+                           seconds(15)));
 }
 
 }  // namespace
