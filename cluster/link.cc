@@ -99,12 +99,12 @@ void Link::fail(const std::string &why) {
 
 void Link::connect() {
     if (state_ != LinkState::kIdle && state_ != LinkState::kBackoff) return;
+    initiator_ = true;  // before any fail(): what fails here is our own connect
     const NodeEntry *n = cfg_->find(node_);
     if (!n || n->down || n->host.empty()) {
         fail("no address for node " + node_);
         return;
     }
-    initiator_ = true;
     sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     socklen_t len;

@@ -310,6 +310,8 @@ void Nodes::end_linger(std::map<std::string, Lingering>::iterator it) {
     Node *n = it->second.node.get();
     drain_link(n);
     set(n->ns->used, 0);
+    n->ns = &spare_;  // the slot may go to another node now
+    prune_due_ = true;
     gone_.push_back(std::move(it->second.node));
     lingering_.erase(it);
 }
@@ -321,12 +323,12 @@ void Nodes::on_discovered(const DiscoveredView &v) {
 
 void Nodes::apply_table(std::shared_ptr<cluster::ClusterConfig> next, const char *why) {
     cluster::ClusterDiff d = cluster::diff_clusters(*cl_, *next);
-    if (d.empty()) return;
-    tables_.push_back(next);
-    cl_ = next.get();
     // Which nodes discovery alone brought: those the file in effect until now did not name.
     std::shared_ptr<const cluster::ClusterConfig> before = applied_file_;
     applied_file_ = file_;
+    if (d.empty()) return;
+    tables_.push_back(next);
+    cl_ = next.get();
     for (const std::string &name : d.removed) {
         Node *n = find_node(name);
         if (!n) continue;
@@ -343,6 +345,7 @@ void Nodes::apply_table(std::shared_ptr<cluster::ClusterConfig> next, const char
         }
         drain_link(n);
         set(n->ns->used, 0);
+        n->ns = &spare_;  // the slot may go to another node now
         gone_.push_back(std::move(it->second));
         nodes_.erase(it);
     }
@@ -543,6 +546,7 @@ void Nodes::retire(Slot *s) {
     s->link->close_quietly();
     s->watched = -1;
     if (s->node && s->node->slot == s) s->node->slot = nullptr;
+    if (!gone_.empty()) prune_due_ = true;  // a removed node's last link may be this one
     for (size_t i = 0; i < slots_.size(); i++) {
         if (slots_[i].get() == s) {
             graveyard_.push_back(std::move(slots_[i]));
@@ -1271,7 +1275,12 @@ void Nodes::link_lost(Link &link, const std::string &why) {
         // An accepted link has no address to go back to: ours takes over, on the back-off
         // timer after its first try.
         retire(s);
-        if (stopping_ || n->entry->down) return;
+        // Not for a node the table no longer runs (lingering after discovery dropped it,
+        // or removed): there is no address to go to.
+        if (stopping_ || n->entry->down || find_node(n->entry->name) != n) {
+            n->slot = nullptr;
+            return;
+        }
         Slot *mine = new_slot(n);
         n->slot = mine;
         mine->link->connect();

@@ -117,7 +117,7 @@ class Zk {
     static void on_parent(int rc, const char *value, const void *data);
     static void on_existing(int rc, const char *value, int len, const struct Stat *st,
                             const void *data);
-    static void on_stat(int, const struct Stat *, const void *) {}  // only its watch counts
+    static void on_stat(int rc, const struct Stat *st, const void *data);
     static void on_set(int rc, const struct Stat *st, const void *data);
     static void on_children(int rc, const struct String_vector *names, const void *data);
     static void on_data(int rc, const char *value, int len, const struct Stat *st,
@@ -131,7 +131,7 @@ class Zk {
     void forget_locked(const std::string &name);
     void claim_locked();
     void list_locked();
-    void get_locked(const std::string &name, bool initial = false);
+    bool get_locked(const std::string &name, bool initial = false);  // false: not sent
     uint64_t stuck_ms() const { return std::max<uint64_t>(10 * uint64_t(session_ms_), 30000); }
     bool current(uint32_t gen) const { return gen == gen_ && zh_ && !closing_; }
     void note_locked(int kind, const char *a, const std::string &b = "") {
@@ -165,6 +165,7 @@ class Zk {
     uint64_t claim_until_ms_ = 0;       // and give up then
     bool listed_ = false;               // the view holds this session's listing
     int initial_reads_ = 0;             // reads of the first listing not back: the view waits
+    std::set<std::string> unread_;      // reads that failed (a lost connection): due again
     bool ever_registered_ = false;      // we have served: a conflict is retried, never fatal
     bool conflict_said_ = false;        // the line about a foreign znode holding our name
     uint64_t connecting_since_ms_ = 0;  // lost the service then (0: connected)
@@ -207,6 +208,7 @@ void Zk::keep() {
             listed_ = false;
             expired_ = false;
             initial_reads_ = 0;
+            unread_.clear();                  // the new session's first listing reads every node
             connecting_since_ms_ = now_ms();  // until the new handle connects
             if (old) {
                 g.unlock();
@@ -232,6 +234,11 @@ void Zk::keep() {
             }
             zh_ = zh;
             fresh = false;
+            // Connected before zh_ was set: its session event found no handle to set up.
+            if (zoo_state(zh) == ZOO_CONNECTED_STATE) {
+                connecting_since_ms_ = 0;
+                setup();
+            }
         }
         if (claim_retry_ms_ && now_ms() >= claim_retry_ms_ && zh_ && !refused_) {
             claim_retry_ms_ = 0;
@@ -354,11 +361,14 @@ void Zk::list_locked() {
          c);
 }
 
-void Zk::get_locked(const std::string &name, bool initial) {
-    if (!zh_) return;
+bool Zk::get_locked(const std::string &name, bool initial) {
+    if (!zh_) return false;
     std::string p = nodes_ + "/" + name;
     Ctx *c = ctx(name, initial);
-    sent(zoo_awget(zh_, p.c_str(), &Zk::on_watch, (void *)(uintptr_t)gen_, &Zk::on_data, c), c);
+    int rc = zoo_awget(zh_, p.c_str(), &Zk::on_watch, (void *)(uintptr_t)gen_, &Zk::on_data, c);
+    sent(rc, c);
+    if (rc != ZOK) unread_.insert(name);  // read again at the next listing
+    return rc == ZOK;
 }
 
 void Zk::on_parent(int rc, const char *value, const void *data) {
@@ -496,18 +506,33 @@ void Zk::on_children(int rc, const struct String_vector *names, const void *data
                 }
             }
             for (const std::string &n : now) {
-                if (n != z->name_ && (first || !z->view_.count(n))) {
-                    z->get_locked(n, first);
-                    if (first) z->initial_reads_++;
+                if (n != z->name_ && (first || !z->view_.count(n) || z->unread_.count(n))) {
+                    z->unread_.erase(n);
+                    if (z->get_locked(n, first) && first) z->initial_reads_++;
                 }
             }
             if (first) z->view_dirty_ = true;  // published once its reads are back
             if (z->view_dirty_) z->wake_locked();
         } else if (z->current(c->gen) && rc == ZNONODE) {
-            // The parent is not there yet (it is being made): watch for it.
-            zoo_awexists(z->zh_, z->nodes_.c_str(), &Zk::on_watch, (void *)(uintptr_t)z->gen_,
-                         &Zk::on_stat, nullptr);
+            // The parent is not there yet (it is being made): watch for it; if it is there
+            // by the time the exists is answered, list (its watch would only fire on a
+            // delete).
+            Ctx *w = z->ctx();
+            sent(zoo_awexists(z->zh_, z->nodes_.c_str(), &Zk::on_watch, (void *)(uintptr_t)z->gen_,
+                              &Zk::on_stat, w),
+                 w);
         }
+    }
+    delete c;
+}
+
+void Zk::on_stat(int rc, const struct Stat *st, const void *data) {
+    (void)st;
+    Ctx *c = ctx_of(data);
+    Zk *z = c->zk;
+    {
+        std::lock_guard<std::mutex> g(z->mu_);
+        if (z->current(c->gen) && rc == ZOK) z->list_locked();
     }
     delete c;
 }
@@ -549,6 +574,8 @@ void Zk::on_data(int rc, const char *value, int len, const struct Stat *st, cons
                 }
             } else if (rc == ZNONODE) {
                 z->forget_locked(c->name);
+            } else {
+                z->unread_.insert(c->name);  // lost on the way (and its watch with it)
             }
         }
     }

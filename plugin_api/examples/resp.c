@@ -546,6 +546,7 @@ typedef struct pend {
     size_t n;
     gather *g;        /* a multi-key or fan-out command: its parts fill this in */
     asyncd_req_t req; /* not a client's: the answer to a node's resp_all call */
+    int static_data;  /* data is not ours to free */
 } pend;
 
 /* A command split into parts: what they answered, put together when the last is in. */
@@ -614,7 +615,7 @@ static void flush_queue(conn_state *cs) {
                          "-ERR reply of %zu bytes is above this server's max_reply_len\r\n", p->n);
             net_send_cli(cs->conn, line, (size_t)n);
         }
-        free(p->data);
+        if (!p->static_data) free(p->data);
         free(p);
     }
     if (!cs->head && cs->close_after && !cs->gone) {
@@ -648,10 +649,11 @@ static void set_ready(pend *p, const char *data, size_t n) {
         memcpy(p->data, data, n);
         p->n = n;
     } else {
-        static const char oom[] = "-ERR out of memory\r\n";
-        p->data = NULL;
-        p->n = 0;
-        if (!p->cs->gone) net_send_cli(p->cs->conn, oom, sizeof oom - 1);
+        /* In its place in the queue, like any answer (a static text: 20 bytes, no copy). */
+        static char oom[] = "-ERR out of memory\r\n";
+        p->data = oom;
+        p->n = sizeof oom - 1;
+        p->static_data = 1;
     }
     p->ready = 1;
     flush_queue(p->cs);

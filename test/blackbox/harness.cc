@@ -20,6 +20,7 @@
 
 #include <fstream>
 #include <map>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -149,16 +150,23 @@ int listen_loopback(uint16_t *port, int backlog) {
     return fd;
 }
 
+// A port nothing listens on, below the kernel's ephemeral range (32768 and up here): a port
+// from that range can be taken by any outgoing connection between this call and the bind
+// of the server it is for, and the tests make many.
 int free_port() {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
-    getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
-    close(fd);
-    return ntohs(a.sin_port);
+    static std::mt19937 rng(std::random_device{}());
+    for (int tries = 0; tries < 1000; tries++) {
+        int port = 20000 + int(rng() % 12000);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons(uint16_t(port));
+        bool ok = bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0;
+        close(fd);
+        if (ok) return port;
+    }
+    return 0;
 }
 
 bool have_tool(const std::string &tool) {
