@@ -45,6 +45,8 @@ void usage(FILE *out) {
             "  --max-time S stop any run after S seconds (default 120)\n"
             "  --json FILE  write the whole result as JSON\n"
             "  --svg FILE   draw the latency percentile curve (and throughput over time)\n"
+            "  --svg FILE A.json B.json ...  (no target) draw earlier runs' --json results on\n"
+            "               one chart, with a legend: before/after comparisons\n"
             "  --server-pid PID  report the server's CPU per request: PID and every\n"
             "               process below it (for asyncd, the supervisor); may be repeated\n"
             "  -q           no progress line\n"
@@ -186,6 +188,26 @@ int main(int argc, char **argv) {
                 usage(stderr);
                 return 2;
         }
+    }
+    // Earlier results on one chart: --svg FILE and two or more --json files, no target.
+    if (!svg_path.empty() && argc - optind >= 2 && !have_port) {
+        std::vector<asyncd::bench::SvgRun> runs;
+        std::string err;
+        for (int i = optind; i < argc; i++) {
+            asyncd::bench::SvgRun run;
+            if (!asyncd::bench::read_svg_run(argv[i], &run, &err)) {
+                fprintf(stderr, "asyncd-bench: %s\n", err.c_str());
+                return 2;
+            }
+            runs.push_back(std::move(run));
+        }
+        if (!asyncd::bench::write_svg_runs(
+                svg_path, "latency by percentile, " + std::to_string(runs.size()) + " runs", runs,
+                &err)) {
+            fprintf(stderr, "asyncd-bench: %s\n", err.c_str());
+            return 1;
+        }
+        return 0;
     }
     bool target_ok =
         optind == argc - 1 ? parse_target(argv[optind], &spec) : optind == argc && have_port;

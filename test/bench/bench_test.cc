@@ -203,6 +203,56 @@ std::string slurp_file(const std::string &path) {
     return ss.str();
 }
 
+// The chart: a title that fits its width, both value axes from 0 with their units, and two
+// earlier runs' --json results drawn on one chart with a legend naming each.
+TEST(AsyncdBench, TwoEarlierRunsOnOneChart) {
+    test::Server server("workers 1\nplugin " + test::plugin_path("echo.so") + "\n");
+    std::string why;
+    ASSERT_TRUE(server.start(&why)) << why;
+    std::string d = server.dir(), out;
+    std::string target = " 127.0.0.1:" + std::to_string(server.port());
+    ASSERT_EQ(run(bench_bin() + " -q -c 4 -P 2 -n 20000 --json " + d + "/before.json --svg " + d +
+                      "/one.svg" + target,
+                  &out),
+              0)
+        << out;
+    ASSERT_EQ(
+        run(bench_bin() + " -q -c 8 -P 8 -n 40000 --json " + d + "/after.json" + target, &out), 0)
+        << out;
+    ASSERT_EQ(
+        run(bench_bin() + " --svg " + d + "/both.svg " + d + "/before.json " + d + "/after.json",
+            &out),
+        0)
+        << out;
+    for (const char *name : {"/one.svg", "/both.svg"}) {
+        std::string svg = slurp_file(d + name);
+        EXPECT_NE(svg.find(">0 ns</text>"), std::string::npos) << name << ": the latency axis's 0";
+        EXPECT_NE(svg.find("percentile of requests"), std::string::npos) << name;
+        // No line of text runs past the chart: the title is wrapped at 95 characters.
+        size_t at = 0;
+        while ((at = svg.find("<text", at)) != std::string::npos) {
+            size_t gt = svg.find('>', at), end = svg.find("</text>", at);
+            EXPECT_LE(end - gt - 1, 112u) << svg.substr(gt + 1, end - gt - 1);
+            at = end;
+        }
+    }
+    std::string both = slurp_file(d + "/both.svg");
+    size_t curves = 0;
+    for (size_t at = 0; (at = both.find("class=\"curve\"", at)) != std::string::npos; at++)
+        curves++;
+    EXPECT_EQ(curves, 2u);
+    EXPECT_NE(both.find("class=\"legend\" x=\"40\" y=\"36\">before.json: len32be c=4 P=2"),
+              std::string::npos)
+        << both.substr(0, 800);
+    EXPECT_NE(both.find(">after.json: len32be c=8 P=8"), std::string::npos);
+    // Anything but a result file is refused, with its name.
+    std::ofstream(d + "/junk.json") << "{}";
+    EXPECT_EQ(
+        run(bench_bin() + " --svg " + d + "/x.svg " + d + "/before.json " + d + "/junk.json", &out),
+        2);
+    EXPECT_NE(out.find("junk.json: not a result of asyncd-bench --json"), std::string::npos) << out;
+}
+
 // Batch pipelining (write P, wait for all P), the target as -h HOST -p PORT, and the
 // server's CPU per request from --server-pid (asyncd's supervisor: conn and the workers
 // below it): every reply right, the mode named, and a CPU figure that a run which did
