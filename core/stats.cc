@@ -358,6 +358,60 @@ std::string format_status(const Stats &s) {
     return out;
 }
 
+// The same figures as format_status, as one JSON object for scripts: conn's counters by
+// their /metrics names (a reason label appended: asyncd_connections_closed_total_idle_timeout),
+// one object per worker slot in use and per node.
+std::string format_status_json(const Stats &s) {
+    std::string out;
+    add(&out, "{\"uptime_s\": %.3f, \"reloads\": %llu, \"connections\": %llu, \"conn\": {",
+        uptime_s(s), (unsigned long long)get(s.reloads),
+        (unsigned long long)get(s.conn.connections));
+    const char *sep = "";
+    for (const ConnField &f : kConnFields) {
+        add(&out, "%s\"%s%s%s\": %llu", sep, f.metric, f.label ? "_" : "", f.label ? f.label : "",
+            (unsigned long long)get(s.conn.*f.field));
+        sep = ", ";
+    }
+    add(&out, ", \"output_buffer_peak\": %llu}, \"workers\": [",
+        (unsigned long long)get(s.conn.out_buf_peak));
+    sep = "";
+    for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
+        const WorkerStats &ws = s.workers[w];
+        if (!slot_used(ws)) continue;
+        add(&out,
+            "%s{\"index\": %u, \"pid\": %llu, \"packets\": %llu, \"bytes_out\": %llu, "
+            "\"restarts\": %llu, \"ring_depth\": %llu, \"ring_peak\": %llu}",
+            sep, w, (unsigned long long)get(ws.pid), (unsigned long long)get(ws.packets),
+            (unsigned long long)get(ws.bytes_out), (unsigned long long)get(ws.restarts),
+            (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.ring_high_water));
+        sep = ", ";
+    }
+    out += "], \"nodes\": [";
+    sep = "";
+    for (const NodeStats &n : s.nodes) {
+        if (!node_used(n)) continue;
+        uint64_t failed = 0;
+        for (int st = 2; st < kNodeStatuses; st++)
+            failed += get(n.completions[st]);
+        std::string name;
+        for (const char *c = n.name; *c && c < n.name + sizeof n.name; c++) {
+            if (*c == '"' || *c == '\\') name += '\\';
+            name += *c;
+        }
+        add(&out,
+            "%s{\"name\": \"%s\", \"state\": \"%s\", \"rtt_us\": %llu, \"queued\": %llu, "
+            "\"pending_out\": %llu, \"pending_in\": %llu, \"calls_out\": %llu, "
+            "\"calls_in\": %llu, \"failures\": %llu}",
+            sep, name.c_str(), node_state(n), (unsigned long long)get(n.rtt_us),
+            (unsigned long long)get(n.queue_frames), (unsigned long long)get(n.pending_out),
+            (unsigned long long)get(n.pending_in), (unsigned long long)get(n.calls_out),
+            (unsigned long long)get(n.calls_in), (unsigned long long)failed);
+        sep = ", ";
+    }
+    out += "]}\n";
+    return out;
+}
+
 std::string format_html(const Stats &s) {
     std::string out =
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" "

@@ -107,6 +107,8 @@ const Stats *map_stats(pid_t supervisor, std::string *err);
 std::string format_metrics(const Stats &s);
 // The same as a table for a terminal.
 std::string format_status(const Stats &s);
+// The same as one JSON object (asyncd -s status --json).
+std::string format_status_json(const Stats &s);
 // The same as a small HTML page that refreshes itself every second.
 std::string format_html(const Stats &s);
 

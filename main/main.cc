@@ -29,7 +29,7 @@ constexpr const char *kVersion = "0.1.0";
 
 void usage(FILE *out) {
     fprintf(out,
-            "usage: asyncd [-c FILE] [-t] [-s SIGNAL] [-h] [-v]\n"
+            "usage: asyncd [-c FILE] [-t] [-s SIGNAL [--json]] [-h] [-v]\n"
             "  -c FILE     the config file (default %s)\n"
             "  -t          check the config (and that the plugin loads), then exit 0 or 1\n"
             "  -s SIGNAL   tell the asyncd running with FILE's pid_file:\n"
@@ -38,6 +38,7 @@ void usage(FILE *out) {
             "                reload  re-read the config and apply it (SIGHUP)\n"
             "                reopen  reopen the log file, after logrotate (SIGUSR1)\n"
             "                status  say whether it runs, and its processes\n"
+            "                        (--json: the same as one JSON object, for scripts)\n"
             "  -h          this help\n"
             "  -v          the version and plugin ABI\n"
             "asyncd runs in the foreground and logs to stderr unless the config says `daemon\n"
@@ -81,7 +82,7 @@ std::string comm_of(pid_t pid) {
 }
 
 // -s status: the running instance's processes, from /proc.
-int print_status(pid_t pid, const std::string &config) {
+int print_status(pid_t pid, const std::string &config, bool json) {
     std::vector<std::string> f = stat_fields(pid);
     double up = 0;
     if (f.size() > 19) {
@@ -89,9 +90,6 @@ int print_status(pid_t pid, const std::string &config) {
         up = boot_s - atof(f[19].c_str()) / double(sysconf(_SC_CLK_TCK));
     }
     long secs = long(up);
-    printf("asyncd is running: pid %d, up %ldd %02ld:%02ld:%02ld, config %s\n", int(pid),
-           secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60, config.c_str());
-    printf("%-16s %8s %10s\n", "process", "pid", "rss");
     std::vector<pid_t> procs = {pid};
     if (DIR *d = opendir("/proc")) {
         while (struct dirent *e = readdir(d)) {
@@ -102,11 +100,30 @@ int print_status(pid_t pid, const std::string &config) {
         }
         closedir(d);
     }
+    std::string err;
+    const asyncd::Stats *stats = asyncd::map_stats(pid, &err);
+    if (json) {
+        // One object: the processes, then the counters (null when they cannot be mapped).
+        std::string cfg_escaped;
+        for (char c : config) {
+            if (c == '"' || c == '\\') cfg_escaped += '\\';
+            cfg_escaped += c;
+        }
+        printf("{\"pid\": %d, \"config\": \"%s\", \"processes\": [", int(pid), cfg_escaped.c_str());
+        for (size_t i = 0; i < procs.size(); i++) {
+            printf("%s{\"name\": \"%s\", \"pid\": %d, \"rss_kib\": %ld}", i ? ", " : "",
+                   comm_of(procs[i]).c_str(), int(procs[i]), rss_kib(procs[i]));
+        }
+        std::string counters = stats ? asyncd::format_status_json(*stats) : "null\n";
+        printf("], \"counters\": %s}\n", counters.substr(0, counters.size() - 1).c_str());
+        return 0;
+    }
+    printf("asyncd is running: pid %d, up %ldd %02ld:%02ld:%02ld, config %s\n", int(pid),
+           secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60, config.c_str());
+    printf("%-16s %8s %10s\n", "process", "pid", "rss");
     for (pid_t p : procs) {
         printf("%-16s %8d %7.1f MiB\n", comm_of(p).c_str(), int(p), double(rss_kib(p)) / 1024);
     }
-    std::string err;
-    const asyncd::Stats *stats = asyncd::map_stats(pid, &err);
     if (!stats) {
         fprintf(stderr, "asyncd: no counters: %s\n", err.c_str());
         return 0;
@@ -116,7 +133,7 @@ int print_status(pid_t pid, const std::string &config) {
 }
 
 // -s SIGNAL: finds the running asyncd by the config's pid_file and signals it.
-int send_signal(const asyncd::Config &cfg, const std::string &what) {
+int send_signal(const asyncd::Config &cfg, const std::string &what, bool json) {
     struct Verb {
         const char *name;
         int sig;
@@ -145,7 +162,7 @@ int send_signal(const asyncd::Config &cfg, const std::string &what) {
         fprintf(stderr, "asyncd: %s\n", why.c_str());
         return what == "status" ? 3 : 1;  // 3: "not running", as init scripts expect
     }
-    if (!verb->sig) return print_status(pid, cfg.path);
+    if (!verb->sig) return print_status(pid, cfg.path, json);
     if (kill(pid, verb->sig) != 0) {
         fprintf(stderr, "asyncd: kill(%d, %s): %s\n", int(pid), strsignal(verb->sig),
                 strerror(errno));
@@ -182,9 +199,15 @@ int main(int argc, char **argv) {
     std::string config_path = kDefaultConfig;
     bool test_only = false;
     std::string signal_name;
+    bool json = false;
     int opt;
-    while ((opt = getopt(argc, argv, "c:ts:hv")) != -1) {
+    static const struct option longs[] = {{"json", no_argument, nullptr, 'j'},
+                                          {nullptr, 0, nullptr, 0}};
+    while ((opt = getopt_long(argc, argv, "c:ts:hv", longs, nullptr)) != -1) {
         switch (opt) {
+            case 'j':
+                json = true;
+                break;
             case 'c':
                 config_path = optarg;
                 break;
@@ -216,7 +239,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "asyncd: %s\n", err.c_str());
         return 1;
     }
-    if (!signal_name.empty()) return send_signal(cfg, signal_name);
+    if (json && signal_name != "status") {
+        fprintf(stderr, "asyncd: --json goes with -s status\n");
+        return 1;
+    }
+    if (!signal_name.empty()) return send_signal(cfg, signal_name, json);
     if (test_only) return test_config(cfg);
     if (!asyncd::conn::check_discovery_module(cfg, &err)) {
         fprintf(stderr, "asyncd: %s: %s\n", cfg.path.c_str(), err.c_str());

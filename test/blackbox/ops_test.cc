@@ -123,6 +123,24 @@ TEST_F(Daemon, DetachesAndAnswersDashS) {
     EXPECT_NE(out.find("asyncd is running: pid " + std::to_string(pid_)), std::string::npos) << out;
     EXPECT_NE(out.find("asyncd-conn"), std::string::npos) << out;
     EXPECT_NE(out.find("asyncd-work1"), std::string::npos) << out;
+    // --json: the same figures as one object for scripts. The one packet above is counted,
+    // and python's parser takes the whole of it.
+    ASSERT_EQ(asyncd("-s status --json -c " + conf_, &out), 0) << out;
+    EXPECT_EQ(out.rfind("{\"pid\": " + std::to_string(pid_) + ", ", 0), 0u) << out;
+    EXPECT_NE(out.find("\"asyncd_packets_in_total\": 1,"), std::string::npos) << out;
+    EXPECT_NE(out.find("{\"name\": \"asyncd-work1\", "), std::string::npos) << out;
+    if (have_tool("python3")) {
+        std::string parsed;
+        std::ofstream(dir_ + "/status.json") << out;
+        EXPECT_EQ(run_shell("python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); "
+                            "print(len(d[\"counters\"][\"workers\"]))' " +
+                                shell_quote(dir_ + "/status.json"),
+                            &parsed),
+                  0)
+            << out;
+        EXPECT_EQ(parsed, "2\n") << out;
+    }
+    EXPECT_EQ(asyncd("-s stop --json -c " + conf_, &out), 1) << "--json goes with status only";
 
     // A second start with the same pid_file is refused, on the terminal.
     EXPECT_EQ(asyncd("-c " + conf_, &out), 1);
