@@ -412,6 +412,62 @@ std::string format_status_json(const Stats &s) {
     return out;
 }
 
+TopSample top_sample(const Stats &s) {
+    TopSample t;
+    t.ms = uint64_t(uptime_s(s) * 1000);
+    t.accepted = get(s.conn.accepted);
+    t.open = get(s.conn.connections);
+    t.packets_in = get(s.conn.packets_in);
+    t.bytes_in = get(s.conn.bytes_in);
+    t.bytes_out = get(s.conn.bytes_out);
+    for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++)
+        t.worker_packets[w] = get(s.workers[w].packets);
+    for (int n = 0; n < kMaxNodes; n++)
+        t.node_calls[n] = get(s.nodes[n].calls_out);
+    return t;
+}
+
+// One screen of `asyncd -s top`: rates over the two samples, then the workers and nodes.
+std::string format_top(const Stats &s, const TopSample &a, const TopSample &b) {
+    std::string out;
+    double dt = b.ms > a.ms ? double(b.ms - a.ms) / 1000 : 1;
+    auto rate = [&](uint64_t x, uint64_t y) { return y >= x ? double(y - x) / dt : 0; };
+    long up = long(uptime_s(s));
+    uint64_t closed_a = a.accepted >= a.open ? a.accepted - a.open : 0;
+    uint64_t closed_b = b.accepted >= b.open ? b.accepted - b.open : 0;
+    add(&out, "asyncd top - up %ldd %02ld:%02ld:%02ld, %llu connections open, %llu reloads\n",
+        up / 86400, up / 3600 % 24, up / 60 % 60, up % 60, (unsigned long long)b.open,
+        (unsigned long long)get(s.reloads));
+    add(&out,
+        "packets/s in %12.0f   bytes/s in %14.0f   bytes/s out %14.0f\n"
+        "connections/s opened %8.0f   closed %8.0f\n\n",
+        rate(a.packets_in, b.packets_in), rate(a.bytes_in, b.bytes_in),
+        rate(a.bytes_out, b.bytes_out), rate(a.accepted, b.accepted), rate(closed_a, closed_b));
+    add(&out, "%-8s %8s %12s %14s %12s %9s\n", "worker", "pid", "packets/s", "packets",
+        "ring depth", "restarts");
+    for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
+        const WorkerStats &ws = s.workers[w];
+        if (!slot_used(ws)) continue;
+        add(&out, "%-8u %8llu %12.0f %14llu %12llu %9llu\n", w, (unsigned long long)get(ws.pid),
+            rate(a.worker_packets[w], b.worker_packets[w]), (unsigned long long)get(ws.packets),
+            (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.restarts));
+    }
+    bool header = false;
+    for (int n = 0; n < kMaxNodes; n++) {
+        const NodeStats &ns = s.nodes[n];
+        if (!node_used(ns)) continue;
+        if (!header) {
+            add(&out, "\n%-16s %-12s %10s %10s %9s\n", "node", "state", "rtt us", "calls/s",
+                "pending");
+            header = true;
+        }
+        add(&out, "%-16s %-12s %10llu %10.0f %9llu\n", ns.name, node_state(ns),
+            (unsigned long long)get(ns.rtt_us), rate(a.node_calls[n], b.node_calls[n]),
+            (unsigned long long)(get(ns.pending_out) + get(ns.pending_in)));
+    }
+    return out;
+}
+
 std::string format_html(const Stats &s) {
     std::string out =
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" "

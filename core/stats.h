@@ -107,6 +107,14 @@ const Stats *map_stats(pid_t supervisor, std::string *err);
 std::string format_metrics(const Stats &s);
 // The same as a table for a terminal.
 std::string format_status(const Stats &s);
+// `asyncd -s top`: what two reads a second apart are diffed on, and one screen of it.
+struct TopSample {
+    uint64_t ms = 0, accepted = 0, open = 0, packets_in = 0, bytes_in = 0, bytes_out = 0;
+    uint64_t worker_packets[kMaxWorkers] = {};
+    uint64_t node_calls[kMaxNodes] = {};
+};
+TopSample top_sample(const Stats &s);
+std::string format_top(const Stats &s, const TopSample &a, const TopSample &b);
 // The same as one JSON object (asyncd -s status --json).
 std::string format_status_json(const Stats &s);
 // The same as a small HTML page that refreshes itself every second.

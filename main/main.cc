@@ -39,6 +39,8 @@ void usage(FILE *out) {
             "                reopen  reopen the log file, after logrotate (SIGUSR1)\n"
             "                status  say whether it runs, and its processes\n"
             "                        (--json: the same as one JSON object, for scripts)\n"
+            "                top     rates, workers and nodes, a screen a second, until\n"
+            "                        Ctrl-C (--count N: N screens, then exit)\n"
             "  -h          this help\n"
             "  -v          the version and plugin ABI\n"
             "asyncd runs in the foreground and logs to stderr unless the config says `daemon\n"
@@ -132,22 +134,47 @@ int print_status(pid_t pid, const std::string &config, bool json) {
     return 0;
 }
 
+// -s top: a screen a second of rates (from two reads of the counters) until Ctrl-C, or
+// `count` screens.
+int run_top(pid_t pid, long count) {
+    std::string err;
+    const asyncd::Stats *stats = asyncd::map_stats(pid, &err);
+    if (!stats) {
+        fprintf(stderr, "asyncd: no counters: %s\n", err.c_str());
+        return 1;
+    }
+    bool tty = isatty(1);
+    asyncd::TopSample before = asyncd::top_sample(*stats);
+    for (long i = 0; count <= 0 || i < count; i++) {
+        usleep(1000000);
+        if (kill(pid, 0) != 0) {
+            fprintf(stderr, "asyncd: pid %d is gone\n", int(pid));
+            return 1;
+        }
+        asyncd::TopSample now = asyncd::top_sample(*stats);
+        std::string screen = asyncd::format_top(*stats, before, now);
+        if (tty) fputs("\033[H\033[2J", stdout);  // one screen, redrawn, as top does
+        fputs(screen.c_str(), stdout);
+        if (!tty) fputs("\n", stdout);
+        fflush(stdout);
+        before = now;
+    }
+    return 0;
+}
+
 // -s SIGNAL: finds the running asyncd by the config's pid_file and signals it.
-int send_signal(const asyncd::Config &cfg, const std::string &what, bool json) {
+int send_signal(const asyncd::Config &cfg, const std::string &what, bool json, long count) {
     struct Verb {
         const char *name;
         int sig;
-    } verbs[] = {{"stop", SIGTERM},
-                 {"quit", SIGQUIT},
-                 {"reload", SIGHUP},
-                 {"reopen", SIGUSR1},
-                 {"status", 0}};
+    } verbs[] = {{"stop", SIGTERM},   {"quit", SIGQUIT}, {"reload", SIGHUP},
+                 {"reopen", SIGUSR1}, {"status", 0},     {"top", 0}};
     const Verb *verb = nullptr;
     for (const Verb &v : verbs) {
         if (what == v.name) verb = &v;
     }
     if (!verb) {
-        fprintf(stderr, "asyncd: -s wants stop, quit, reload, reopen or status, got '%s'\n",
+        fprintf(stderr, "asyncd: -s wants stop, quit, reload, reopen, status or top, got '%s'\n",
                 what.c_str());
         return 1;
     }
@@ -162,6 +189,7 @@ int send_signal(const asyncd::Config &cfg, const std::string &what, bool json) {
         fprintf(stderr, "asyncd: %s\n", why.c_str());
         return what == "status" ? 3 : 1;  // 3: "not running", as init scripts expect
     }
+    if (what == "top") return run_top(pid, count);
     if (!verb->sig) return print_status(pid, cfg.path, json);
     if (kill(pid, verb->sig) != 0) {
         fprintf(stderr, "asyncd: kill(%d, %s): %s\n", int(pid), strsignal(verb->sig),
@@ -200,13 +228,18 @@ int main(int argc, char **argv) {
     bool test_only = false;
     std::string signal_name;
     bool json = false;
+    long count = 0;
     int opt;
     static const struct option longs[] = {{"json", no_argument, nullptr, 'j'},
+                                          {"count", required_argument, nullptr, 'n'},
                                           {nullptr, 0, nullptr, 0}};
     while ((opt = getopt_long(argc, argv, "c:ts:hv", longs, nullptr)) != -1) {
         switch (opt) {
             case 'j':
                 json = true;
+                break;
+            case 'n':
+                count = atol(optarg);
                 break;
             case 'c':
                 config_path = optarg;
@@ -243,7 +276,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "asyncd: --json goes with -s status\n");
         return 1;
     }
-    if (!signal_name.empty()) return send_signal(cfg, signal_name, json);
+    if (!signal_name.empty()) return send_signal(cfg, signal_name, json, count);
     if (test_only) return test_config(cfg);
     if (!asyncd::conn::check_discovery_module(cfg, &err)) {
         fprintf(stderr, "asyncd: %s: %s\n", cfg.path.c_str(), err.c_str());

@@ -141,6 +141,15 @@ TEST_F(Daemon, DetachesAndAnswersDashS) {
         EXPECT_EQ(parsed, "2\n") << out;
     }
     EXPECT_EQ(asyncd("-s stop --json -c " + conf_, &out), 1) << "--json goes with status only";
+    // -s top: a screen a second (two here), rates from two reads, a row per worker.
+    ASSERT_EQ(asyncd("-s top --count 2 -c " + conf_, &out), 0) << out;
+    size_t screens = 0;
+    for (size_t at = 0; (at = out.find("asyncd top - up ", at)) != std::string::npos; at++)
+        screens++;
+    EXPECT_EQ(screens, 2u) << out;
+    EXPECT_NE(out.find("packets/s in "), std::string::npos) << out;
+    EXPECT_NE(out.find("connections/s opened"), std::string::npos) << out;
+    EXPECT_NE(out.find("\n1 "), std::string::npos) << "worker 1's row: " << out;
 
     // A second start with the same pid_file is refused, on the terminal.
     EXPECT_EQ(asyncd("-c " + conf_, &out), 1);
