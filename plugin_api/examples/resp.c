@@ -599,6 +599,17 @@ static void conn_free_if_done(conn_state *cs) {
     free(cs);
 }
 
+/* An answer to a client; one above max_reply_len becomes an error in its place, so that
+ * the answers after it stay in step with their commands. */
+static void send_answer(asyncd_conn_t conn, const char *data, size_t n) {
+    char line[128];
+    int len;
+    if (net_send_cli(conn, data, n) == 0) return;
+    len = snprintf(line, sizeof line,
+                   "-ERR reply of %zu bytes is above this server's max_reply_len\r\n", n);
+    net_send_cli(conn, line, (size_t)len);
+}
+
 /* Sends what is ready from the head of the queue. */
 static void flush_queue(conn_state *cs) {
     while (cs->head && cs->head->ready) {
@@ -606,15 +617,7 @@ static void flush_queue(conn_state *cs) {
         cs->head = p->next;
         if (!cs->head) cs->tail = NULL;
         cs->queued--;
-        if (!cs->gone && p->n && net_send_cli(cs->conn, p->data, p->n) != 0) {
-            /* Above max_reply_len: an error in its place, so that the answers after it
-             * stay in step with their commands. */
-            char line[128];
-            int n =
-                snprintf(line, sizeof line,
-                         "-ERR reply of %zu bytes is above this server's max_reply_len\r\n", p->n);
-            net_send_cli(cs->conn, line, (size_t)n);
-        }
+        if (!cs->gone && p->n) send_answer(cs->conn, p->data, p->n);
         if (!p->static_data) free(p->data);
         free(p);
     }
@@ -830,45 +833,51 @@ static char *build_command(const resp_str *a, long argc, size_t *len) {
     return b;
 }
 
-/* One part of a gather: the command `a` (argc arguments) to the owner of its key a[1]. */
-static void send_part(gather *g, long index, const resp_str *a, long argc) {
-    owner o = owner_of(&a[1]);
-    size_t len;
-    char *cmd;
-    if (is_mine(o)) {
-        cmd = build_command(a, argc, &len);
-        if (!cmd) {
-            gather_part(g, index, NULL, 0, "-ERR out of memory");
-            return;
-        }
-        run_local(cmd, len);
-        free(cmd);
-        {
-            /* gather_part reuses g_out: hand it a copy */
-            char *copy = (char *)malloc(g_out_n ? g_out_n : 1);
-            size_t n = g_out_n;
-            if (!copy) {
-                gather_part(g, index, NULL, 0, "-ERR out of memory");
-                return;
-            }
-            memcpy(copy, g_out, n);
-            gather_part(g, index, copy, n, NULL);
-            free(copy);
-        }
+/* Part `index` of a gather run here: cmd's answer, copied out of g_out (which gather_part
+ * reuses for the whole answer). */
+static void part_here(gather *g, long index, const char *cmd, size_t len) {
+    char *copy;
+    size_t n;
+    run_local(cmd, len);
+    n = g_out_n;
+    copy = (char *)malloc(n ? n : 1);
+    if (!copy) {
+        gather_part(g, index, NULL, 0, "-ERR out of memory");
         return;
     }
+    memcpy(copy, g_out, n);
+    gather_part(g, index, copy, n, NULL);
+    free(copy);
+}
+
+/* Part `index` of a gather sent to an owner (node: its place in shard_nodes, or -1 for this
+ * node, as the error line names it). */
+static void part_there(gather *g, long index, int node, const char *service, int route,
+                       uint64_t key, const char *cmd, size_t len) {
     part_arg *pa = (part_arg *)malloc(sizeof *pa);
-    cmd = build_command(a, argc, &len);
-    if (!pa || !cmd) {
-        free(pa);
-        free(cmd);
+    if (!pa) {
         gather_part(g, index, NULL, 0, "-ERR out of memory");
         return;
     }
     pa->g = g;
     pa->index = index;
-    pa->node = o.node;
-    shard_call(call_target(o.node), "resp", ASYNCD_ROUTE_KEY, o.wkey, cmd, len, part_answered, pa);
+    pa->node = node;
+    shard_call(node < 0 ? "." : call_target(node), service, route, key, cmd, len, part_answered,
+               pa);
+}
+
+/* One part of a gather: the command `a` (argc arguments) to the owner of its key a[1]. */
+static void send_part(gather *g, long index, const resp_str *a, long argc) {
+    owner o = owner_of(&a[1]);
+    size_t len;
+    char *cmd = build_command(a, argc, &len);
+    if (!cmd) {
+        gather_part(g, index, NULL, 0, "-ERR out of memory");
+    } else if (is_mine(o)) {
+        part_here(g, index, cmd, len);
+    } else {
+        part_there(g, index, o.node, "resp", ASYNCD_ROUTE_KEY, o.wkey, cmd, len);
+    }
     free(cmd);
 }
 
@@ -886,11 +895,12 @@ static gather *new_gather(pend *p, int kind, long parts) {
     return g;
 }
 
-/* DBSIZE, FLUSHDB, FLUSHALL on this node: every worker of it (the owner side of resp_all,
- * or the asking worker's own node). Answers into p. */
-static void all_workers(pend *p, const resp_str *a, long argc) {
-    int w, n = asyncd_worker_count();
-    gather *g = new_gather(p, resp_is(&a[0], "dbsize") ? G_SUM : G_OK, n);
+/* DBSIZE, FLUSHDB, FLUSHALL: summed or OK'd over `parts` owners. Every node of shard_nodes
+ * ("resp_all" there, whose worker asks its own node), or, with nodes 0, every worker of this
+ * node (the owner side of resp_all). Answers into p. */
+static void fan_out(pend *p, const resp_str *a, long argc, int nodes) {
+    int i, parts = nodes ? g_nnodes : asyncd_worker_count();
+    gather *g = new_gather(p, resp_is(&a[0], "dbsize") ? G_SUM : G_OK, parts);
     size_t len;
     char *cmd = build_command(a, argc, &len);
     if (!g || !cmd) {
@@ -902,54 +912,13 @@ static void all_workers(pend *p, const resp_str *a, long argc) {
         set_ready(p, "-ERR out of memory\r\n", 20);
         return;
     }
-    for (w = 0; w < n; w++) {
-        if (w == asyncd_worker_index()) {
-            run_local(cmd, len);
-            char *copy = (char *)malloc(g_out_n ? g_out_n : 1);
-            size_t cn = g_out_n;
-            if (copy) memcpy(copy, g_out, cn);
-            gather_part(g, w, copy, copy ? cn : 0, copy ? NULL : "-ERR out of memory");
-            free(copy);
-            continue;
-        }
-        part_arg *pa = (part_arg *)malloc(sizeof *pa);
-        if (!pa) {
-            gather_part(g, w, NULL, 0, "-ERR out of memory");
-            continue;
-        }
-        pa->g = g;
-        pa->index = w;
-        pa->node = -1;
-        shard_call(".", "resp", w, 0, cmd, len, part_answered, pa);
-    }
-    free(cmd);
-}
-
-/* A fan-out to every node of shard_nodes ("resp_all" there), summed or OK'd. */
-static void all_nodes(pend *p, const resp_str *a, long argc) {
-    int i;
-    gather *g = new_gather(p, resp_is(&a[0], "dbsize") ? G_SUM : G_OK, g_nnodes);
-    size_t len;
-    char *cmd = build_command(a, argc, &len);
-    if (!g || !cmd) {
-        free(cmd);
-        if (g) {
-            p->g = NULL;
-            free(g);
-        }
-        set_ready(p, "-ERR out of memory\r\n", 20);
-        return;
-    }
-    for (i = 0; i < g_nnodes; i++) {
-        part_arg *pa = (part_arg *)malloc(sizeof *pa);
-        if (!pa) {
-            gather_part(g, i, NULL, 0, "-ERR out of memory");
-            continue;
-        }
-        pa->g = g;
-        pa->index = i;
-        pa->node = i;
-        shard_call(call_target(i), "resp_all", ASYNCD_ROUTE_ANY, 0, cmd, len, part_answered, pa);
+    for (i = 0; i < parts; i++) {
+        if (nodes)
+            part_there(g, i, i, "resp_all", ASYNCD_ROUTE_ANY, 0, cmd, len);
+        else if (i == asyncd_worker_index())
+            part_here(g, i, cmd, len);
+        else
+            part_there(g, i, -1, "resp", i, 0, cmd, len);
     }
     free(cmd);
 }
@@ -969,13 +938,8 @@ static void shard_command(conn_state *cs, const char *pkg, size_t len, const res
         if (is_mine(o)) {
             g_out_n = 0;
             dispatch(a, argc);
-            if (!cs->head && net_send_cli(cs->conn, g_out, g_out_n) == 0) return;
-            if (!cs->head) { /* above max_reply_len: said in its place */
-                char line[128];
-                int n = snprintf(line, sizeof line,
-                                 "-ERR reply of %zu bytes is above this server's max_reply_len\r\n",
-                                 g_out_n);
-                net_send_cli(cs->conn, line, (size_t)n);
+            if (!cs->head) {
+                send_answer(cs->conn, g_out, g_out_n);
                 return;
             }
             p = enqueue(cs);
@@ -1027,7 +991,7 @@ static void shard_command(conn_state *cs, const char *pkg, size_t len, const res
     if (resp_is(cmd, "dbsize") || resp_is(cmd, "flushdb") || resp_is(cmd, "flushall")) {
         p = enqueue(cs);
         if (!p) return;
-        all_nodes(p, a, argc);
+        fan_out(p, a, argc, 1);
         return;
     }
     /* Keyless, or a wrong argument count: answered here. */
@@ -1087,7 +1051,7 @@ int proc_pkg_cli(asyncd_conn_t conn, const void *pkg, size_t len) {
             send_str("-ERR out of memory\r\n");
             rc = 1;
         }
-        if (g_out_n) net_send_cli(conn, g_out, g_out_n);
+        if (g_out_n) send_answer(conn, g_out, g_out_n);
         if (args != stack_args) free(args);
         return rc > 0 ? 1 : 0;
     }
@@ -1180,7 +1144,7 @@ void proc_pkg_node(asyncd_req_t req, const char *from, const char *service, cons
         p = argc > 0 ? (pend *)calloc(1, sizeof *p) : NULL;
         if (p) {
             p->req = req;
-            all_workers(p, args, argc);
+            fan_out(p, args, argc, 0);
         } else {
             node_reply(req, 0, argc > 0 ? "-ERR out of memory\r\n" : g_out,
                        argc > 0 ? 20 : g_out_n);

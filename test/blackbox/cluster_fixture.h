@@ -24,10 +24,7 @@ class ClusterTest : public ::testing::Test {
         dir_ = tmpl;
     }
     void TearDown() override {
-        for (auto &e : nodes_) {
-            for (const auto &line : e.second->unexpected_lines())
-                ADD_FAILURE() << e.first << ": " << line;
-        }
+        expect_clean_logs(nodes_);
         nodes_.clear();
         run_shell("rm -rf " + shell_quote(dir_));
     }

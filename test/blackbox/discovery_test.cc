@@ -147,11 +147,7 @@ class Discovery : public ::testing::Test {
                 std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
     }
     void TearDown() override {
-        for (auto &e : nodes_) {
-            if (!e.second) continue;
-            for (const auto &line : e.second->unexpected_lines())
-                ADD_FAILURE() << e.first << ": " << line;
-        }
+        expect_clean_logs(nodes_);
         nodes_.clear();
         zk_.clear();
         if (!dir_.empty() && !getenv("ASYNCD_KEEP_TEST_DIRS"))

@@ -325,6 +325,14 @@ pid_t Server::child(const std::string &comm) const {
     return 0;
 }
 
+void expect_clean_logs(const std::map<std::string, std::unique_ptr<Server>> &servers) {
+    for (const auto &e : servers) {
+        if (!e.second) continue;
+        for (const auto &line : e.second->unexpected_lines())
+            ADD_FAILURE() << e.first << ": " << line;
+    }
+}
+
 std::vector<std::string> Server::unexpected_lines() const {
     std::vector<std::string> out;
     std::istringstream in(log() + "\n" + read_file(dir_ + "/stderr.log"));

@@ -96,6 +96,10 @@ class Server {
     unsigned long nofile_ = 0;
 };
 
+// A test failure for each unexpected line (see Server::unexpected_lines) of each named
+// server; a null entry (a server the test took away) is skipped.
+void expect_clean_logs(const std::map<std::string, std::unique_ptr<Server>> &servers);
+
 // A blocking loopback client with deadlines on every call.
 class Client {
   public:

@@ -103,11 +103,7 @@ class ShardedResp : public ::testing::Test {
         start("b");
     }
     void TearDown() override {
-        for (auto &e : nodes_) {
-            if (!e.second) continue;
-            for (const auto &line : e.second->unexpected_lines())
-                ADD_FAILURE() << e.first << ": " << line;
-        }
+        expect_clean_logs(nodes_);
         nodes_.clear();
         if (!dir_.empty()) run_shell("rm -rf " + shell_quote(dir_));
     }
