@@ -198,8 +198,10 @@ TEST_DEPS := $(ASYNCD) $(ASYNCD_SAN) $(ASYNCD_HOOKS) $(ASYNCD_HOOKS_SAN) $(EXAMP
 
 # Clients the black-box tests drive asyncd with (redis-cli, curl, headless chromium); installed
 # with apt-get when missing, and the tests that need one say so if it could not be.
+# promtool (to check /metrics) is unpacked from Debian's prometheus package into build/tools.
 test-tools:
 	@sh scripts/ensure-packages.sh redis-tools curl chromium zookeeper libzookeeper-mt-dev
+	@sh scripts/fetch-promtool.sh $(BUILD)/tools
 
 test: check-gtest test-tools $(TEST_BIN) $(TEST_BIN_SAN) $(TEST_DEPS)
 	@$(MAKE) --no-print-directory zk-module

@@ -13,20 +13,11 @@ constexpr size_t kBuckets = 2 * Histogram::kHalf + (64 - Histogram::kSubBits) * 
 Histogram::Histogram() : counts_(kBuckets, 0) {}
 
 size_t Histogram::index_of(uint64_t value) {
-    if (value < 2 * kHalf) return size_t(value);
-    int msb = 63 - __builtin_clzll(value);
-    int shift = msb - (kSubBits - 1);  // value >> shift lies in [kHalf, 2 * kHalf)
-    return size_t(2 * kHalf + uint64_t(shift - 1) * kHalf + ((value >> shift) - kHalf));
+    return log_linear_index(value);
 }
 
 uint64_t Histogram::highest_of(size_t index) {
-    if (index < 2 * kHalf) return index;
-    size_t rest = index - 2 * kHalf;
-    int shift = int(rest / kHalf) + 1;
-    uint64_t top = kHalf + rest % kHalf;  // the value >> shift of this bucket
-    uint64_t low = top << shift;
-    uint64_t width = uint64_t(1) << shift;
-    return low + (width - 1);
+    return log_linear_highest(index);
 }
 
 void Histogram::merge(const Histogram &other) {

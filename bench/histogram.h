@@ -7,12 +7,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/log_linear.h"
+
 namespace asyncd::bench {
 
 class Histogram {
   public:
-    static constexpr int kSubBits = 8;
-    static constexpr uint64_t kHalf = uint64_t(1) << (kSubBits - 1);  // 128
+    static constexpr int kSubBits = kLogLinearSubBits;
+    static constexpr uint64_t kHalf = kLogLinearHalf;  // 128
     static constexpr double kMaxRelativeError = 1.0 / double(kHalf);
 
     Histogram();

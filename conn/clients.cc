@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "core/clock.h"
+#include "core/latency.h"
 #include "core/records.h"
 
 namespace asyncd::conn {
@@ -373,6 +374,8 @@ void Clients::on_readable(Connection *c) {
         return;
     }
     c->last_active_ms = now;
+    // One read of the counter per read(), for every packet in it (none: nothing is timed).
+    read_ticks_ = cfg_->handler_timing ? ticks() : 0;
     bump(st_->bytes_in, uint64_t(n));
     uint64_t packets = c->packets;
     size_t used = 0;
@@ -595,7 +598,7 @@ bool Clients::feed(Connection *c, const uint8_t *data, size_t len, size_t *used)
         shmq::RecordMeta meta;
         meta.type = type_of(ToWorker::kPacket);
         meta.conn_id = c->id;
-        meta.seq = c->packets;
+        meta.seq = read_ticks_;  // the worker's ring wait starts here (core/latency.h)
         shmq::PushStatus s = p.to().try_push_stream(meta, data + *used, n, &p.stream_done());
         if (s == shmq::PushStatus::kFull) {
             c->stream_len = n;
@@ -644,6 +647,7 @@ void Clients::test_hook_after_push(Port &p, const uint8_t *pkg, size_t len) {
 // False when it is still blocked.
 bool Clients::drive(Connection *c) {
     if (!c->closed()) {
+        read_ticks_ = cfg_->handler_timing ? ticks() : 0;  // what waited in c->in: from now
         if (!push_up(c)) return false;
         size_t used = 0;
         bool ok = feed(c, c->in.data(), c->in.size(), &used);

@@ -165,6 +165,7 @@ class Clients {
     std::vector<Connection *> dirty_;
     std::vector<Connection *> reap_;
     std::unique_ptr<uint8_t[]> scratch_;
+    uint64_t read_ticks_ = 0;  // ticks() at the read the packets being fed came from
     size_t live_ = 0;
     uint32_t next_worker_ = 0;
     int max_conns_ = 0;    // cfg_->max_conns, or less if the fd limit says so

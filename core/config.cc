@@ -311,6 +311,17 @@ class Parser {
             cfg_->zk_module = resolve(dir, value);
         } else if (key == "zk_cache") {
             cfg_->zk_cache = value == "off" || value == "-" ? "" : resolve(dir, value);
+        } else if (key == "handler_timing") {
+            char *end = nullptr;
+            long every = value == "off" ? 0 : strtol(value.c_str(), &end, 10);
+            if (value != "off" && (value.empty() || *end || every < 0 || every > 65536)) {
+                *why =
+                    "handler_timing must be off or N, one callback in N timed (1 to "
+                    "65536), got '" +
+                    value + "'";
+                return false;
+            }
+            cfg_->handler_timing = int(every);
         } else if (key == "daemon") {
             if (value != "yes" && value != "no") {
                 *why = "daemon must be yes or no, got '" + value + "'";
@@ -427,6 +438,7 @@ const std::vector<ConfigKey> kKeys = {
     OTHER_KEY("out_buf_soft_seconds", "10", OnReload::kLive),
     OTHER_KEY("shutdown_timeout", "10", OnReload::kLive),
     OTHER_KEY("handler_timeout", "5", OnReload::kLive),
+    OTHER_KEY("handler_timing", "16", OnReload::kRoll),
     OTHER_KEY("worker_max_rss", "off", OnReload::kRoll),
     OTHER_KEY("input_budget", "auto", OnReload::kLive),
     OTHER_KEY("busy_poll_us", "50", OnReload::kLive),

@@ -8,12 +8,16 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <new>
 
 #include "cluster/link.h"
+#include "core/latency.h"
+#include "core/status_page.h"
 
 namespace asyncd {
 
@@ -96,18 +100,66 @@ bool slot_used(const WorkerStats &w) {
 
 }  // namespace
 
+const char *const kTimingNames[kTimingKinds] = {"packet",    "node", "timer",    "events",
+                                                "call_done", "link", "ring_wait"};
+
+uint64_t measure_ns_per_tick_q32() {
+    uint64_t t0 = monotonic_ns(), k0 = ticks(), t1, k1;
+    do {
+        t1 = monotonic_ns();
+        k1 = ticks();
+    } while (t1 - t0 < 5000000);  // 5 ms: the clock's 30 ns are a few parts in a million
+    if (k1 <= k0) return uint64_t(1) << 32;
+    return uint64_t(((unsigned __int128)(t1 - t0) << 32) / (k1 - k0));
+}
+
+uint64_t percentile_of(const uint64_t *buckets, size_t n, uint64_t total, double p) {
+    if (!total) return 0;
+    uint64_t rank = uint64_t(p / 100.0 * double(total) + 0.999999);
+    if (rank < 1) rank = 1;
+    uint64_t seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        seen += buckets[i];
+        if (seen >= rank) return log_linear_highest(i);
+    }
+    return log_linear_highest(n - 1);
+}
+
+uint64_t copy_buckets(const LatencyHist &h, uint64_t *out) {
+    uint64_t total = 0;
+    for (size_t i = 0; i < kLatencyBuckets; i++)
+        total += out[i] = get(h.buckets[i]);
+    return total;
+}
+
+LatencySummary summarize(const LatencyHist &h) {
+    LatencySummary r;
+    std::vector<uint64_t> b(kLatencyBuckets);
+    r.count = copy_buckets(h, b.data());  // the buckets' own total: the percentiles agree
+    r.sum_ns = get(h.sum_ns);
+    r.max_ns = get(h.max_ns);
+    r.p50_ns = percentile_of(b.data(), b.size(), r.count, 50);
+    r.p99_ns = percentile_of(b.data(), b.size(), r.count, 99);
+    if (r.count && r.p50_ns > r.max_ns) r.p50_ns = r.max_ns;
+    if (r.count && r.p99_ns > r.max_ns) r.p99_ns = r.max_ns;
+    return r;
+}
+
 bool create_stats(int nworkers, Stats **out, int *fd, std::string *err) {
     int f = memfd_create(kMemfdName, MFD_CLOEXEC);
     if (f < 0) {
         *err = std::string("memfd_create: ") + strerror(errno);
         return false;
     }
-    if (ftruncate(f, sizeof(Stats)) != 0) {
+    // The histograms after the struct are left as ftruncate made them (zero, and not yet
+    // backed by memory): a slot's pages are touched when a worker writes them.
+    size_t size = sizeof(Stats) + size_t(nworkers) * sizeof(WorkerTiming);
+    if (ftruncate(f, off_t(size)) != 0) {
         *err = std::string("ftruncate of the stats: ") + strerror(errno);
         close(f);
         return false;
     }
-    void *p = mmap(nullptr, sizeof(Stats), PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+    void *p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
     if (p == MAP_FAILED) {
         *err = std::string("mmap of the stats: ") + strerror(errno);
         close(f);
@@ -116,7 +168,9 @@ bool create_stats(int nworkers, Stats **out, int *fd, std::string *err) {
     Stats *s = new (p) Stats();
     s->magic = Stats::kMagic;
     s->size = sizeof(Stats);
+    s->mapping_size = size;
     s->nworkers = uint32_t(nworkers);
+    s->ns_per_tick_q32 = measure_ns_per_tick_q32();
     set(s->start_unix_ms, now_unix_ms());
     *out = s;
     *fd = f;
@@ -149,16 +203,24 @@ const Stats *map_stats(pid_t supervisor, std::string *err) {
         *err = found + ": " + strerror(errno);
         return nullptr;
     }
-    void *p = mmap(nullptr, sizeof(Stats), PROT_READ, MAP_SHARED, f, 0);
+    struct stat st;
+    if (fstat(f, &st) != 0 || size_t(st.st_size) < sizeof(Stats)) {
+        *err = "the running asyncd's stats have another layout (another build)";
+        close(f);
+        return nullptr;
+    }
+    size_t size = size_t(st.st_size);
+    void *p = mmap(nullptr, size, PROT_READ, MAP_SHARED, f, 0);
     close(f);
     if (p == MAP_FAILED) {
         *err = std::string("mmap of the stats: ") + strerror(errno);
         return nullptr;
     }
     const Stats *s = static_cast<const Stats *>(p);
-    if (s->magic != Stats::kMagic || s->size != sizeof(Stats)) {
+    if (s->magic != Stats::kMagic || s->size != sizeof(Stats) || s->mapping_size != size ||
+        size != sizeof(Stats) + s->nworkers * sizeof(WorkerTiming)) {
         *err = "the running asyncd's stats have another layout (another build)";
-        munmap(p, sizeof(Stats));
+        munmap(p, size);
         return nullptr;
     }
     return s;
@@ -248,6 +310,48 @@ std::string format_metrics(const Stats &s) {
                 (unsigned long long)get(s.workers[w].*f.field));
         }
     }
+    // The workers' histograms, in a fixed set of buckets (each fine bucket counts under the
+    // first bound not below its highest value).
+    static const double kBounds[] = {1e-6, 2.5e-6, 5e-6,   1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4,
+                                     5e-4, 1e-3,   2.5e-3, 5e-3, 1e-2,   0.1,  1};
+    for (int family = 0; family < 2; family++) {
+        const char *metric = family ? "asyncd_ring_wait_seconds" : "asyncd_handler_seconds";
+        head(&out, metric, "histogram",
+             family ? "Time a packet waited in the ring between conn and the worker (the "
+                      "packets whose callback was timed)."
+                    : "Time the plugin's callbacks took, by callback: one in handler_timing "
+                      "of each kind is timed.");
+        std::vector<uint64_t> b(kLatencyBuckets);
+        for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
+            if (!slot_used(s.workers[w])) continue;
+            for (int k = family ? kTimeRingWait : 0; k < (family ? kTimingKinds : kHandlerKinds);
+                 k++) {
+                const LatencyHist &h = worker_timing(&s, int(w))->kinds[k];
+                uint64_t total = copy_buckets(h, b.data());
+                if (!total && k != kTimePacket && k != kTimeRingWait) continue;
+                char labels[64];
+                if (family) {
+                    snprintf(labels, sizeof labels, "worker=\"%u\"", w);
+                } else {
+                    snprintf(labels, sizeof labels, "worker=\"%u\",callback=\"%s\"", w,
+                             kTimingNames[k]);
+                }
+                uint64_t seen = 0;
+                size_t i = 0;
+                for (double bound : kBounds) {
+                    uint64_t ns = uint64_t(bound * 1e9 + 0.5);
+                    for (; i < kLatencyBuckets && log_linear_highest(i) <= ns; i++)
+                        seen += b[i];
+                    add(&out, "%s_bucket{%s,le=\"%g\"} %llu\n", metric, labels, bound,
+                        (unsigned long long)seen);
+                }
+                add(&out, "%s_bucket{%s,le=\"+Inf\"} %llu\n", metric, labels,
+                    (unsigned long long)total);
+                add(&out, "%s_sum{%s} %.9f\n", metric, labels, double(get(h.sum_ns)) / 1e9);
+                add(&out, "%s_count{%s} %llu\n", metric, labels, (unsigned long long)total);
+            }
+        }
+    }
     // The cluster: one series per node of the cluster file.
     struct NodeField {
         const char *metric, *type, *help;
@@ -328,15 +432,18 @@ std::string format_status(const Stats &s) {
         add(&out, "  %-24s %16llu\n", f.title, (unsigned long long)get(s.conn.*f.field));
     add(&out, "  %-24s %16llu\n", "output buffer peak",
         (unsigned long long)get(s.conn.out_buf_peak));
-    add(&out, "%-8s %8s %14s %14s %9s %12s %12s\n", "worker", "pid", "packets", "bytes out",
-        "restarts", "ring depth", "ring peak");
+    add(&out, "%-8s %8s %14s %14s %9s %12s %12s %9s %9s %9s\n", "worker", "pid", "packets",
+        "bytes out", "restarts", "ring depth", "ring peak", "p50 us", "p99 us", "wait p99");
     for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
         const WorkerStats &ws = s.workers[w];
         if (!slot_used(ws)) continue;
-        add(&out, "%-8u %8llu %14llu %14llu %9llu %12llu %12llu\n", w,
+        LatencySummary h = summarize(worker_timing(&s, int(w))->kinds[kTimePacket]);
+        LatencySummary q = summarize(worker_timing(&s, int(w))->kinds[kTimeRingWait]);
+        add(&out, "%-8u %8llu %14llu %14llu %9llu %12llu %12llu %9.1f %9.1f %9.1f\n", w,
             (unsigned long long)get(ws.pid), (unsigned long long)get(ws.packets),
             (unsigned long long)get(ws.bytes_out), (unsigned long long)get(ws.restarts),
-            (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.ring_high_water));
+            (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.ring_high_water),
+            double(h.p50_ns) / 1000, double(h.p99_ns) / 1000, double(q.p99_ns) / 1000);
     }
     bool header = false;
     for (const NodeStats &n : s.nodes) {
@@ -363,8 +470,10 @@ std::string format_status(const Stats &s) {
 // one object per worker slot in use and per node.
 std::string format_status_json(const Stats &s) {
     std::string out;
-    add(&out, "{\"uptime_s\": %.3f, \"reloads\": %llu, \"connections\": %llu, \"conn\": {",
-        uptime_s(s), (unsigned long long)get(s.reloads),
+    add(&out,
+        "{\"unix_ms\": %llu, \"uptime_s\": %.3f, \"reloads\": %llu, \"connections\": %llu, "
+        "\"conn\": {",
+        (unsigned long long)now_unix_ms(), uptime_s(s), (unsigned long long)get(s.reloads),
         (unsigned long long)get(s.conn.connections));
     const char *sep = "";
     for (const ConnField &f : kConnFields) {
@@ -375,15 +484,32 @@ std::string format_status_json(const Stats &s) {
     add(&out, ", \"output_buffer_peak\": %llu}, \"workers\": [",
         (unsigned long long)get(s.conn.out_buf_peak));
     sep = "";
+    auto summary = [&](const char *name, const LatencyHist &h) {
+        LatencySummary l = summarize(h);
+        add(&out,
+            "\"%s\": {\"count\": %llu, \"sum_ns\": %llu, \"p50_ns\": %llu, \"p99_ns\": %llu, "
+            "\"max_ns\": %llu}",
+            name, (unsigned long long)l.count, (unsigned long long)l.sum_ns,
+            (unsigned long long)l.p50_ns, (unsigned long long)l.p99_ns,
+            (unsigned long long)l.max_ns);
+    };
     for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
         const WorkerStats &ws = s.workers[w];
         if (!slot_used(ws)) continue;
         add(&out,
             "%s{\"index\": %u, \"pid\": %llu, \"packets\": %llu, \"bytes_out\": %llu, "
-            "\"restarts\": %llu, \"ring_depth\": %llu, \"ring_peak\": %llu}",
+            "\"restarts\": %llu, \"ring_depth\": %llu, \"ring_peak\": %llu, \"handler\": {",
             sep, w, (unsigned long long)get(ws.pid), (unsigned long long)get(ws.packets),
             (unsigned long long)get(ws.bytes_out), (unsigned long long)get(ws.restarts),
             (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.ring_high_water));
+        const WorkerTiming *t = worker_timing(&s, int(w));
+        for (int k = 0; k < kHandlerKinds; k++) {
+            if (k) out += ", ";
+            summary(kTimingNames[k], t->kinds[k]);
+        }
+        out += "}, ";
+        summary("ring_wait", t->kinds[kTimeRingWait]);
+        out += "}";
         sep = ", ";
     }
     out += "], \"nodes\": [";
@@ -401,15 +527,79 @@ std::string format_status_json(const Stats &s) {
         add(&out,
             "%s{\"name\": \"%s\", \"state\": \"%s\", \"rtt_us\": %llu, \"queued\": %llu, "
             "\"pending_out\": %llu, \"pending_in\": %llu, \"calls_out\": %llu, "
-            "\"calls_in\": %llu, \"failures\": %llu}",
+            "\"calls_in\": %llu, \"failures\": %llu, \"completions\": {",
             sep, name.c_str(), node_state(n), (unsigned long long)get(n.rtt_us),
             (unsigned long long)get(n.queue_frames), (unsigned long long)get(n.pending_out),
             (unsigned long long)get(n.pending_in), (unsigned long long)get(n.calls_out),
             (unsigned long long)get(n.calls_in), (unsigned long long)failed);
+        for (int st = 0; st < kNodeStatuses; st++) {
+            add(&out, "%s\"%s\": %llu", st ? ", " : "", kNodeStatusNames[st],
+                (unsigned long long)get(n.completions[st]));
+        }
+        out += "}}";
         sep = ", ";
     }
-    out += "]}\n";
+    out += "], \"history\": {\"interval_ms\": 1000, \"samples\": [";
+    uint64_t written = s.history.written.load(std::memory_order_acquire);
+    uint64_t first = written > uint64_t(kHistory) ? written - kHistory : 0;
+    int charted = int(s.nworkers < uint32_t(kHistoryWorkers) ? s.nworkers : kHistoryWorkers);
+    for (uint64_t i = first; i < written; i++) {
+        const HistorySample &h = s.history.samples[i % kHistory];
+        add(&out,
+            "%s{\"unix_ms\": %llu, \"packets_in\": %llu, \"bytes_in\": %llu, "
+            "\"bytes_out\": %llu, \"accepted\": %llu, \"connections\": %llu, \"workers\": [",
+            i > first ? ", " : "", (unsigned long long)h.unix_ms, (unsigned long long)h.packets_in,
+            (unsigned long long)h.bytes_in, (unsigned long long)h.bytes_out,
+            (unsigned long long)h.accepted, (unsigned long long)h.connections);
+        sep = "";
+        for (int w = 0; w < charted; w++) {
+            if (!slot_used(s.workers[w])) continue;
+            add(&out, "%s{\"index\": %d, \"ring_depth\": %u, \"p99_ns\": %u}", sep, w,
+                h.ring_depth[w], h.p99_ns[w]);
+            sep = ", ";
+        }
+        out += "]}";
+    }
+    out += "]}}\n";
     return out;
+}
+
+void HistoryRecorder::sample(Stats *s) {
+    uint64_t i = get(s->history.written);
+    HistorySample &h = s->history.samples[i % kHistory];
+    h.unix_ms = now_unix_ms();
+    h.packets_in = get(s->conn.packets_in);
+    h.bytes_in = get(s->conn.bytes_in);
+    h.bytes_out = get(s->conn.bytes_out);
+    h.accepted = get(s->conn.accepted);
+    h.connections = get(s->conn.connections);
+    int charted = int(s->nworkers < uint32_t(kHistoryWorkers) ? s->nworkers : kHistoryWorkers);
+    last_.resize(size_t(charted));
+    std::vector<uint64_t> now(kLatencyBuckets), b(kLatencyBuckets);
+    for (int w = 0; w < charted; w++) {
+        uint64_t depth = get(s->workers[w].ring_depth);
+        h.ring_depth[w] = uint32_t(depth > UINT32_MAX ? UINT32_MAX : depth);
+        std::fill(now.begin(), now.end(), 0);
+        for (int k = 0; k < kHandlerKinds; k++) {
+            copy_buckets(worker_timing(s, w)->kinds[k], b.data());
+            for (size_t j = 0; j < kLatencyBuckets; j++)
+                now[j] += b[j];
+        }
+        std::vector<uint64_t> &last = last_[size_t(w)];
+        if (last.empty()) last.assign(kLatencyBuckets, 0);
+        uint64_t total = 0;
+        for (size_t j = 0; j < kLatencyBuckets; j++) {
+            // A restarted slot's histogram goes on from where it was (one writer at a time),
+            // so a bucket never falls; guard anyway.
+            b[j] = now[j] >= last[j] ? now[j] - last[j] : 0;
+            total += b[j];
+        }
+        uint64_t p99 = percentile_of(b.data(), b.size(), total, 99);
+        h.p99_ns[w] = uint32_t(p99 > UINT32_MAX ? UINT32_MAX : p99);
+        last.swap(now);
+        now.assign(kLatencyBuckets, 0);
+    }
+    s->history.written.store(i + 1, std::memory_order_release);
 }
 
 TopSample top_sample(const Stats &s) {
@@ -443,14 +633,18 @@ std::string format_top(const Stats &s, const TopSample &a, const TopSample &b) {
         "connections/s opened %8.0f   closed %8.0f\n\n",
         rate(a.packets_in, b.packets_in), rate(a.bytes_in, b.bytes_in),
         rate(a.bytes_out, b.bytes_out), rate(a.accepted, b.accepted), rate(closed_a, closed_b));
-    add(&out, "%-8s %8s %12s %14s %12s %9s\n", "worker", "pid", "packets/s", "packets",
-        "ring depth", "restarts");
+    add(&out, "%-8s %8s %12s %14s %12s %9s %9s %9s %9s\n", "worker", "pid", "packets/s", "packets",
+        "ring depth", "restarts", "p50 us", "p99 us", "wait p99");
     for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
         const WorkerStats &ws = s.workers[w];
         if (!slot_used(ws)) continue;
-        add(&out, "%-8u %8llu %12.0f %14llu %12llu %9llu\n", w, (unsigned long long)get(ws.pid),
-            rate(a.worker_packets[w], b.worker_packets[w]), (unsigned long long)get(ws.packets),
-            (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.restarts));
+        LatencySummary h = summarize(worker_timing(&s, int(w))->kinds[kTimePacket]);
+        LatencySummary q = summarize(worker_timing(&s, int(w))->kinds[kTimeRingWait]);
+        add(&out, "%-8u %8llu %12.0f %14llu %12llu %9llu %9.1f %9.1f %9.1f\n", w,
+            (unsigned long long)get(ws.pid), rate(a.worker_packets[w], b.worker_packets[w]),
+            (unsigned long long)get(ws.packets), (unsigned long long)get(ws.ring_depth),
+            (unsigned long long)get(ws.restarts), double(h.p50_ns) / 1000, double(h.p99_ns) / 1000,
+            double(q.p99_ns) / 1000);
     }
     bool header = false;
     for (int n = 0; n < kMaxNodes; n++) {
@@ -469,59 +663,7 @@ std::string format_top(const Stats &s, const TopSample &a, const TopSample &b) {
 }
 
 std::string format_html(const Stats &s) {
-    std::string out =
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" "
-        "content=\"1\"><title>asyncd status</title><style>body{font:14px system-ui,sans-serif;"
-        "margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{padding:4px "
-        "12px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{"
-        "text-align:left}h1{font-size:20px}</style></head><body><h1>asyncd</h1>";
-    add(&out,
-        "<p>up <span id=\"uptime\">%.0f</span> s, <span id=\"connections\">%llu</span> "
-        "connections open, <span id=\"reloads\">%llu</span> reloads</p><table>",
-        uptime_s(s), (unsigned long long)get(s.conn.connections),
-        (unsigned long long)get(s.reloads));
-    int i = 0;
-    for (const ConnField &f : kConnFields) {
-        add(&out, "<tr><td>%s</td><td id=\"conn%d\" data-metric=\"%s%s%s%s\">%llu</td></tr>",
-            f.title, i++, f.metric, f.label ? "{reason=&quot;" : "", f.label ? f.label : "",
-            f.label ? "&quot;}" : "", (unsigned long long)get(s.conn.*f.field));
-    }
-    out +=
-        "</table><table><tr><th>worker</th><th>pid</th><th>packets</th><th>bytes out</th>"
-        "<th>restarts</th><th>ring depth</th><th>ring peak</th></tr>";
-    for (uint32_t w = 0; w < s.nworkers && w < uint32_t(kMaxWorkers); w++) {
-        const WorkerStats &ws = s.workers[w];
-        if (!slot_used(ws)) continue;
-        add(&out,
-            "<tr><td>%u</td><td>%llu</td><td id=\"w%u-packets\">%llu</td><td>%llu</td>"
-            "<td>%llu</td><td>%llu</td><td>%llu</td></tr>",
-            w, (unsigned long long)get(ws.pid), w, (unsigned long long)get(ws.packets),
-            (unsigned long long)get(ws.bytes_out), (unsigned long long)get(ws.restarts),
-            (unsigned long long)get(ws.ring_depth), (unsigned long long)get(ws.ring_high_water));
-    }
-    out += "</table>";
-    bool header = false;
-    for (const NodeStats &n : s.nodes) {
-        if (!node_used(n)) continue;
-        if (!header) {
-            out +=
-                "<table><tr><th>node</th><th>state</th><th>rtt us</th><th>queued</th>"
-                "<th>pending out</th><th>pending in</th><th>calls out</th><th>calls in</th>"
-                "<th>timeouts</th><th>down</th><th>link lost</th></tr>";
-            header = true;
-        }
-        add(&out,
-            "<tr><td>%s</td><td>%s</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
-            "<td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td></tr>",
-            n.name, node_state(n), (unsigned long long)get(n.rtt_us),
-            (unsigned long long)get(n.queue_frames), (unsigned long long)get(n.pending_out),
-            (unsigned long long)get(n.pending_in), (unsigned long long)get(n.calls_out),
-            (unsigned long long)get(n.calls_in), (unsigned long long)get(n.completions[2]),
-            (unsigned long long)get(n.completions[4]), (unsigned long long)get(n.completions[5]));
-    }
-    if (header) out += "</table>";
-    out += "</body></html>\n";
-    return out;
+    return format_status_page(format_status_json(s));
 }
 
 }  // namespace asyncd

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 
@@ -85,16 +86,33 @@ struct alignas(64) NodeStats {
     Counter refusing;  // the status a call or send to it ends with at once now (0: it goes)
 };
 
+// The last five minutes, one sample a second, written by the supervisor for the status
+// page's charts: a page loaded again, or `asyncd -s top` started late, has the history.
+inline constexpr int kHistory = 300;
+inline constexpr int kHistoryWorkers = 32;  // the charts' lines: the first 32 worker slots
+struct HistorySample {
+    uint64_t unix_ms, packets_in, bytes_in, bytes_out, accepted, connections;
+    uint32_t ring_depth[kHistoryWorkers];
+    uint32_t p99_ns[kHistoryWorkers];  // of every callback the worker ran in that second
+};
+struct History {
+    Counter written;  // samples written since start; the newest is at (written - 1) % kHistory
+    HistorySample samples[kHistory];
+};
+
 struct Stats {
-    static constexpr uint64_t kMagic = 0x6173796e63647331ull;  // "asyncds1"
+    static constexpr uint64_t kMagic = 0x6173796e63647332ull;  // "asyncds2"
     uint64_t magic;
     uint32_t nworkers;
-    uint32_t size;  // sizeof(Stats), to refuse a mapping of another build
+    uint32_t size;             // sizeof(Stats), to refuse a mapping of another build
+    uint64_t mapping_size;     // with the workers' histograms after it (core/latency.h)
+    uint64_t ns_per_tick_q32;  // the time-stamp counter's rate, measured at start
     Counter start_unix_ms;
     Counter reloads;
     ConnStats conn;
     WorkerStats workers[kMaxWorkers];
     NodeStats nodes[kMaxNodes];
+    History history;
 };
 
 // The supervisor's: makes the memfd and maps it. False with *err.
@@ -117,7 +135,18 @@ TopSample top_sample(const Stats &s);
 std::string format_top(const Stats &s, const TopSample &a, const TopSample &b);
 // The same as one JSON object (asyncd -s status --json).
 std::string format_status_json(const Stats &s);
-// The same as a small HTML page that refreshes itself every second.
+// The status page: format_status_json's document in a page that draws it and reads it
+// again every second (core/status_page.cc).
 std::string format_html(const Stats &s);
+
+// The supervisor's, once a second: appends a sample to s->history. Keeps the workers'
+// histograms as they were at the last sample, to take each second's p99 from the difference.
+class HistoryRecorder {
+  public:
+    void sample(Stats *s);
+
+  private:
+    std::vector<std::vector<uint64_t>> last_;  // per worker slot: its callbacks' buckets
+};
 
 }  // namespace asyncd

@@ -14,13 +14,16 @@ std::string admin_response(const std::string &req, const Stats &stats) {
     std::string status = "200 OK", type = "text/plain; version=0.0.4", body;
     if (req.compare(0, 13, "GET /metrics ") == 0) {
         body = format_metrics(stats);
+    } else if (req.compare(0, 17, "GET /status.json ") == 0) {
+        type = "application/json";
+        body = format_status_json(stats);
     } else if (req.compare(0, 6, "GET / ") == 0) {
         type = "text/html; charset=utf-8";
         body = format_html(stats);
     } else {
         status = "404 Not Found";
         type = "text/plain";
-        body = "GET / or GET /metrics\n";
+        body = "GET /, GET /metrics or GET /status.json\n";
     }
     return "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
            "\r\nContent-Length: " + std::to_string(body.size()) +

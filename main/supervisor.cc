@@ -435,7 +435,8 @@ void Supervisor::reload() {
     // What a worker reads only as it starts: a change of it restarts them one at a time, and
     // is sent back if the first cannot start with it.
     bool roll = plugin_changed || next.plugin_values != cfg_.plugin_values ||
-                next.worker_max_rss != cfg_.worker_max_rss;
+                next.worker_max_rss != cfg_.worker_max_rss ||
+                next.handler_timing != cfg_.handler_timing;
     // The config to go back to is the last one known to start: while a roll has not proven
     // the previous reload, a new one does not make it the fallback.
     bool proving = roll_index_ <= workers_.size();
@@ -921,6 +922,7 @@ int Supervisor::next_timeout() {
     if (stop_ != Stop::kNone) next = stop_deadline_ms_;
     if (quit_deadline_ms_ && stop_ == Stop::kNone) next = quit_deadline_ms_;
     if (cfg_.handler_timeout_ms > 0) next = std::min(next, next_hang_check_ms_);
+    next = std::min(next, next_sample_ms_);
     if (admin_) {
         int in = admin_->expire(now);  // closes the admin clients past their deadline
         if (in >= 0) next = std::min(next, now + uint64_t(in));
@@ -956,6 +958,11 @@ void Supervisor::check_hangs(uint64_t now) {
 void Supervisor::run_timers() {
     uint64_t now = monotonic_ms();
     check_hangs(now);
+    if (now >= next_sample_ms_) {
+        history_.sample(ch_.stats);
+        next_sample_ms_ =
+            next_sample_ms_ ? std::max(next_sample_ms_ + 1000, now + 500) : now + 1000;
+    }
     if (quit_deadline_ms_ && stop_ == Stop::kNone && now >= quit_deadline_ms_) {
         log_->write(LogLevel::kWarn,
                     "shutdown_timeout (%d s) passed with clients connected: "

@@ -137,6 +137,8 @@ class Supervisor {
     bool done_ = false;
     bool ready_logged_ = false;
     uint64_t next_hang_check_ms_ = 0;
+    uint64_t next_sample_ms_ = 0;  // the status history's next one-a-second sample
+    HistoryRecorder history_;
 };
 
 }  // namespace asyncd

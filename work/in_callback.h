@@ -1,26 +1,87 @@
 // Marks the time a plugin callback started for the supervisor's hang detector, and clears
-// it when the callback returns.
+// it when the callback returns; and records how long it took, for one callback in
+// handler_timing of each kind: two reads of the time-stamp counter and a histogram's update
+// cost about 35 ns here, where a worker spends 40 ns of CPU on an echo request at full load.
 #pragma once
 
 #include "core/channels.h"
 #include "core/clock.h"
+#include "core/latency.h"
 
 namespace asyncd::work {
+
+// The worker's handler timing (null when handler_timing is off).
+static_assert(kTimingKinds == 7, "a countdown for each kind below");
+struct CallbackTimer {
+    WorkerTiming *timing = nullptr;
+    uint64_t ns_per_tick_q32 = 0;
+    uint64_t paused = 0;  // ticks the callback under way waited for conn: not its own time
+    uint32_t every = 1;   // handler_timing: one callback in `every` of each kind is timed
+    uint32_t countdown[kTimingKinds] = {1, 1, 1, 1, 1, 1, 1};  // the first of each kind is
+
+    bool due(int kind) {
+        if (--countdown[kind]) return false;
+        countdown[kind] = every;
+        return true;
+    }
+
+    // A packet conn stamped when it read it (its record's seq) and handed to the plugin at
+    // `started`. A stamp from a CPU whose counter runs ahead counts as no wait.
+    void waited(uint64_t started, uint64_t stamp) {
+        if (!started || !stamp) return;
+        record(timing->kinds[kTimeRingWait],
+               started > stamp ? ticks_to_ns(started - stamp, ns_per_tick_q32) : 0);
+    }
+};
+
+inline constexpr int kTimingOf[] = {
+    -1,            // kNone
+    -1,            // kInit
+    kTimePacket,   // kPacket
+    kTimeLink,     // kLinkUp
+    kTimeLink,     // kLinkDown
+    kTimeEvents,   // kEvents
+    kTimeTimer,    // kTimer
+    -1,            // kFini
+    kTimeNode,     // kNode
+    kTimeLink,     // kNodeLink
+    kTimeCallDone  // kCallDone
+};
+static_assert(sizeof kTimingOf / sizeof kTimingOf[0] == size_t(Callback::kCallDone) + 1,
+              "a timing kind for every callback");
 
 // One per callback: a loop of short callbacks (link_down_cli for every connection at a
 // stop, timers due together) is many short ones, never one long one.
 class InCallback {
   public:
-    InCallback(WorkerState *s, Callback cb) : s_(s) {
+    InCallback(WorkerState *s, Callback cb, CallbackTimer *t) : s_(s) {
         s_->callback.store(uint32_t(cb), std::memory_order_relaxed);
         s_->busy_since_ms.store(coarse_ms(), std::memory_order_relaxed);
+        int kind = kTimingOf[size_t(cb)];
+        if (t && kind >= 0 && t->due(kind)) {
+            timer_ = t;
+            hist_ = &t->timing->kinds[kind];
+            t->paused = 0;
+            started_ = ticks();
+        }
     }
-    ~InCallback() { s_->busy_since_ms.store(0, std::memory_order_relaxed); }
+    ~InCallback() {
+        s_->busy_since_ms.store(0, std::memory_order_relaxed);
+        if (!hist_) return;
+        uint64_t took = ticks() - started_;
+        took = took > timer_->paused ? took - timer_->paused : 0;
+        record(*hist_, ticks_to_ns(took, timer_->ns_per_tick_q32));
+    }
     InCallback(const InCallback &) = delete;
     InCallback &operator=(const InCallback &) = delete;
 
+    uint64_t started() const { return started_; }  // 0 when this one is not timed
+
   private:
     WorkerState *s_;
+    CallbackTimer *timer_ = nullptr;
+    LatencyHist *hist_ = nullptr;
+    uint64_t started_ = 0;
 };
 
 }  // namespace asyncd::work

@@ -86,6 +86,10 @@ Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
     call_timeout_ms_ = cfg_.cluster ? cfg_.cluster->call_timeout_ms : 5000;
     cpu_.share_poll_time(&ch->state->poll_ns);
     cpu_.count_own(&stats_->busy_poll_ns);
+    callback_timer_.timing = worker_timing(ch->stats, index);
+    callback_timer_.ns_per_tick_q32 = ch->stats->ns_per_tick_q32;
+    callback_timer_.every = uint32_t(cfg_.handler_timing);
+    if (cfg_.handler_timing) timing_ = &callback_timer_;
 }
 
 Worker::~Worker() {
@@ -119,7 +123,7 @@ int Worker::run() {
     out_.flush();
     const PluginExports &fns = plugin_.exports();
     if (fns.init_service) {
-        InCallback in(state_, Callback::kInit);
+        InCallback in(state_, Callback::kInit, timing_);
         int rc = fns.init_service(index_);
         if (rc != 0) {
             log_->write(LogLevel::kError, "init_service(%d) returned %d: worker not started",
@@ -135,7 +139,7 @@ int Worker::run() {
                     "%zu KiB: raise worker_max_rss; worker not started",
                     index_, rss_bytes() >> 10, cfg_.worker_max_rss >> 10);
         if (fns.fini_service) {
-            InCallback in(state_, Callback::kFini);
+            InCallback in(state_, Callback::kFini, timing_);
             fns.fini_service(index_);
         }
         return kExitFatal;
@@ -165,12 +169,12 @@ int Worker::run() {
             last_work_ns_ = monotonic_ns();
         }
         timers_.run(monotonic_ms(), [this](Timers::Fn fn, void *arg) {
-            InCallback in(state_, Callback::kTimer);
+            InCallback in(state_, Callback::kTimer, timing_);
             fn(arg);
         });
         run_calls();
         if (fns.proc_events) {
-            InCallback in(state_, Callback::kEvents);
+            InCallback in(state_, Callback::kEvents, timing_);
             fns.proc_events();
         }
         out_.flush();
@@ -196,7 +200,7 @@ int Worker::run() {
     {
         // Every node_call gets its callback in the process that made it: those still out
         // end STOPPING.
-        InCallback in(state_, Callback::kCallDone);
+        InCallback in(state_, Callback::kCallDone, timing_);
         calls_.fail_all(ASYNCD_NODE_STOPPING);
         calls_.run(monotonic_ms(), ASYNCD_NODE_TIMEOUT);
     }
@@ -207,14 +211,14 @@ int Worker::run() {
     if (fns.link_down_cli) {
         int reason = exit_code_ == kExitRecycle ? ASYNCD_DOWN_WORKER_RESTART : ASYNCD_DOWN_SHUTDOWN;
         for (uint64_t conn : live_) {
-            InCallback in(state_, Callback::kLinkDown);
+            InCallback in(state_, Callback::kLinkDown, timing_);
             fns.link_down_cli(conn, reason);
         }
     }
     live_.clear();
     last_live_ = 0;
     if (fns.fini_service) {
-        InCallback in(state_, Callback::kFini);
+        InCallback in(state_, Callback::kFini, timing_);
         fns.fini_service(index_);
     }
     out_.flush();
@@ -392,7 +396,7 @@ void Worker::link_up_bound() {
         live_.insert(conn);
         linked++;
         if (!fns.link_up_cli) continue;
-        InCallback in(state_, Callback::kLinkUp);
+        InCallback in(state_, Callback::kLinkUp, timing_);
         fns.link_up_cli(conn, &peer);
     }
     if (linked) {
@@ -418,7 +422,7 @@ void Worker::ensure_linked(uint64_t conn) {
     if (!plugin_.exports().link_up_cli) return;
     asyncd_peer_t peer;
     if (!read_peer(*ch_, conn, &peer)) memset(&peer, 0, sizeof peer);
-    InCallback in(state_, Callback::kLinkUp);
+    InCallback in(state_, Callback::kLinkUp, timing_);
     plugin_.exports().link_up_cli(conn, &peer);
 }
 
@@ -429,10 +433,13 @@ void Worker::dispatch(const shmq::Message &m) {
             ensure_linked(m.conn_id);
             bump(stats_->packets);
             int rc;
+            uint64_t started;
             {
-                InCallback in(state_, Callback::kPacket);
+                InCallback in(state_, Callback::kPacket, timing_);
+                started = in.started();
                 rc = fns.proc_pkg_cli(m.conn_id, m.data, m.len);
             }
+            if (timing_) timing_->waited(started, m.seq);
             if (rc != 0) close_conn(m.conn_id);
             break;
         }
@@ -443,7 +450,7 @@ void Worker::dispatch(const shmq::Message &m) {
             memset(&peer, 0, sizeof peer);
             memcpy(&peer, m.data, m.len < sizeof peer ? m.len : sizeof peer);
             if (fns.link_up_cli) {
-                InCallback in(state_, Callback::kLinkUp);
+                InCallback in(state_, Callback::kLinkUp, timing_);
                 fns.link_up_cli(m.conn_id, &peer);
             }
             break;
@@ -451,14 +458,14 @@ void Worker::dispatch(const shmq::Message &m) {
         case ToWorker::kLinkDown:
             if (!forget_live(m.conn_id)) break;
             if (fns.link_down_cli) {
-                InCallback in(state_, Callback::kLinkDown);
+                InCallback in(state_, Callback::kLinkDown, timing_);
                 fns.link_down_cli(m.conn_id, int(m.seq));
             }
             break;
         case ToWorker::kConnReset:
             if (fns.link_down_cli) {
                 for (uint64_t conn : live_) {
-                    InCallback in(state_, Callback::kLinkDown);
+                    InCallback in(state_, Callback::kLinkDown, timing_);
                     fns.link_down_cli(conn, ASYNCD_DOWN_CONN_RESTART);
                 }
             }
@@ -467,7 +474,7 @@ void Worker::dispatch(const shmq::Message &m) {
             // What the old conn held of our calls is gone with it: whether each ran is
             // unknown. Its requests to us have nobody to answer now.
             {
-                InCallback in(state_, Callback::kCallDone);
+                InCallback in(state_, Callback::kCallDone, timing_);
                 calls_.fail_all(ASYNCD_NODE_LINK_LOST);
             }
             reqs_.clear();
@@ -518,11 +525,13 @@ bool Worker::push_out(FromWorker type, uint64_t conn, const void *buf, size_t le
 void Worker::wait_room(size_t len) {
     if (!out_.prepare_wait_room(len)) return;
     PauseCallbackClock paused(state_);  // not hung: waiting for conn
+    uint64_t wait_from = timing_ ? ticks() : 0;
     struct pollfd p[2] = {{link_->wake.fd(), POLLIN, 0}, {ch_->death_rd, POLLIN, 0}};
     int n = poll(p, 2, 1000);
     out_.finish_wait_room();
     if (n > 0 && p[0].revents) link_->wake.drain();
     if (n > 0 && p[1].revents) orphaned_ = true;
+    if (timing_) timing_->paused += ticks() - wait_from;
 }
 
 }  // namespace asyncd::work

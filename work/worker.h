@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/timers.h"
+#include "work/in_callback.h"
 
 namespace asyncd::work {
 
@@ -87,6 +88,8 @@ class Worker {
     WorkerLink *link_;
     WorkerState *state_;  // this slot's hang-detector stamp in shared memory
     WorkerStats *stats_;  // its counters for status and metrics
+    CallbackTimer callback_timer_;
+    CallbackTimer *timing_ = nullptr;  // &callback_timer_ with handler_timing on
     shmq::Consumer in_;
     shmq::Producer out_;
     Plugin plugin_;

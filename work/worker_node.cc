@@ -160,13 +160,13 @@ void Worker::dispatch_node(const shmq::Message &m, uint64_t attempts) {
             bump(stats_->node_requests);
             if (req) reqs_.emplace(req, deadline);
             std::string from(h.from), service(h.service);
-            InCallback in(state_, Callback::kNode);
+            InCallback in(state_, Callback::kNode, timing_);
             fns.proc_pkg_node(req, from.c_str(), service.c_str(), h.msg.data(), h.msg.size(),
                               deadline);
             return;
         }
         case ToWorker::kNodeResult: {
-            InCallback in(state_, Callback::kCallDone);
+            InCallback in(state_, Callback::kCallDone, timing_);
             if (!calls_.complete(m.conn_id, cluster::result_status(m.seq),
                                  cluster::result_code(m.seq), m.data, m.len)) {
                 bump(stats_->node_late);
@@ -175,7 +175,7 @@ void Worker::dispatch_node(const shmq::Message &m, uint64_t attempts) {
         }
         case ToWorker::kNodeLink: {
             std::string node(reinterpret_cast<const char *>(m.data), m.len);
-            InCallback in(state_, Callback::kNodeLink);
+            InCallback in(state_, Callback::kNodeLink, timing_);
             if (m.seq == 0) {
                 if (fns.link_up_node) fns.link_up_node(node.c_str());
             } else if (fns.link_down_node) {
@@ -203,7 +203,7 @@ void Worker::run_calls() {
     uint64_t at;
     if (!calls_.next_deadline_ms(&at)) return;
     if (at > now) return;
-    InCallback in(state_, Callback::kCallDone);
+    InCallback in(state_, Callback::kCallDone, timing_);
     calls_.run(now, ASYNCD_NODE_TIMEOUT);
 }
 

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -239,7 +240,156 @@ TEST_F(Metrics, PrometheusTextMovesWithTrafficAndStatusAgrees) {
                             std::to_string((long long)after["asyncd_connections_accepted_total"])),
               std::string::npos)
         << out;
-    EXPECT_EQ(http_get(uint16_t(admin), "/nothing"), "GET / or GET /metrics\n");
+    EXPECT_EQ(http_get(uint16_t(admin), "/nothing"), "GET /, GET /metrics or GET /status.json\n");
+}
+
+// Every family of /metrics has its HELP and TYPE before its samples; a histogram's buckets
+// rise with le, end at +Inf, and +Inf is its _count. Returns what is wrong, "" when nothing.
+std::string check_exposition(const std::string &text) {
+    std::map<std::string, std::string> type;
+    std::set<std::string> help;
+    std::map<std::string, double> last_bucket;  // series without le -> last count
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind("# HELP ", 0) == 0) {
+            help.insert(line.substr(7, line.find(' ', 7) - 7));
+            continue;
+        }
+        if (line.rfind("# TYPE ", 0) == 0) {
+            size_t sp = line.find(' ', 7);
+            type[line.substr(7, sp - 7)] = line.substr(sp + 1);
+            continue;
+        }
+        if (line.empty() || line[0] == '#') return "a line that is no sample: " + line;
+        std::string name = line.substr(0, line.find_first_of("{ "));
+        std::string family = name;
+        for (const char *suffix : {"_bucket", "_sum", "_count"}) {
+            size_t n = strlen(suffix);
+            if (name.size() > n && name.compare(name.size() - n, n, suffix) == 0 &&
+                type.count(name.substr(0, name.size() - n)) &&
+                type[name.substr(0, name.size() - n)] == "histogram") {
+                family = name.substr(0, name.size() - n);
+            }
+        }
+        if (!type.count(family)) return "no TYPE before " + line;
+        if (!help.count(family)) return "no HELP before " + line;
+        if (type[family] != "histogram") continue;
+        double v = atof(line.c_str() + line.rfind(' ') + 1);
+        size_t le = line.find(",le=\"");
+        std::string series = le == std::string::npos ? "" : line.substr(0, le);
+        if (name == family + "_bucket") {
+            if (le == std::string::npos) return "a bucket without le: " + line;
+            if (last_bucket.count(series) && v < last_bucket[series])
+                return "a bucket below the one before it: " + line;
+            last_bucket[series] = v;
+            if (line.find("le=\"+Inf\"") != std::string::npos) last_bucket[series + "+Inf"] = v;
+        } else if (name == family + "_count") {
+            std::string labels = line.substr(name.size(), line.rfind(' ') - name.size());
+            std::string key = family + "_bucket" + labels.substr(0, labels.size() - 1) + "+Inf";
+            if (!last_bucket.count(key)) return "a _count without a +Inf bucket: " + line;
+            if (last_bucket[key] != v) return "_count is not the +Inf bucket: " + line;
+        }
+    }
+    return "";
+}
+
+// The plugin's callbacks are timed: one worker runs 40 quick packets and 4 that sleep 30 ms.
+// /metrics has them as histograms (promtool accepts the whole text, where it could be
+// fetched), -s status --json summarises them, and the status history has the second the
+// slow ones ran in, with its p99.
+TEST_F(Metrics, HandlerTimesAreHistogramsInMetricsJsonAndHistory) {
+    int admin = free_port();
+    start("workers 1\nplugin " + plugin_path("testplug.so") + "\nhandler_timing 1\n" +
+          "admin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    for (int i = 0; i < 40; i++)
+        ASSERT_EQ(c.call("tick"), "tick");
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(c.call("SLOW 30"), "SLOW 30");
+    std::string text;
+    std::map<std::string, double> m;
+    const std::string packet = "{worker=\"0\",callback=\"packet\"";
+    ASSERT_TRUE(eventually([&] {
+        text = http_get(uint16_t(admin), "/metrics");
+        m = parse_prometheus(text);
+        return m["asyncd_handler_seconds_count" + packet + "}"] == 44;
+    })) << text;
+    EXPECT_EQ(check_exposition(text), "") << text;
+    EXPECT_EQ(m["asyncd_handler_seconds_bucket" + packet + ",le=\"+Inf\"}"], 44);
+    // A sleep of 30 ms is never shorter: the slow four are above every bound up to 25 ms.
+    EXPECT_LE(m["asyncd_handler_seconds_bucket" + packet + ",le=\"0.01\"}"], 40) << text;
+    EXPECT_EQ(m["asyncd_handler_seconds_bucket" + packet + ",le=\"0.1\"}"], 44) << text;
+    EXPECT_GE(m["asyncd_handler_seconds_sum" + packet + "}"], 4 * 0.030) << text;
+    EXPECT_EQ(m["asyncd_ring_wait_seconds_count{worker=\"0\"}"], 44) << text;
+    std::string promtool = "build/tools/promtool";
+    if (access(promtool.c_str(), X_OK) == 0) {
+        spit(server_->dir() + "/metrics.txt", text);
+        std::string out;
+        EXPECT_EQ(run_shell(promtool + " check metrics < " +
+                                shell_quote(server_->dir() + "/metrics.txt") + " 2>&1",
+                            &out),
+                  0)
+            << out;
+        EXPECT_EQ(out, "") << "promtool's complaints";
+    } else {
+        printf("SKIP promtool: %s is not there (make test-tools fetches it)\n", promtool.c_str());
+    }
+
+    if (!have_tool("python3")) GTEST_SKIP() << "python3 is needed to read the JSON";
+    std::string doc = server_->dir() + "/status.json";
+    std::string out;
+    ASSERT_TRUE(eventually([&] {
+        spit(doc, http_get(uint16_t(admin), "/status.json"));
+        out.clear();
+        run_shell(
+            "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); w=d[\"workers\"][0]; "
+            "h=w[\"handler\"][\"packet\"]; s=d[\"history\"][\"samples\"]; "
+            "print(h[\"count\"], h[\"p99_ns\"] >= 30e6, h[\"max_ns\"] >= 30e6, "
+            "w[\"ring_wait\"][\"count\"], any(x[\"workers\"][0][\"p99_ns\"] >= 30e6 for x in s if "
+            "x[\"workers\"]))' " +
+                shell_quote(doc),
+            &out);
+        return out == "44 True True 44 True\n";
+    })) << out
+        << slurp(doc);
+}
+
+// By default one packet in 16 is timed, the first of them included: 48 packets, 3 timed.
+TEST_F(Metrics, HandlerTimingSamplesOneInN) {
+    int admin = free_port();
+    start("workers 1\nplugin " + plugin_path("testplug.so") +
+          "\nadmin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    for (int i = 0; i < 48; i++)
+        ASSERT_EQ(c.call("tick"), "tick");
+    std::map<std::string, double> m;
+    ASSERT_TRUE(eventually([&] {
+        m = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+        return m["asyncd_worker_packets_total{worker=\"0\"}"] == 48;
+    }));
+    EXPECT_EQ(m["asyncd_handler_seconds_count{worker=\"0\",callback=\"packet\"}"], 3);
+    EXPECT_EQ(m["asyncd_ring_wait_seconds_count{worker=\"0\"}"], 3);
+}
+
+// handler_timing off: nothing is timed, and the histograms stay empty.
+TEST_F(Metrics, HandlerTimingOffRecordsNothing) {
+    int admin = free_port();
+    start("workers 1\nplugin " + plugin_path("testplug.so") + "\nhandler_timing off\n" +
+          "admin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
+    Client c;
+    ASSERT_TRUE(c.connect(server_->port()));
+    for (int i = 0; i < 10; i++)
+        ASSERT_EQ(c.call("tick"), "tick");
+    std::map<std::string, double> m;
+    ASSERT_TRUE(eventually([&] {
+        m = parse_prometheus(http_get(uint16_t(admin), "/metrics"));
+        return m["asyncd_worker_packets_total{worker=\"0\"}"] == 10;
+    }));
+    EXPECT_EQ(m["asyncd_handler_seconds_count{worker=\"0\",callback=\"packet\"}"], 0);
+    EXPECT_EQ(m["asyncd_ring_wait_seconds_count{worker=\"0\"}"], 0);
 }
 
 // The number in the element with this id (`id="X"` then `>N<`), or -1.

@@ -175,6 +175,7 @@ TEST_F(ConfigFiles, EveryKeyOfTheTableParses) {
         {"log_file", "x.log"},
         {"pid_file", "x.pid"},
         {"daemon", "no"},
+        {"handler_timing", "4"},
         {"admin_listen", "127.0.0.1:0"},
         {"admin_allow_remote", "no"},
         // The two cluster keys go together.
