@@ -55,9 +55,17 @@ inline void record(LatencyHist &h, uint64_t ns) {
 }
 
 // What each worker times. Callbacks not named here (init_service, fini_service) are not.
-enum TimingKind { kTimePacket, kTimeNode, kTimeTimer, kTimeEvents, kTimeCallDone, kTimeLink,
-                  kTimeRingWait, kTimingKinds };
-inline constexpr int kHandlerKinds = kTimeRingWait;  // the kinds that are plugin callbacks
+enum TimingKind {
+    kTimePacket,
+    kTimeNode,
+    kTimeTimer,
+    kTimeEvents,
+    kTimeCallDone,
+    kTimeLink,
+    kTimeRingWait,
+    kTimingKinds
+};
+inline constexpr int kHandlerKinds = kTimeRingWait;   // the kinds that are plugin callbacks
 extern const char *const kTimingNames[kTimingKinds];  // "packet", ..., "ring_wait"
 
 struct WorkerTiming {

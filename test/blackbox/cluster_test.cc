@@ -92,6 +92,20 @@ TEST_F(Cluster, NodesAreInTheMetricsAndTheStatus) {
         &out);
     EXPECT_NE(out.find("\nb "), std::string::npos) << out;
     EXPECT_NE(out.find(" up "), std::string::npos) << out;
+    // The status page's node table: its state, and its calls' errors by status.
+    std::string browser = chromium_command(node("a").dir());
+    if (browser.empty()) GTEST_SKIP() << "chromium not found";
+    std::string dom;
+    ASSERT_TRUE(dump_dom(browser, "http://127.0.0.1:" + std::to_string(admin) + "/", &dom));
+    size_t at = dom.find("id=\"n-b-state\"");
+    ASSERT_NE(at, std::string::npos) << dom;
+    EXPECT_EQ(dom.compare(dom.find('>', at) + 1, 3, "up<"), 0) << dom.substr(at, 200);
+    at = dom.find("id=\"n-b-calls-out\"");
+    ASSERT_NE(at, std::string::npos) << dom;
+    EXPECT_EQ(dom.compare(dom.find('>', at) + 1, 2, "3<"), 0) << dom.substr(at, 200);
+    std::string row = dom.substr(at, dom.find("</tr>", at) - at);
+    EXPECT_NE(row.find("timeout 1"), std::string::npos) << row;
+    EXPECT_NE(row.find("remote 1"), std::string::npos) << row;
 }
 
 // C11: SIGHUP with the cluster file changed while calls to an unchanged node go on: a node

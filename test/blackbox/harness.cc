@@ -463,4 +463,21 @@ std::string Client::call(const std::string &payload) {
     return out;
 }
 
+std::string chromium_command(const std::string &dir) {
+    for (const char *b : {"chromium", "chromium-browser", "google-chrome"}) {
+        if (have_tool(b)) {
+            return std::string("timeout 90 ") + b +
+                   " --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run "
+                   "--virtual-time-budget=4000 --window-size=1000,1500 --user-data-dir=" +
+                   shell_quote(dir + "/chromium");
+        }
+    }
+    return "";
+}
+
+bool dump_dom(const std::string &browser, const std::string &url, std::string *dom) {
+    dom->clear();
+    return run_shell(browser + " --dump-dom " + url + " 2>/dev/null", dom, 100) == 0;
+}
+
 }  // namespace asyncd::test

@@ -38,6 +38,11 @@ int listen_loopback(uint16_t *port, int backlog = 16);
 int free_port();
 // The tool is on PATH.
 bool have_tool(const std::string &tool);
+// Headless Chromium's command with the flags the page tests use (scripts run for up to 4 s
+// of virtual time, a profile in `dir`), or "" when no browser is installed.
+std::string chromium_command(const std::string &dir);
+// The page at url after its scripts ran, as Chromium serialises it. False if it failed.
+bool dump_dom(const std::string &browser, const std::string &url, std::string *dom);
 
 // Polls cond until it holds or the deadline passes.
 bool eventually(const std::function<bool()> &cond,
