@@ -598,7 +598,7 @@ bool Clients::feed(Connection *c, const uint8_t *data, size_t len, size_t *used)
         shmq::RecordMeta meta;
         meta.type = type_of(ToWorker::kPacket);
         meta.conn_id = c->id;
-        meta.seq = read_ticks_;  // the worker's ring wait starts here (core/latency.h)
+        meta.seq = packet_seq(c->packets, read_ticks_);
         shmq::PushStatus s = p.to().try_push_stream(meta, data + *used, n, &p.stream_done());
         if (s == shmq::PushStatus::kFull) {
             c->stream_len = n;

@@ -10,7 +10,7 @@ namespace asyncd {
 
 // conn -> worker.
 enum class ToWorker : uint16_t {
-    kPacket = 1,     // a whole packet of conn_id; seq counts the connection's packets
+    kPacket = 1,     // a whole packet of conn_id; seq: packet_seq() below
     kLinkUp = 2,     // payload: asyncd_peer_t
     kLinkDown = 3,   // seq: the asyncd_down_reason
     kConnReset = 4,  // a new conn process: every connection before it is gone
@@ -19,6 +19,29 @@ enum class ToWorker : uint16_t {
     kNodeResult = 6,   // the outcome of this worker's call conn_id
     kNodeLink = 7,     // a link to a node came up (seq 0) or went down (seq: the status)
 };
+
+// A packet's seq: the connection's packet count in the low 24 bits (for the log), and above
+// them the low 40 bits of the time-stamp counter when conn read it (core/latency.h), from
+// which the worker takes its wait in the ring: 40 bits of ticks last minutes, and a wait is
+// taken modulo them.
+inline constexpr int kSeqCountBits = 24;
+inline constexpr uint64_t kSeqStampMask = (uint64_t(1) << (64 - kSeqCountBits)) - 1;
+inline uint64_t packet_seq(uint64_t count, uint64_t ticks) {
+    return (ticks & kSeqStampMask) << kSeqCountBits | (count & ((1u << kSeqCountBits) - 1));
+}
+inline uint64_t packet_count(uint64_t seq) {
+    return seq & ((1u << kSeqCountBits) - 1);
+}
+inline uint64_t packet_stamp(uint64_t seq) {
+    return seq >> kSeqCountBits;
+}
+// Ticks from a stamp to `now` (a full counter reading); 0 when the stamp is ahead (another
+// CPU's counter, a hair ahead) or absent.
+inline uint64_t ticks_since_stamp(uint64_t stamp, uint64_t now) {
+    if (!stamp) return 0;
+    uint64_t d = (now - stamp) & kSeqStampMask;
+    return d > kSeqStampMask / 2 ? 0 : d;
+}
 
 // worker -> conn.
 enum class FromWorker : uint16_t {

@@ -7,6 +7,7 @@
 #include "core/channels.h"
 #include "core/clock.h"
 #include "core/latency.h"
+#include "core/records.h"
 
 namespace asyncd::work {
 
@@ -25,12 +26,12 @@ struct CallbackTimer {
         return true;
     }
 
-    // A packet conn stamped when it read it (its record's seq) and handed to the plugin at
-    // `started`. A stamp from a CPU whose counter runs ahead counts as no wait.
+    // A packet conn stamped when it read it (packet_stamp of its seq) and handed to the
+    // plugin at `started` (0: not timed).
     void waited(uint64_t started, uint64_t stamp) {
         if (!started || !stamp) return;
         record(timing->kinds[kTimeRingWait],
-               started > stamp ? ticks_to_ns(started - stamp, ns_per_tick_q32) : 0);
+               ticks_to_ns(ticks_since_stamp(stamp, started), ns_per_tick_q32));
     }
 };
 

@@ -308,11 +308,14 @@ int Worker::drain(int budget) {
 // poisonous packet cannot keep a worker slot in a crash loop.
 void Worker::quarantine(const shmq::Message &m, uint64_t attempts) {
     bump(stats_->quarantined);
-    log_->write(LogLevel::kWarn,
-                "worker %d: quarantined record type %u seq %llu of connection %llx: %llu "
-                "workers started on it and %llu died; closing the connection",
-                index_, unsigned(m.type), (unsigned long long)m.seq, (unsigned long long)m.conn_id,
-                (unsigned long long)attempts, (unsigned long long)(attempts - 1));
+    log_->write(
+        LogLevel::kWarn,
+        "worker %d: quarantined record type %u seq %llu of connection %llx: %llu "
+        "workers started on it and %llu died; closing the connection",
+        index_, unsigned(m.type),
+        (unsigned long long)(ToWorker(m.type) == ToWorker::kPacket ? packet_count(m.seq) : m.seq),
+        (unsigned long long)m.conn_id, (unsigned long long)attempts,
+        (unsigned long long)(attempts - 1));
     if (ToWorker(m.type) == ToWorker::kPacket || ToWorker(m.type) == ToWorker::kLinkUp) {
         close_conn(m.conn_id);
     }
@@ -439,7 +442,7 @@ void Worker::dispatch(const shmq::Message &m) {
                 started = in.started();
                 rc = fns.proc_pkg_cli(m.conn_id, m.data, m.len);
             }
-            if (timing_) timing_->waited(started, m.seq);
+            if (timing_) timing_->waited(started, packet_stamp(m.seq));
             if (rc != 0) close_conn(m.conn_id);
             break;
         }

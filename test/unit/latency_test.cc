@@ -1,0 +1,73 @@
+// The handler-time histograms' parts: buckets, percentiles, the tick clock and the packet
+// stamp conn writes in a record's seq.
+#include <gtest/gtest.h>
+
+#include <string.h>
+
+#include <vector>
+
+#include "core/latency.h"
+#include "core/records.h"
+
+namespace asyncd {
+namespace {
+
+TEST(Latency, EveryValueIsInABucketAtMostOneIn128High) {
+    for (uint64_t v : std::vector<uint64_t>{0, 1, 255, 256, 257, 1000, 123456789, kLatencyCapNs}) {
+        size_t i = log_linear_index(v);
+        ASSERT_LT(i, kLatencyBuckets) << v;
+        uint64_t high = log_linear_highest(i);
+        EXPECT_GE(high, v);
+        EXPECT_LE(double(high - v), double(v) / 128 + 1e-9) << v;
+        if (i) {
+            EXPECT_LT(log_linear_highest(i - 1), v) << v;
+        }
+    }
+}
+
+TEST(Latency, RecordAndSummarize) {
+    std::vector<LatencyHist> keep(1);  // large: not on the stack
+    LatencyHist &h = keep[0];
+    memset(&h, 0, sizeof h);
+    for (int i = 0; i < 98; i++)
+        record(h, 100);
+    record(h, 50000);
+    record(h, uint64_t(1) << 40);  // past the cap: in the last bucket, max kept
+    LatencySummary s = summarize(h);
+    EXPECT_EQ(s.count, 100u);
+    EXPECT_EQ(s.p50_ns, 100u);
+    EXPECT_GE(s.p99_ns, 50000u);
+    EXPECT_LE(s.p99_ns, 50000u + 50000u / 128);
+    EXPECT_EQ(s.max_ns, uint64_t(1) << 40);
+    EXPECT_EQ(s.sum_ns, 98u * 100 + 50000 + kLatencyCapNs);
+    std::vector<uint64_t> none(kLatencyBuckets, 0);
+    EXPECT_EQ(percentile_of(none.data(), none.size(), 0, 99), 0u);
+}
+
+TEST(Latency, TicksBecomeNanoseconds) {
+    uint64_t q32 = measure_ns_per_tick_q32();
+    ASSERT_GT(q32, 0u);
+    uint64_t t0 = ticks(), n0 = monotonic_ns();
+    while (monotonic_ns() - n0 < 20000000) {
+    }
+    uint64_t ns = ticks_to_ns(ticks() - t0, q32), real = monotonic_ns() - n0;
+    EXPECT_NEAR(double(ns), double(real), double(real) * 0.05) << "within 5% over 20 ms";
+    EXPECT_EQ(ticks_to_ns(uint64_t(1) << 50, uint64_t(1) << 32), uint64_t(1) << 50) << "no overflow";
+}
+
+TEST(Latency, APacketSeqCarriesItsCountAndStamp) {
+    uint64_t now = 0x123456789abcdefull;
+    uint64_t seq = packet_seq(0x1000005, now - 500);
+    EXPECT_EQ(packet_count(seq), 5u) << "the count's low 24 bits";
+    EXPECT_EQ(ticks_since_stamp(packet_stamp(seq), now), 500u);
+    // The counter's 40 low bits wrapped between the stamp and now.
+    uint64_t before_wrap = (uint64_t(1) << 40) - 100;
+    EXPECT_EQ(ticks_since_stamp(packet_stamp(packet_seq(0, before_wrap)), before_wrap + 300),
+              300u);
+    EXPECT_EQ(ticks_since_stamp(packet_stamp(packet_seq(0, now + 50)), now), 0u)
+        << "a stamp ahead (another CPU's counter) is no wait";
+    EXPECT_EQ(ticks_since_stamp(0, now), 0u) << "no stamp";
+}
+
+}  // namespace
+}  // namespace asyncd
