@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -36,6 +37,7 @@ bool Channels::create(const Config &cfg, std::string *err) {
     state->active_workers.store(uint32_t(cfg.workers));
     state->limits.publish(cfg);
     if (!create_stats(cfg.max_workers, &stats, &stats_fd, err)) return false;
+    snprintf(stats->node_name, sizeof stats->node_name, "%s", cfg.node_name.c_str());
 
     shmq::RingParams in_params, out_params;
     in_params.capacity = out_params.capacity = cfg.ring_size;

@@ -232,6 +232,27 @@ const char *const kNodeStatusNames[kNodeStatuses] = {
     "ok",        "remote", "timeout",     "unknown",  "down",           "link_lost", "queue_full",
     "too_large", "busy",   "worker_died", "stopping", "peer_restarted", "no_service"};
 
+// A name from shared memory as the inside of a JSON string: quotes, backslashes and control
+// characters escaped, and no further than its field's end.
+template <size_t N>
+std::string json_string(const char (&text)[N]) {
+    std::string out;
+    for (size_t i = 0; i < N && text[i]; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += char(c);
+        } else if (c < 0x20 || c == 0x7f) {
+            char esc[8];
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            out += esc;
+        } else {
+            out += char(c);
+        }
+    }
+    return out;
+}
+
 bool node_used(const NodeStats &n) {
     return get(n.used) != 0;
 }
@@ -470,11 +491,11 @@ std::string format_status(const Stats &s) {
 // one object per worker slot in use and per node.
 std::string format_status_json(const Stats &s) {
     std::string out;
-    add(&out,
-        "{\"unix_ms\": %llu, \"uptime_s\": %.3f, \"reloads\": %llu, \"connections\": %llu, "
-        "\"conn\": {",
+    add(&out, "{\"unix_ms\": %llu, \"uptime_s\": %.3f, \"reloads\": %llu, \"connections\": %llu, ",
         (unsigned long long)now_unix_ms(), uptime_s(s), (unsigned long long)get(s.reloads),
         (unsigned long long)get(s.conn.connections));
+    if (s.node_name[0]) add(&out, "\"node\": \"%s\", ", json_string(s.node_name).c_str());
+    out += "\"conn\": {";
     const char *sep = "";
     for (const ConnField &f : kConnFields) {
         add(&out, "%s\"%s%s%s\": %llu", sep, f.metric, f.label ? "_" : "", f.label ? f.label : "",
@@ -519,11 +540,7 @@ std::string format_status_json(const Stats &s) {
         uint64_t failed = 0;
         for (int st = 2; st < kNodeStatuses; st++)
             failed += get(n.completions[st]);
-        std::string name;
-        for (const char *c = n.name; *c && c < n.name + sizeof n.name; c++) {
-            if (*c == '"' || *c == '\\') name += '\\';
-            name += *c;
-        }
+        std::string name = json_string(n.name);
         add(&out,
             "%s{\"name\": \"%s\", \"state\": \"%s\", \"rtt_us\": %llu, \"queued\": %llu, "
             "\"pending_out\": %llu, \"pending_in\": %llu, \"calls_out\": %llu, "

@@ -107,6 +107,7 @@ struct Stats {
     uint32_t size;             // sizeof(Stats), to refuse a mapping of another build
     uint64_t mapping_size;     // with the workers' histograms after it (core/latency.h)
     uint64_t ns_per_tick_q32;  // the time-stamp counter's rate, measured at start
+    char node_name[72];        // the cluster's name of this node ("" without a cluster)
     Counter start_unix_ms;
     Counter reloads;
     ConnStats conn;

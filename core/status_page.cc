@@ -33,17 +33,17 @@ background:#fff8c5;color:#7d4e00;border:1px solid #eed888;font-size:13px}
 body.stale main{opacity:.7}
 .rates{display:grid;grid-template-columns:repeat(auto-fill,minmax(160px,1fr));gap:8px}
 .rate{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:6px 12px}
-.rate .v{font-size:22px;font-weight:600;font-variant-numeric:tabular-nums}
-.rate .u{color:var(--mut);font-size:12px;margin-left:5px}
+.rate .v{display:block;font-size:22px;line-height:1.25;font-weight:600;font-variant-numeric:tabular-nums}
+.rate .u{display:block;color:var(--mut);font-size:12px}
 .rate .s{display:block;color:var(--mut);font-size:12px;min-height:1.4em}
 .charts{display:grid;grid-template-columns:1fr 1fr;gap:10px;margin-top:12px}
-@media (max-width:720px){.charts{grid-template-columns:1fr}body{padding:10px 10px 24px}}
 figure{margin:0;background:var(--card);border:1px solid var(--line);border-radius:8px;
 padding:8px 10px 6px;min-width:0}
 figcaption{font-weight:600;display:flex;justify-content:space-between;gap:8px}
 figcaption .cur{font-weight:400;color:var(--mut);font-variant-numeric:tabular-nums}
 svg{display:block;width:100%;height:auto;overflow:visible}
 svg text{fill:var(--mut);font-size:10px;font-family:inherit}
+svg text.unit{font-weight:600}
 svg .gl{stroke:var(--grid);stroke-width:1}
 svg .ax{stroke:var(--line);stroke-width:1}
 svg .ln{fill:none;stroke-width:1.6;stroke-linejoin:round;stroke-linecap:round}
@@ -53,15 +53,18 @@ vertical-align:-1px}
 .wrap{overflow-x:auto;-webkit-overflow-scrolling:touch;border:1px solid var(--line);
 border-radius:8px}
 table{border-collapse:collapse;white-space:nowrap;font-variant-numeric:tabular-nums;min-width:100%}
-th,td{padding:4px 10px;text-align:right;border-bottom:1px solid var(--line)}
+th,td{padding:4px 8px;text-align:right;border-bottom:1px solid var(--line)}
 tr:last-child td{border-bottom:0}
-th{font-weight:600;font-size:12px;color:var(--mut);background:var(--card)}
+th{font-weight:600;font-size:12px;line-height:1.25;color:var(--mut);background:var(--card);
+white-space:normal;vertical-align:bottom}
 th:first-child,td:first-child{text-align:left}
-td.l{text-align:left}
+th.l,td.l{text-align:left}
 .dot{display:inline-block;width:8px;height:8px;border-radius:50%;margin-right:6px}
 .up{color:var(--ok)}.down{color:var(--bad)}.other{color:var(--warn)}
 #conn-wrap{max-width:560px}
 .muted{color:var(--mut)}
+@media (max-width:720px){.charts{grid-template-columns:1fr}body{padding:10px 10px 24px}
+th{white-space:nowrap}svg text{font-size:12px}}
 </style></head>
 <body>
 <header><h1>asyncd</h1><span class="meta">up <b id="uptime">&ndash;</b> &middot;
@@ -114,8 +117,11 @@ var DASH = '\u2013', MINUS = '\u2212', MU = '\u00b5';
 var KINDS = ['packet', 'node', 'timer', 'events', 'call_done', 'link'];
 var PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2', '#db2777',
                '#65a30d', '#64748b', '#ea580c'];
-var W = 400, H = 170, PL = 42, PR = 14, PT = 16, PB = 20, WIN = 300000;
-var prev = null, cur = null, staleSince = null;
+var W = 400, H = 170, PL = 42, PR = 14, PT = 22, PB = 20, WIN = 300000;
+// prev: the read the rates are taken against, the newest at least MINGAP before cur (with
+// one fetch a second, the one before it).
+var prev = null, cur = null, reads = [], staleSince = null, MINGAP = 500;
+var SVGNS = document.getElementById('chart-throughput').namespaceURI;  // no URL in the page
 
 function $(id) { return document.getElementById(id); }
 function obj(v) { return v && typeof v === 'object' && !Array.isArray(v) ? v : {}; }
@@ -137,7 +143,7 @@ function el(tag, attrs, kids) {
   return e;
 }
 function sv(tag, attrs, text) {
-  var e = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  var e = document.createElementNS(SVGNS, tag);
   for (var k in attrs) e.setAttribute(k, attrs[k]);
   if (text != null) e.textContent = text;
   return e;
@@ -247,7 +253,7 @@ function chart(id, series, now, gap, base, units) {
     svg.appendChild(sv('line', {x1: x0, x2: x1, y1: y, y2: y, 'class': g ? 'gl' : 'ax'}));
     svg.appendChild(sv('text', {x: x0 - 5, y: y + 3.5, 'text-anchor': 'end'}, fmt(sc.top * g / 2 / sc.s)));
   }
-  svg.appendChild(sv('text', {x: x0 - 5, y: y1 - 6, 'text-anchor': 'end'}, sc.unit));
+  svg.appendChild(sv('text', {x: 2, y: 10, 'class': 'unit'}, sc.unit));
   for (var m = 0; m <= 5; m++) {
     var x = X(now - m * 60000);
     if (m > 0 && m < 5) svg.appendChild(sv('line', {x1: x, x2: x, y1: y1, y2: y0, 'class': 'gl'}));
@@ -319,7 +325,7 @@ function charts(j) {
   txt('cur-ring', isNaN(rmax) ? '' : 'deepest ' + bytes(rmax));
   txt('cur-p99', isNaN(pmax) ? '' : 'worst ' + pmax.toFixed(1) + ' ' + MU + 's');
   chart('chart-throughput', [{color: PALETTE[0], pts: tp}], now, gap, 1000,
-        dec.map(function (u) { return u + 'pkt/s'; }));
+        dec.map(function (u) { return u + (u ? ' ' : '') + 'pkt/s'; }));
   chart('chart-connections', [{color: PALETTE[2], pts: cn}], now, gap, 1000, dec);
   chart('chart-ring', rs, now, gap, 1024, ['B', 'KiB', 'MiB', 'GiB']);
   chart('chart-p99', ps, now, gap, 1000, [MU + 's', 'ms', 's']);
@@ -412,8 +418,12 @@ function received(j) {
   j = obj(j);
   j._t = isNaN(n(j.unix_ms)) ? Date.now() : j.unix_ms;
   stale(false);
-  if (cur && j._t <= cur._t) return;  // the same read again: keep the rates of the last two
-  prev = cur;
+  if (cur && j._t === cur._t) return;  // the same read again: keep the rates of the last two
+  if (cur && j._t < cur._t) reads = [];  // the clock went back: start the rates again
+  else if (cur) reads.push(cur);
+  if (reads.length > 5) reads.shift();
+  prev = null;
+  for (var i = reads.length - 1; i >= 0 && !prev; i--) if (j._t - reads[i]._t >= MINGAP) prev = reads[i];
   cur = j;
   render(cur);
 }

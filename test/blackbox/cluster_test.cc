@@ -92,12 +92,18 @@ TEST_F(Cluster, NodesAreInTheMetricsAndTheStatus) {
         &out);
     EXPECT_NE(out.find("\nb "), std::string::npos) << out;
     EXPECT_NE(out.find(" up "), std::string::npos) << out;
+    EXPECT_NE(http_get(uint16_t(admin), "/status.json").find("\"node\": \"a\", "),
+              std::string::npos);
     // The status page's node table: its state, and its calls' errors by status.
     std::string browser = chromium_command(node("a").dir());
     if (browser.empty()) GTEST_SKIP() << "chromium not found";
     std::string dom;
     ASSERT_TRUE(dump_dom(browser, "http://127.0.0.1:" + std::to_string(admin) + "/", &dom));
-    size_t at = dom.find("id=\"n-b-state\"");
+    size_t at = dom.find("id=\"node\"");
+    ASSERT_NE(at, std::string::npos) << dom;
+    EXPECT_NE(dom.substr(at, 80).find(">a<"), std::string::npos)
+        << "its own name: " << dom.substr(at, 80);
+    at = dom.find("id=\"n-b-state\"");
     ASSERT_NE(at, std::string::npos) << dom;
     EXPECT_EQ(dom.compare(dom.find('>', at) + 1, 3, "up<"), 0) << dom.substr(at, 200);
     at = dom.find("id=\"n-b-calls-out\"");

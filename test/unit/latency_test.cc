@@ -52,7 +52,8 @@ TEST(Latency, TicksBecomeNanoseconds) {
     }
     uint64_t ns = ticks_to_ns(ticks() - t0, q32), real = monotonic_ns() - n0;
     EXPECT_NEAR(double(ns), double(real), double(real) * 0.05) << "within 5% over 20 ms";
-    EXPECT_EQ(ticks_to_ns(uint64_t(1) << 50, uint64_t(1) << 32), uint64_t(1) << 50) << "no overflow";
+    EXPECT_EQ(ticks_to_ns(uint64_t(1) << 50, uint64_t(1) << 32), uint64_t(1) << 50)
+        << "no overflow";
 }
 
 TEST(Latency, APacketSeqCarriesItsCountAndStamp) {
@@ -62,8 +63,7 @@ TEST(Latency, APacketSeqCarriesItsCountAndStamp) {
     EXPECT_EQ(ticks_since_stamp(packet_stamp(seq), now), 500u);
     // The counter's 40 low bits wrapped between the stamp and now.
     uint64_t before_wrap = (uint64_t(1) << 40) - 100;
-    EXPECT_EQ(ticks_since_stamp(packet_stamp(packet_seq(0, before_wrap)), before_wrap + 300),
-              300u);
+    EXPECT_EQ(ticks_since_stamp(packet_stamp(packet_seq(0, before_wrap)), before_wrap + 300), 300u);
     EXPECT_EQ(ticks_since_stamp(packet_stamp(packet_seq(0, now + 50)), now), 0u)
         << "a stamp ahead (another CPU's counter) is no wait";
     EXPECT_EQ(ticks_since_stamp(0, now), 0u) << "no stamp";
