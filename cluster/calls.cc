@@ -29,7 +29,7 @@ void CallTable::finish(uint64_t id, Call c, int status, int code, const void *re
             break;
         }
     }
-    c.fn(c.arg, id, status, code, reply, len);
+    call(c.fn, c.arg, id, status, code, reply, len);
 }
 
 bool CallTable::complete(uint64_t call, int status, int code, const void *reply, size_t len) {
@@ -99,7 +99,7 @@ size_t CallTable::run(uint64_t now_ms, int timeout_status) {
     std::vector<Failed> failed;
     failed.swap(failed_);
     for (const Failed &f : failed) {
-        f.fn(f.arg, f.id, f.status, 0, nullptr, 0);
+        call(f.fn, f.arg, f.id, f.status, 0, nullptr, 0);
         ran++;
     }
     std::vector<uint64_t> due;

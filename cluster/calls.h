@@ -18,6 +18,11 @@ namespace asyncd::cluster {
 using CallFn = void (*)(void *arg, uint64_t call, int status, int code, const void *reply,
                         size_t len);
 
+// How the table runs a callback: the worker's wraps each in its own hang-detector stamp and
+// timing (a batch of timeouts is many short callbacks, never one long one). Null: directly.
+using CallInvoker = void (*)(void *ctx, CallFn fn, void *arg, uint64_t call, int status, int code,
+                             const void *reply, size_t len);
+
 class CallTable {
   public:
     // first_id: where this process's ids start (the worker stamps its incarnation into the
@@ -45,6 +50,10 @@ class CallTable {
     // callbacks ran.
     size_t run(uint64_t now_ms, int timeout_status);
 
+    void set_invoker(CallInvoker invoke, void *ctx) {
+        invoke_ = invoke;
+        invoke_ctx_ = ctx;
+    }
     size_t pending() const { return calls_.size(); }
     void set_max_pending(size_t n) { max_pending_ = n; }  // a reload's pending_max
     // When run() next has something to do; false: nothing pending or deferred.
@@ -66,6 +75,14 @@ class CallTable {
     };
     void finish(uint64_t id, Call c, int status, int code, const void *reply, size_t len);
     bool end(uint64_t call, int status);  // a local outcome; false if it already ended
+    void call(CallFn fn, void *arg, uint64_t id, int status, int code, const void *reply,
+              size_t len) {
+        if (invoke_) {
+            invoke_(invoke_ctx_, fn, arg, id, status, code, reply, len);
+        } else {
+            fn(arg, id, status, code, reply, len);
+        }
+    }
 
     uint64_t next_id_;
     size_t max_pending_;
@@ -73,6 +90,8 @@ class CallTable {
     std::multimap<uint64_t, uint64_t> by_deadline_;  // deadline -> id
     std::vector<Failed> failed_;
     uint64_t dropped_ = 0;
+    CallInvoker invoke_ = nullptr;
+    void *invoke_ctx_ = nullptr;
 };
 
 }  // namespace asyncd::cluster

@@ -316,7 +316,7 @@ class Parser {
             long every = value == "off" ? 0 : strtol(value.c_str(), &end, 10);
             if (value != "off" && (value.empty() || *end || every < 0 || every > 65536)) {
                 *why =
-                    "handler_timing must be off or N, one callback in N timed (1 to "
+                    "handler_timing must be off (or 0) or N, one callback in N timed (1 to "
                     "65536), got '" +
                     value + "'";
                 return false;

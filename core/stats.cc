@@ -145,6 +145,37 @@ LatencySummary summarize(const LatencyHist &h) {
     return r;
 }
 
+std::string json_escape(const char *text, size_t max) {
+    std::string out;
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(text);
+    for (size_t i = 0; i < max && p[i]; i++) {
+        unsigned char c = p[i];
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += char(c);
+        } else if (c < 0x20 || c == 0x7f) {
+            char esc[8];
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            out += esc;
+        } else if (c < 0x80) {
+            out += char(c);
+        } else {
+            // A whole UTF-8 sequence is kept; anything else is U+FFFD.
+            size_t n = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+            size_t k = 1;
+            while (n && k < n && i + k < max && (p[i + k] & 0xc0) == 0x80)
+                k++;
+            if (n && k == n) {
+                out.append(reinterpret_cast<const char *>(p + i), n);
+                i += n - 1;
+            } else {
+                out += "\\ufffd";
+            }
+        }
+    }
+    return out;
+}
+
 bool create_stats(int nworkers, Stats **out, int *fd, std::string *err) {
     int f = memfd_create(kMemfdName, MFD_CLOEXEC);
     if (f < 0) {
@@ -232,25 +263,9 @@ const char *const kNodeStatusNames[kNodeStatuses] = {
     "ok",        "remote", "timeout",     "unknown",  "down",           "link_lost", "queue_full",
     "too_large", "busy",   "worker_died", "stopping", "peer_restarted", "no_service"};
 
-// A name from shared memory as the inside of a JSON string: quotes, backslashes and control
-// characters escaped, and no further than its field's end.
 template <size_t N>
 std::string json_string(const char (&text)[N]) {
-    std::string out;
-    for (size_t i = 0; i < N && text[i]; i++) {
-        unsigned char c = (unsigned char)text[i];
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += char(c);
-        } else if (c < 0x20 || c == 0x7f) {
-            char esc[8];
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            out += esc;
-        } else {
-            out += char(c);
-        }
-    }
-    return out;
+    return json_escape(text, N);
 }
 
 bool node_used(const NodeStats &n) {
@@ -558,7 +573,9 @@ std::string format_status_json(const Stats &s) {
     }
     out += "], \"history\": {\"interval_ms\": 1000, \"samples\": [";
     uint64_t written = s.history.written.load(std::memory_order_acquire);
-    uint64_t first = written > uint64_t(kHistory) ? written - kHistory : 0;
+    // The oldest slot is the one the supervisor writes next: another process reading it
+    // could see half a sample, so it is left out.
+    uint64_t first = written >= uint64_t(kHistory) ? written - kHistory + 1 : 0;
     int charted = int(s.nworkers < uint32_t(kHistoryWorkers) ? s.nworkers : kHistoryWorkers);
     for (uint64_t i = first; i < written; i++) {
         const HistorySample &h = s.history.samples[i % kHistory];
@@ -571,8 +588,8 @@ std::string format_status_json(const Stats &s) {
         sep = "";
         for (int w = 0; w < charted; w++) {
             if (!slot_used(s.workers[w])) continue;
-            add(&out, "%s{\"index\": %d, \"ring_depth\": %u, \"p99_ns\": %u}", sep, w,
-                h.ring_depth[w], h.p99_ns[w]);
+            add(&out, "%s{\"index\": %d, \"ring_depth\": %u, \"p99_ns\": %llu}", sep, w,
+                h.ring_depth[w], (unsigned long long)h.p99_ns[w]);
             sep = ", ";
         }
         out += "]}";
@@ -611,8 +628,7 @@ void HistoryRecorder::sample(Stats *s) {
             b[j] = now[j] >= last[j] ? now[j] - last[j] : 0;
             total += b[j];
         }
-        uint64_t p99 = percentile_of(b.data(), b.size(), total, 99);
-        h.p99_ns[w] = uint32_t(p99 > UINT32_MAX ? UINT32_MAX : p99);
+        h.p99_ns[w] = percentile_of(b.data(), b.size(), total, 99);
         last.swap(now);
         now.assign(kLatencyBuckets, 0);
     }

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -93,7 +94,7 @@ inline constexpr int kHistoryWorkers = 32;  // the charts' lines: the first 32 w
 struct HistorySample {
     uint64_t unix_ms, packets_in, bytes_in, bytes_out, accepted, connections;
     uint32_t ring_depth[kHistoryWorkers];
-    uint32_t p99_ns[kHistoryWorkers];  // of every callback the worker ran in that second
+    uint64_t p99_ns[kHistoryWorkers];  // of every callback the worker ran in that second
 };
 struct History {
     Counter written;  // samples written since start; the newest is at (written - 1) % kHistory
@@ -121,6 +122,10 @@ bool create_stats(int nworkers, Stats **out, int *fd, std::string *err);
 
 // `asyncd -s status`: maps the running supervisor's stats read-only.
 const Stats *map_stats(pid_t supervisor, std::string *err);
+
+// text (at most max bytes of it, up to a NUL) as the inside of a JSON string: quotes,
+// backslashes and control characters escaped, bytes that are not UTF-8 as U+FFFD.
+std::string json_escape(const char *text, size_t max = SIZE_MAX);
 
 // The counters as Prometheus text (every line a comment or `name{labels} value`).
 std::string format_metrics(const Stats &s);

@@ -106,15 +106,12 @@ int print_status(pid_t pid, const std::string &config, bool json) {
     const asyncd::Stats *stats = asyncd::map_stats(pid, &err);
     if (json) {
         // One object: the processes, then the counters (null when they cannot be mapped).
-        std::string cfg_escaped;
-        for (char c : config) {
-            if (c == '"' || c == '\\') cfg_escaped += '\\';
-            cfg_escaped += c;
-        }
-        printf("{\"pid\": %d, \"config\": \"%s\", \"processes\": [", int(pid), cfg_escaped.c_str());
+        printf("{\"pid\": %d, \"config\": \"%s\", \"processes\": [", int(pid),
+               asyncd::json_escape(config.c_str()).c_str());
         for (size_t i = 0; i < procs.size(); i++) {
             printf("%s{\"name\": \"%s\", \"pid\": %d, \"rss_kib\": %ld}", i ? ", " : "",
-                   comm_of(procs[i]).c_str(), int(procs[i]), rss_kib(procs[i]));
+                   asyncd::json_escape(comm_of(procs[i]).c_str()).c_str(), int(procs[i]),
+                   rss_kib(procs[i]));
         }
         std::string counters = stats ? asyncd::format_status_json(*stats) : "null\n";
         printf("], \"counters\": %s}\n", counters.substr(0, counters.size() - 1).c_str());
@@ -238,9 +235,17 @@ int main(int argc, char **argv) {
             case 'j':
                 json = true;
                 break;
-            case 'n':
-                count = atol(optarg);
+            case 'n': {
+                char *end = nullptr;
+                count = strtol(optarg, &end, 10);
+                if (!*optarg || *end || count < 1) {
+                    fprintf(stderr,
+                            "asyncd: --count takes a number of screens, 1 or more, got '%s'\n",
+                            optarg);
+                    return 2;
+                }
                 break;
+            }
             case 'c':
                 config_path = optarg;
                 break;

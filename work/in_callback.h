@@ -18,11 +18,28 @@ struct CallbackTimer {
     uint64_t ns_per_tick_q32 = 0;
     uint64_t paused = 0;  // ticks the callback under way waited for conn: not its own time
     uint32_t every = 1;   // handler_timing: one callback in `every` of each kind is timed
-    uint32_t countdown[kTimingKinds] = {1, 1, 1, 1, 1, 1, 1};  // the first of each kind is
+    // Callbacks until the next timed one, per kind. The gaps are random, from 1 to
+    // 2 * every - 1 (every on average), so that traffic with a period of its own (pipelined
+    // batches of 16, say) cannot always put the same one of its packets in front of the
+    // clock, and a new worker's first callbacks are not always the ones timed.
+    uint32_t countdown[kTimingKinds] = {1, 1, 1, 1, 1, 1, 1};
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
 
+    void seed(uint64_t s) {
+        rng = s | 1;
+        for (uint32_t &c : countdown)
+            c = next_gap();
+    }
+    uint32_t next_gap() {
+        if (every <= 1) return 1;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        return 1 + uint32_t(rng % (2 * uint64_t(every) - 1));
+    }
     bool due(int kind) {
         if (--countdown[kind]) return false;
-        countdown[kind] = every;
+        countdown[kind] = next_gap();
         return true;
     }
 
@@ -70,6 +87,8 @@ class InCallback {
         s_->busy_since_ms.store(0, std::memory_order_relaxed);
         if (!hist_) return;
         uint64_t took = ticks() - started_;
+        // Another CPU's counter a hair behind (the worker moved): no time, not 2^64 ticks.
+        if (int64_t(took) < 0) took = 0;
         took = took > timer_->paused ? took - timer_->paused : 0;
         record(*hist_, ticks_to_ns(took, timer_->ns_per_tick_q32));
     }

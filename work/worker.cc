@@ -90,6 +90,8 @@ Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
     callback_timer_.ns_per_tick_q32 = ch->stats->ns_per_tick_q32;
     callback_timer_.every = uint32_t(cfg_.handler_timing);
     if (cfg_.handler_timing) timing_ = &callback_timer_;
+    callback_timer_.seed(ticks() ^ uint64_t(getpid()) << 32);
+    calls_.set_invoker(&Worker::invoke_call_done, this);
 }
 
 Worker::~Worker() {
@@ -200,7 +202,6 @@ int Worker::run() {
     {
         // Every node_call gets its callback in the process that made it: those still out
         // end STOPPING.
-        InCallback in(state_, Callback::kCallDone, timing_);
         calls_.fail_all(ASYNCD_NODE_STOPPING);
         calls_.run(monotonic_ms(), ASYNCD_NODE_TIMEOUT);
     }
@@ -476,10 +477,7 @@ void Worker::dispatch(const shmq::Message &m) {
             last_live_ = 0;
             // What the old conn held of our calls is gone with it: whether each ran is
             // unknown. Its requests to us have nobody to answer now.
-            {
-                InCallback in(state_, Callback::kCallDone, timing_);
-                calls_.fail_all(ASYNCD_NODE_LINK_LOST);
-            }
+            calls_.fail_all(ASYNCD_NODE_LINK_LOST);
             reqs_.clear();
             break;
         default:

@@ -73,6 +73,8 @@ class Worker {
     // The cluster's records and timers.
     void dispatch_node(const shmq::Message &m, uint64_t attempts);
     void run_calls();
+    static void invoke_call_done(void *ctx, cluster::CallFn fn, void *arg, uint64_t call,
+                                 int status, int code, const void *reply, size_t len);
     int node_check(const char *node, const char *service, size_t len) const;
     bool push_node(FromWorker type, uint64_t id, uint64_t seq, const std::string &head,
                    const void *msg, size_t len);

@@ -166,7 +166,6 @@ void Worker::dispatch_node(const shmq::Message &m, uint64_t attempts) {
             return;
         }
         case ToWorker::kNodeResult: {
-            InCallback in(state_, Callback::kCallDone, timing_);
             if (!calls_.complete(m.conn_id, cluster::result_status(m.seq),
                                  cluster::result_code(m.seq), m.data, m.len)) {
                 bump(stats_->node_late);
@@ -203,8 +202,16 @@ void Worker::run_calls() {
     uint64_t at;
     if (!calls_.next_deadline_ms(&at)) return;
     if (at > now) return;
-    InCallback in(state_, Callback::kCallDone, timing_);
     calls_.run(now, ASYNCD_NODE_TIMEOUT);
+}
+
+// The call table's way to run a node_call's callback: each on its own for the hang detector
+// and the timing.
+void Worker::invoke_call_done(void *ctx, cluster::CallFn fn, void *arg, uint64_t call, int status,
+                              int code, const void *reply, size_t len) {
+    Worker *w = static_cast<Worker *>(ctx);
+    InCallback in(w->state_, Callback::kCallDone, w->timing_);
+    fn(arg, call, status, code, reply, len);
 }
 
 }  // namespace asyncd::work

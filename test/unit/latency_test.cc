@@ -8,6 +8,7 @@
 
 #include "core/latency.h"
 #include "core/records.h"
+#include "work/in_callback.h"
 
 namespace asyncd {
 namespace {
@@ -66,6 +67,37 @@ TEST(Latency, APacketSeqCarriesItsCountAndStamp) {
     EXPECT_EQ(ticks_since_stamp(packet_stamp(packet_seq(0, now + 50)), now), 0u)
         << "a stamp ahead (another CPU's counter) is no wait";
     EXPECT_EQ(ticks_since_stamp(0, now), 0u) << "no stamp";
+}
+
+TEST(StatusJson, StringsAreEscapedAndStayUtf8) {
+    EXPECT_EQ(json_escape("a\tb\"c\\d"), "a\\u0009b\\\"c\\\\d");
+    EXPECT_EQ(json_escape("caf\xc3\xa9"), "caf\xc3\xa9") << "UTF-8 is kept";
+    EXPECT_EQ(json_escape("x\xff\xc3y"), "x\\ufffd\\ufffdy") << "what is not UTF-8 is replaced";
+    EXPECT_EQ(json_escape("abcdef", 3), "abc") << "no further than the field";
+}
+
+// One in 16 of each kind on average, and with traffic of period 16 every position of it is
+// timed about as often: a plain countdown would time the same one every time.
+TEST(Latency, SamplingHasNoPeriod) {
+    work::CallbackTimer t;
+    t.every = 16;
+    t.seed(12345);
+    int by_position[16] = {};
+    int timed = 0;
+    for (int i = 0; i < 160000; i++) {
+        if (t.due(kTimePacket)) {
+            by_position[i % 16]++;
+            timed++;
+        }
+    }
+    EXPECT_NEAR(timed, 10000, 600);
+    for (int p = 0; p < 16; p++)
+        EXPECT_NEAR(by_position[p], 625, 200) << "position " << p;
+    work::CallbackTimer every;
+    every.every = 1;
+    every.seed(7);
+    for (int i = 0; i < 100; i++)
+        EXPECT_TRUE(every.due(kTimeTimer));
 }
 
 }  // namespace
