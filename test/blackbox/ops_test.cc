@@ -144,6 +144,8 @@ TEST_F(Daemon, DetachesAndAnswersDashS) {
     }
     EXPECT_EQ(asyncd("-s stop --json -c " + conf_, &out), 1) << "--json goes with status only";
     // -s top: a screen a second (two here), rates from two reads, a row per worker.
+    EXPECT_EQ(asyncd("-s top --count abc -c " + conf_, &out), 2) << out;
+    EXPECT_NE(out.find("--count takes a number of screens"), std::string::npos) << out;
     ASSERT_EQ(asyncd("-s top --count 2 -c " + conf_, &out), 0) << out;
     size_t screens = 0;
     for (size_t at = 0; (at = out.find("asyncd top - up ", at)) != std::string::npos; at++)
