@@ -374,8 +374,6 @@ void Clients::on_readable(Connection *c) {
         return;
     }
     c->last_active_ms = now;
-    // One read of the counter per read(), for every packet in it (none: nothing is timed).
-    read_ticks_ = cfg_->handler_timing ? ticks() : 0;
     bump(st_->bytes_in, uint64_t(n));
     uint64_t packets = c->packets;
     size_t used = 0;
@@ -598,7 +596,7 @@ bool Clients::feed(Connection *c, const uint8_t *data, size_t len, size_t *used)
         shmq::RecordMeta meta;
         meta.type = type_of(ToWorker::kPacket);
         meta.conn_id = c->id;
-        meta.seq = packet_seq(c->packets, read_ticks_);
+        meta.seq = packet_seq(c->packets, timing_stamp());
         shmq::PushStatus s = p.to().try_push_stream(meta, data + *used, n, &p.stream_done());
         if (s == shmq::PushStatus::kFull) {
             c->stream_len = n;
@@ -647,7 +645,6 @@ void Clients::test_hook_after_push(Port &p, const uint8_t *pkg, size_t len) {
 // False when it is still blocked.
 bool Clients::drive(Connection *c) {
     if (!c->closed()) {
-        read_ticks_ = cfg_->handler_timing ? ticks() : 0;  // what waited in c->in: from now
         if (!push_up(c)) return false;
         size_t used = 0;
         bool ok = feed(c, c->in.data(), c->in.size(), &used);
@@ -818,4 +815,13 @@ void Clients::end_turn() {
     resume_starved();
 }
 
+// The stamp of a packet whose callback the worker is to time: about one in handler_timing,
+// picked here, the counter read for those only; 0 for the others.
+uint64_t Clients::timing_stamp() {
+    uint32_t every = uint32_t(cfg_->handler_timing);
+    if (timing_sampler_.every != every) timing_sampler_.reset(every, ticks() ^ uint64_t(getpid()));
+    if (!timing_sampler_.due()) return 0;
+    uint64_t t = ticks() & kSeqStampMask;
+    return t ? t : 1;
+}
 }  // namespace asyncd::conn

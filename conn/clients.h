@@ -15,6 +15,7 @@
 #include "conn/port.h"
 #include "core/channels.h"
 #include "core/config.h"
+#include "core/latency.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/plugin.h"
@@ -117,6 +118,7 @@ class Clients {
     int bind_worker(Connection *c, const uint8_t *pkg, size_t len);
     void note_bound(Connection *c);
 
+    uint64_t timing_stamp();
     bool feed(Connection *c, const uint8_t *data, size_t len, size_t *used);
     bool push_up(Connection *c);
     bool push_down(Connection *c);
@@ -165,7 +167,7 @@ class Clients {
     std::vector<Connection *> dirty_;
     std::vector<Connection *> reap_;
     std::unique_ptr<uint8_t[]> scratch_;
-    uint64_t read_ticks_ = 0;  // ticks() at the read the packets being fed came from
+    Sampler timing_sampler_;  // which packets' callbacks the workers time
     size_t live_ = 0;
     uint32_t next_worker_ = 0;
     int max_conns_ = 0;    // cfg_->max_conns, or less if the fd limit says so

@@ -438,7 +438,7 @@ const std::vector<ConfigKey> kKeys = {
     OTHER_KEY("out_buf_soft_seconds", "10", OnReload::kLive),
     OTHER_KEY("shutdown_timeout", "10", OnReload::kLive),
     OTHER_KEY("handler_timeout", "5", OnReload::kLive),
-    OTHER_KEY("handler_timing", "16", OnReload::kRoll),
+    OTHER_KEY("handler_timing", "64", OnReload::kRoll),
     OTHER_KEY("worker_max_rss", "off", OnReload::kRoll),
     OTHER_KEY("input_budget", "auto", OnReload::kLive),
     OTHER_KEY("busy_poll_us", "50", OnReload::kLive),

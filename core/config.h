@@ -40,7 +40,7 @@ struct Config {
     int shutdown_timeout = 10;
     int busy_poll_us = 50;            // after work, poll this long before sleeping
     int busy_poll_contended_us = 20;  // the same while no CPU would sit idle
-    int handler_timing = 16;  // the workers time one plugin callback in N of each kind; 0: none
+    int handler_timing = 64;  // the workers time one plugin callback in N of each kind; 0: none
     int handler_timeout_ms = 5000;          // a plugin callback running longer is a hang; 0: off
     int pkg_timeout_ms = 30000;             // a packet must be whole this long after its first byte
     size_t out_buf_soft = size_t(8) << 20;  // replies a client may leave unread for a while,

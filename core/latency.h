@@ -54,6 +54,34 @@ inline void record(LatencyHist &h, uint64_t ns) {
     bump(h.count);
 }
 
+// Which of a stream of events are timed: about one in `every`, at random gaps from 1 to
+// 2 * every - 1, so that traffic with a period of its own (pipelined batches of 16, say)
+// cannot always put the same one of its packets in front of the clock, and a new process's
+// first events are not always the ones timed. every 0: none; 1: all.
+struct Sampler {
+    uint32_t every = 0;
+    uint32_t countdown = 1;
+    uint64_t rng = 1;
+
+    void reset(uint32_t n, uint64_t seed) {
+        every = n;
+        rng = seed | 1;
+        countdown = gap();
+    }
+    uint32_t gap() {
+        if (every <= 1) return 1;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        return 1 + uint32_t(rng % (2 * uint64_t(every) - 1));
+    }
+    bool due() {
+        if (!every || --countdown) return false;
+        countdown = gap();
+        return true;
+    }
+};
+
 // What each worker times. Callbacks not named here (init_service, fini_service) are not.
 enum TimingKind {
     kTimePacket,

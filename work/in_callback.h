@@ -12,35 +12,18 @@
 namespace asyncd::work {
 
 // The worker's handler timing (null when handler_timing is off).
-static_assert(kTimingKinds == 7, "a countdown for each kind below");
 struct CallbackTimer {
     WorkerTiming *timing = nullptr;
     uint64_t ns_per_tick_q32 = 0;
     uint64_t paused = 0;  // ticks the callback under way waited for conn: not its own time
-    uint32_t every = 1;   // handler_timing: one callback in `every` of each kind is timed
-    // Callbacks until the next timed one, per kind. The gaps are random, from 1 to
-    // 2 * every - 1 (every on average), so that traffic with a period of its own (pipelined
-    // batches of 16, say) cannot always put the same one of its packets in front of the
-    // clock, and a new worker's first callbacks are not always the ones timed.
-    uint32_t countdown[kTimingKinds] = {1, 1, 1, 1, 1, 1, 1};
-    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    // One sampler per kind (handler_timing). A packet's callback is timed when conn
+    // stamped it, conn's sampler having picked it: the ring wait needs conn's stamp, and
+    // conn then reads the counter for those packets only.
+    Sampler sample[kTimingKinds];
 
-    void seed(uint64_t s) {
-        rng = s | 1;
-        for (uint32_t &c : countdown)
-            c = next_gap();
-    }
-    uint32_t next_gap() {
-        if (every <= 1) return 1;
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        return 1 + uint32_t(rng % (2 * uint64_t(every) - 1));
-    }
-    bool due(int kind) {
-        if (--countdown[kind]) return false;
-        countdown[kind] = next_gap();
-        return true;
+    void seed(uint32_t every, uint64_t s) {
+        for (Sampler &k : sample)
+            k.reset(every, s += 0x9e3779b97f4a7c15ull);
     }
 
     // A packet conn stamped when it read it (packet_stamp of its seq) and handed to the
@@ -72,11 +55,12 @@ static_assert(sizeof kTimingOf / sizeof kTimingOf[0] == size_t(Callback::kCallDo
 // stop, timers due together) is many short ones, never one long one.
 class InCallback {
   public:
-    InCallback(WorkerState *s, Callback cb, CallbackTimer *t) : s_(s) {
+    // timed: whether to time this one (a packet: conn decided), or -1: the kind's sampler.
+    InCallback(WorkerState *s, Callback cb, CallbackTimer *t, int timed = -1) : s_(s) {
         s_->callback.store(uint32_t(cb), std::memory_order_relaxed);
         s_->busy_since_ms.store(coarse_ms(), std::memory_order_relaxed);
         int kind = kTimingOf[size_t(cb)];
-        if (t && kind >= 0 && t->due(kind)) {
+        if (t && kind >= 0 && (timed < 0 ? t->sample[kind].due() : timed > 0)) {
             timer_ = t;
             hist_ = &t->timing->kinds[kind];
             t->paused = 0;

@@ -88,9 +88,8 @@ Worker::Worker(const Config &cfg, Channels *ch, int index, Log *log)
     cpu_.count_own(&stats_->busy_poll_ns);
     callback_timer_.timing = worker_timing(ch->stats, index);
     callback_timer_.ns_per_tick_q32 = ch->stats->ns_per_tick_q32;
-    callback_timer_.every = uint32_t(cfg_.handler_timing);
     if (cfg_.handler_timing) timing_ = &callback_timer_;
-    callback_timer_.seed(ticks() ^ uint64_t(getpid()) << 32);
+    callback_timer_.seed(uint32_t(cfg_.handler_timing), ticks() ^ uint64_t(getpid()) << 32);
     calls_.set_invoker(&Worker::invoke_call_done, this);
 }
 
@@ -439,7 +438,7 @@ void Worker::dispatch(const shmq::Message &m) {
             int rc;
             uint64_t started;
             {
-                InCallback in(state_, Callback::kPacket, timing_);
+                InCallback in(state_, Callback::kPacket, timing_, packet_stamp(m.seq) != 0);
                 started = in.started();
                 rc = fns.proc_pkg_cli(m.conn_id, m.data, m.len);
             }

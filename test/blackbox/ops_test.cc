@@ -360,12 +360,12 @@ TEST_F(Metrics, HandlerTimesAreHistogramsInMetricsJsonAndHistory) {
         << slurp(doc);
 }
 
-// By default about one packet in 16 is timed (random gaps of 1 to 31): of 480, from 15 to 60
-// (five standard deviations either way), and the ring wait of each of them.
+// handler_timing 16: about one packet in 16 is timed (random gaps of 1 to 31): of 480, from
+// 15 to 60 (five standard deviations either way), and the ring wait of each of them.
 TEST_F(Metrics, HandlerTimingSamplesOneInN) {
     int admin = free_port();
-    start("workers 1\nplugin " + plugin_path("testplug.so") +
-          "\nadmin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
+    start("workers 1\nplugin " + plugin_path("testplug.so") + "\nhandler_timing 16\n" +
+          "admin_listen 127.0.0.1:" + std::to_string(admin) + "\n");
     Client c;
     ASSERT_TRUE(c.connect(server_->port()));
     for (int i = 0; i < 480; i++)

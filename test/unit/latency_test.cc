@@ -8,7 +8,6 @@
 
 #include "core/latency.h"
 #include "core/records.h"
-#include "work/in_callback.h"
 
 namespace asyncd {
 namespace {
@@ -79,13 +78,12 @@ TEST(StatusJson, StringsAreEscapedAndStayUtf8) {
 // One in 16 of each kind on average, and with traffic of period 16 every position of it is
 // timed about as often: a plain countdown would time the same one every time.
 TEST(Latency, SamplingHasNoPeriod) {
-    work::CallbackTimer t;
-    t.every = 16;
-    t.seed(12345);
+    Sampler t;
+    t.reset(16, 12345);
     int by_position[16] = {};
     int timed = 0;
     for (int i = 0; i < 160000; i++) {
-        if (t.due(kTimePacket)) {
+        if (t.due()) {
             by_position[i % 16]++;
             timed++;
         }
@@ -93,11 +91,13 @@ TEST(Latency, SamplingHasNoPeriod) {
     EXPECT_NEAR(timed, 10000, 600);
     for (int p = 0; p < 16; p++)
         EXPECT_NEAR(by_position[p], 625, 200) << "position " << p;
-    work::CallbackTimer every;
-    every.every = 1;
-    every.seed(7);
-    for (int i = 0; i < 100; i++)
-        EXPECT_TRUE(every.due(kTimeTimer));
+    Sampler every, none;
+    every.reset(1, 7);
+    none.reset(0, 7);
+    for (int i = 0; i < 100; i++) {
+        EXPECT_TRUE(every.due());
+        EXPECT_FALSE(none.due());
+    }
 }
 
 }  // namespace
